@@ -1,0 +1,58 @@
+"""aihub_nb: a Jupyter-native hub for everything you do with AI models, kept on your machine.
+
+In a notebook: `%load_ext aihub_nb`, then `%%aihub chat NAME` cells. From Python: `Hub()`.
+Importing this package is cheap: heavy modules (openai, ollama, pandas, matplotlib,
+ipywidgets, sqlite-utils) load when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Hub",
+    "Store",
+    "__version__",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
+
+_LAZY = {
+    "Hub": ("aihub_nb.hub", "Hub"),
+    "Store": ("aihub_nb.store", "Store"),
+}
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .store import Store
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'aihub_nb' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext aihub_nb`: register the %aihub / %%aihub magics."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    from .magics import unload_ipython_extension as unload
+
+    unload(ipython)

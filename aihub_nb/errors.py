@@ -1,0 +1,153 @@
+"""Exceptions raised by aihub_nb.
+
+Every message says what went wrong and what to do next, on one line.
+
+    AihubError
+    ├── StoreError
+    │   ├── UnknownModelError        a table name that schema.prisma does not declare
+    │   ├── UnknownFieldError        a field name that the table does not have
+    │   └── RecordNotFoundError      no row with that id
+    ├── SchemaError                  schema.prisma could not be read
+    ├── UsageError                   a user's mistake: bad argument, unknown chat or connection
+    │   ├── NotFoundError            a named chat, connection, agent or tool does not exist
+    │   └── ThreadBusyError          another turn is running on the same thread
+    ├── ProviderError                a model provider failed; carries connection and status code
+    │   ├── AuthenticationError      401/403: missing or wrong API key
+    │   ├── ModelNotFoundError       404: the endpoint has no such model
+    │   ├── RateLimitError           429: retried with backoff, honouring Retry-After
+    │   ├── ServerError              5xx: retried with backoff
+    │   ├── ProviderUnreachableError connection refused, DNS failure
+    │   ├── ProviderTimeoutError     no answer in time
+    │   └── StreamError              a stream broke off or carried malformed data
+    └── ToolError                    a tool could not be defined or called
+        └── ToolArgumentsError       arguments that do not fit the tool's schema
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AihubError",
+    "AuthenticationError",
+    "ModelNotFoundError",
+    "NotFoundError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "ProviderUnreachableError",
+    "RateLimitError",
+    "RecordNotFoundError",
+    "SchemaError",
+    "ServerError",
+    "StoreError",
+    "StreamError",
+    "ThreadBusyError",
+    "ToolArgumentsError",
+    "ToolError",
+    "UnknownFieldError",
+    "UnknownModelError",
+    "UsageError",
+]
+
+
+class AihubError(Exception):
+    """Base class of every error aihub_nb raises on purpose."""
+
+
+class StoreError(AihubError):
+    """The store was asked for something it does not hold."""
+
+
+class UnknownModelError(StoreError):
+    def __init__(self, name: str, *, valid: list[str]) -> None:
+        self.name = name
+        self.valid = sorted(valid)
+        super().__init__(f"Unknown model {name!r}; valid models are: {', '.join(self.valid)}.")
+
+
+class UnknownFieldError(StoreError):
+    def __init__(self, model: str, fields: list[str], *, valid: list[str]) -> None:
+        self.model = model
+        self.fields = list(fields)
+        self.valid = list(valid)
+        names = ", ".join(repr(f) for f in self.fields)
+        plural = "fields" if len(self.fields) > 1 else "field"
+        super().__init__(
+            f"Unknown {plural} {names} for model {model}; valid fields are: {', '.join(self.valid)}."
+        )
+
+
+class RecordNotFoundError(StoreError):
+    def __init__(self, model: str, id: str) -> None:
+        self.model = model
+        self.id = id
+        super().__init__(f"No {model} with id {id!r}; use store.find({model!r}) to list them.")
+
+
+class SchemaError(AihubError):
+    """schema.prisma could not be parsed."""
+
+
+class UsageError(AihubError):
+    """A user's mistake; shown in a notebook as one line, without a traceback."""
+
+
+class NotFoundError(UsageError):
+    """A named object (chat, connection, agent, tool) does not exist."""
+
+
+class ThreadBusyError(UsageError):
+    """Another turn holds the thread's lock."""
+
+
+class ProviderError(AihubError):
+    """A model provider failed. `connection` names the connection, `status_code` the HTTP status."""
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        connection: str | None = None,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.connection = connection
+        self.status_code = status_code
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class AuthenticationError(ProviderError):
+    pass
+
+
+class ModelNotFoundError(ProviderError):
+    pass
+
+
+class RateLimitError(ProviderError):
+    retryable = True
+
+
+class ServerError(ProviderError):
+    retryable = True
+
+
+class ProviderUnreachableError(ProviderError):
+    pass
+
+
+class ProviderTimeoutError(ProviderError):
+    pass
+
+
+class StreamError(ProviderError):
+    pass
+
+
+class ToolError(AihubError):
+    """A tool could not be defined, found or called."""
+
+
+class ToolArgumentsError(ToolError):
+    """Arguments that do not fit a tool's JSON schema."""

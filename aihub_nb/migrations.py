@@ -1,0 +1,63 @@
+"""Named data migrations: changes to the store that a schema diff cannot express.
+
+Tables and columns follow schema.prisma automatically (aihub_nb.store). Anything else (moving
+data between fields, filling a new field from old rows, splitting a value) is a function here,
+registered with `@migration`, run once per database inside the store's upgrade transaction and
+recorded in the `_aihub_migrations` table. A released migration is never edited: write a new one.
+
+    @migration
+    def m002_fill_theme(store):
+        store.conn.execute('UPDATE "UserSettings" SET theme = \\'light\\' WHERE theme = \\'\\'')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["MIGRATIONS", "apply_pending", "migration", "names"]
+
+MIGRATIONS: dict[str, Callable[["Store"], None]] = {}
+
+
+def migration(fn: Callable[["Store"], None]) -> Callable[["Store"], None]:
+    """Register a migration under its function name; names sort in the order they run."""
+    if fn.__name__ in MIGRATIONS:
+        raise ValueError(f"Migration {fn.__name__!r} is registered twice; give the new one a new name.")
+    MIGRATIONS[fn.__name__] = fn
+    return fn
+
+
+def names() -> list[str]:
+    return sorted(MIGRATIONS)
+
+
+def apply_pending(store: "Store") -> list[str]:
+    """Run the migrations this database has not seen, in name order; the caller holds the write lock."""
+    from .store import now_iso
+
+    applied = {r[0] for r in store.conn.execute("SELECT name FROM _aihub_migrations")}
+    done = []
+    for name in names():
+        if name in applied:
+            continue
+        MIGRATIONS[name](store)
+        store.conn.execute("INSERT INTO _aihub_migrations (name, appliedAt) VALUES (?, ?)", (name, now_iso()))
+        done.append(f"migration {name}")
+    return done
+
+
+@migration
+def m001_json_defaults(store: "Store") -> None:
+    """Rows written before a Json field existed hold NULL where the schema now promises JSON."""
+    for model in store.models.values():
+        for field in model.fields.values():
+            if field.type == "Json" and not field.optional:
+                empty = "[]" if field.default == "[]" else "{}"
+                store.conn.execute(
+                    f'UPDATE "{model.table}" SET "{field.column}" = ? WHERE "{field.column}" IS NULL OR "{field.column}" = \'\'',
+                    (empty,),
+                )

@@ -1,0 +1,488 @@
+"""The store: one SQLite file whose tables follow schema.prisma.
+
+    >>> store = Store("/tmp/aihub.db")
+    >>> msg = store.create("Message", threadId=thread["id"], type="user", content="hi")
+    >>> store.update("Message", msg["id"], content="hello")["updatedAt"] >= msg["updatedAt"]
+    True
+
+Opening a store creates the file readable by its owner only, turns on WAL and a busy timeout,
+and brings the tables up to schema.prisma: missing models become tables, missing fields become
+columns, declared indexes are created, and named data migrations (aihub_nb.migrations) run once
+each. Rows are never dropped. All of that happens under one write lock, so several processes
+opening the same file at once agree.
+
+Writes on the hot path (a message, a metric, a stream chunk) are prepared INSERT/UPDATE
+statements cached per model and column set, with no schema look-up per call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import RecordNotFoundError, UnknownFieldError, UnknownModelError
+from .prisma import Field, Model, Schema, load_schema
+
+__all__ = ["Store", "now_iso", "uuid7"]
+
+_SQL_TYPES = {
+    "String": "TEXT",
+    "Boolean": "INTEGER",
+    "Int": "INTEGER",
+    "BigInt": "INTEGER",
+    "Float": "REAL",
+    "Decimal": "REAL",
+    "DateTime": "TEXT",
+    "Json": "TEXT",
+    "Bytes": "BLOB",
+}
+_EMPTY = {"String": "", "Boolean": False, "Int": 0, "BigInt": 0, "Float": 0.0, "Decimal": 0.0, "Json": {}, "Bytes": b""}
+_MIGRATIONS_TABLE = "_aihub_migrations"
+
+# ---------------------------------------------------------------- ids and times
+
+_uuid_lock = threading.Lock()
+_uuid_last_ms = 0
+_uuid_counter = 0
+
+
+def uuid7() -> str:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then a 12-bit counter, then random bits.
+
+    Ids made by one process are strictly increasing, so inserts append to the primary key.
+    """
+    global _uuid_last_ms, _uuid_counter
+    ms = time.time_ns() // 1_000_000
+    with _uuid_lock:
+        if ms > _uuid_last_ms:
+            _uuid_last_ms, _uuid_counter = ms, random.getrandbits(11)
+        else:
+            _uuid_counter += 1
+            if _uuid_counter > 0xFFF:
+                _uuid_last_ms += 1
+                _uuid_counter = random.getrandbits(11)
+        ms, counter = _uuid_last_ms, _uuid_counter
+    tail = int.from_bytes(os.urandom(8)) & 0x3FFF_FFFF_FFFF_FFFF | 0x8000_0000_0000_0000
+    value = (ms << 80) | (0x7 << 76) | (counter << 64) | tail
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def now_iso(t: float | None = None) -> str:
+    """UTC ISO-8601 with milliseconds and Z, as every timestamp in the store is written."""
+    ms = int((time.time() if t is None else t) * 1000)
+    seconds, ms = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
+
+
+# ---------------------------------------------------------------- value conversion
+
+
+def _to_sql(field: Field, value: Any) -> Any:
+    if value is None:
+        return None
+    kind = field.type
+    if kind == "Json":
+        return json.dumps(value, ensure_ascii=False, default=str)
+    if kind == "Boolean":
+        return 1 if value else 0
+    if kind == "DateTime" and not isinstance(value, str):
+        return now_iso(value.timestamp()) if hasattr(value, "timestamp") else str(value)
+    return value
+
+
+def _reader(field: Field | None):
+    if field is None:
+        return None
+    if field.type == "Json":
+        return _load_json
+    if field.type == "Boolean":
+        return _load_bool
+    return None
+
+
+def _load_json(value: Any) -> Any:
+    if value is None or value == "":
+        return None if value is None else {}
+    return json.loads(value)
+
+
+def _load_bool(value: Any) -> Any:
+    return None if value is None else bool(value)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# ---------------------------------------------------------------- the store
+
+
+class Store:
+    """A SQLite file whose tables follow schema.prisma. Thread-safe; safe across processes."""
+
+    def __init__(self, path: str | os.PathLike, *, schema: Schema | None = None, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self.schema = schema or load_schema()
+        self.models: dict[str, Model] = self.schema.models
+        self._lock = threading.RLock()
+        self._insert_sql: dict[tuple[str, tuple[str, ...]], str] = {}
+        self.conn = self._connect(timeout)
+        self.upgrade()
+
+    # -- opening
+
+    def _connect(self, timeout: float) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.path.exists():
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+            os.close(fd)
+        conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        deadline = time.monotonic() + timeout
+        while True:  # switching to WAL needs a moment of exclusive access
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def upgrade(self) -> list[str]:
+        """Bring the file up to schema.prisma and run pending migrations; return what changed."""
+        from . import migrations
+
+        with self._lock:
+            if not self._needs_upgrade(migrations.names()):
+                return []
+            with self.transaction():
+                changes = self._apply_schema()
+                changes += migrations.apply_pending(self)
+            self._insert_sql.clear()
+            return changes
+
+    def _needs_upgrade(self, migration_names: list[str]) -> bool:
+        existing = self._columns()
+        for model in self.models.values():
+            columns = existing.get(model.table)
+            if columns is None or any(f.column not in columns for f in model.fields.values()):
+                return True
+        indexes = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        if any(_index_name(m, ix) not in indexes for m in self.models.values() for ix in m.indexes):
+            return True
+        if _MIGRATIONS_TABLE not in existing:
+            return True
+        applied = {r[0] for r in self.conn.execute(f"SELECT name FROM {_MIGRATIONS_TABLE}")}
+        return any(name not in applied for name in migration_names)
+
+    def _columns(self) -> dict[str, set[str]]:
+        tables = [r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {t: {r[1] for r in self.conn.execute(f"PRAGMA table_info({_quote(t)})")} for t in tables}
+
+    def _apply_schema(self) -> list[str]:
+        import sqlite_utils
+
+        db = sqlite_utils.Database(self.conn)
+        changes: list[str] = []
+        existing = self._columns()
+        for model in self.models.values():
+            columns = existing.get(model.table)
+            if columns is None:
+                db.create_table(
+                    model.table,
+                    {f.column: _SQL_TYPES[f.type] for f in model.fields.values()},
+                    pk=next(f.column for f in model.fields.values() if f.is_id),
+                    not_null={f.column for f in model.fields.values() if not f.optional},
+                    defaults={f.column: d for f in model.fields.values() if (d := _column_default(f)) is not None},
+                )
+                changes.append(f"created table {model.table}")
+                continue
+            for f in model.fields.values():
+                if f.column in columns:
+                    continue
+                default = _column_default(f)
+                if default is None and not f.optional:
+                    default = now_iso() if f.type == "DateTime" else _to_sql(f, _EMPTY[f.type])
+                db[model.table].add_column(f.column, _SQL_TYPES[f.type], not_null_default=None if f.optional else default)
+                changes.append(f"added column {model.table}.{f.column}")
+        for model in self.models.values():
+            for index in model.indexes:
+                columns = [model.fields[c].column if c in model.fields else c for c in index.columns]
+                name = _index_name(model, index)
+                db[model.table].create_index(columns, index_name=name, unique=index.unique, if_not_exists=True)
+        if _MIGRATIONS_TABLE not in existing:
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {_MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, appliedAt TEXT NOT NULL)")
+        return changes
+
+    # -- transactions
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE): other writers wait instead of failing."""
+        with self._lock:
+            if self.conn.in_transaction:
+                yield self.conn
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    # -- model and field checks
+
+    def model(self, name: str) -> Model:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise UnknownModelError(name, valid=list(self.models)) from None
+
+    def _check_fields(self, model: Model, names: Iterable[str]) -> None:
+        unknown = [n for n in names if n not in model.fields]
+        if unknown:
+            raise UnknownFieldError(model.name, unknown, valid=list(model.fields))
+
+    # -- CRUD
+
+    def _row_for_insert(self, model: Model, fields: dict[str, Any], now: str) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for f in model.fields.values():
+            if f.name in fields:
+                value = fields[f.name]
+            elif f.is_id:
+                value = uuid7()
+            elif f.updated_at or f.default == ("now",):
+                value = now
+            elif f.has_default and not isinstance(f.default, tuple):
+                value = f.default
+                if f.type == "Json" and isinstance(value, str):
+                    value = json.loads(value)
+            elif f.optional:
+                continue
+            else:
+                value = _EMPTY.get(f.type, "")
+                if isinstance(value, dict):
+                    value = {}
+            row[f.name] = value
+        return row
+
+    def _insert_statement(self, model: Model, names: tuple[str, ...]) -> str:
+        key = (model.name, names)
+        sql = self._insert_sql.get(key)
+        if sql is None:
+            cols = ", ".join(_quote(model.fields[n].column) for n in names)
+            marks = ", ".join("?" for _ in names)
+            sql = self._insert_sql[key] = f"INSERT INTO {_quote(model.table)} ({cols}) VALUES ({marks})"
+        return sql
+
+    def create(self, model_name: str, **fields: Any) -> dict[str, Any]:
+        """Insert one record and return it as a dict (id, createdAt, updatedAt filled in)."""
+        model = self.model(model_name)
+        self._check_fields(model, fields)
+        row = self._row_for_insert(model, fields, now_iso())
+        names = tuple(row)
+        fmap = model.fields
+        params = [_to_sql(fmap[n], row[n]) for n in names]
+        sql = self._insert_statement(model, names)
+        with self._lock:
+            self.conn.execute(sql, params)
+        if len(row) == len(fmap):
+            return row
+        return {name: row.get(name) for name in fmap}
+
+    def create_many(self, model_name: str, rows: Iterable[dict[str, Any]]) -> int:
+        """Insert many records in one transaction; return how many."""
+        model = self.model(model_name)
+        fmap = model.fields
+        now = now_iso()
+        batches: dict[tuple[str, ...], list[list[Any]]] = {}
+        count = 0
+        for fields in rows:
+            if count == 0 or fields.keys() - fmap.keys():
+                self._check_fields(model, fields)
+            row = self._row_for_insert(model, fields, now)
+            names = tuple(row)
+            batches.setdefault(names, []).append([_to_sql(fmap[n], row[n]) for n in names])
+            count += 1
+        with self.transaction():
+            for names, params in batches.items():
+                self.conn.executemany(self._insert_statement(model, names), params)
+        return count
+
+    def get(self, model_name: str, id: str) -> dict[str, Any]:
+        """The record with this id; RecordNotFoundError if there is none."""
+        rows = self.find(model_name, id=id)
+        if not rows:
+            raise RecordNotFoundError(model_name, id)
+        return rows[0]
+
+    def first(self, model_name: str, **equals: Any) -> dict[str, Any] | None:
+        """The newest record matching `equals`, or None."""
+        rows = self.find(model_name, order="desc", limit=1, **equals)
+        return rows[0] if rows else None
+
+    def find(
+        self, model_name: str, *, order: str = "asc", limit: int | None = None, **equals: Any
+    ) -> list[dict[str, Any]]:
+        """Records whose fields equal the given values (None matches NULL), newest last."""
+        model = self.model(model_name)
+        self._check_fields(model, equals)
+        where, params = [], []
+        for name, value in equals.items():
+            f = model.fields[name]
+            if value is None:
+                where.append(f"{_quote(f.column)} IS NULL")
+            else:
+                where.append(f"{_quote(f.column)} = ?")
+                params.append(_to_sql(f, value))
+        sql = f"SELECT * FROM {_quote(model.table)}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY rowid DESC" if order == "desc" else " ORDER BY rowid"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self._select(model, sql, params)
+
+    def _select(self, model: Model, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            cursor = self.conn.execute(sql, list(params))
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        by_column = {f.column: f for f in model.fields.values()}
+        keys = [by_column[c].name if c in by_column else c for c in names]
+        readers = [_reader(by_column.get(c)) for c in names]
+        out = []
+        for row in rows:
+            record = {}
+            for key, read, value in zip(keys, readers, row):
+                record[key] = read(value) if read else value
+            out.append(record)
+        return out
+
+    def update(self, model_name: str, id: str, **fields: Any) -> dict[str, Any]:
+        """Change fields of one record (updatedAt moves) and return the record as it now is."""
+        model = self.model(model_name)
+        self._check_fields(model, fields)
+        fields = {k: v for k, v in fields.items() if not model.fields[k].is_id}
+        for f in model.fields.values():
+            if f.updated_at:
+                fields[f.name] = now_iso()
+        sets = ", ".join(f"{_quote(model.fields[n].column)} = ?" for n in fields)
+        params = [_to_sql(model.fields[n], v) for n, v in fields.items()]
+        with self._lock:
+            cursor = self.conn.execute(f"UPDATE {_quote(model.table)} SET {sets} WHERE id = ?", [*params, id])
+            if cursor.rowcount == 0:
+                raise RecordNotFoundError(model_name, id)
+        return self.get(model_name, id)
+
+    def append_text(self, model_name: str, id: str, field_name: str, text: str) -> None:
+        """Append to a String field in place (a stream's raw output, a log), without reading it."""
+        model = self.model(model_name)
+        self._check_fields(model, [field_name])
+        col = _quote(model.fields[field_name].column)
+        with self._lock:
+            self.conn.execute(
+                f'UPDATE {_quote(model.table)} SET {col} = coalesce({col}, \'\') || ?, "updatedAt" = ? WHERE id = ?',
+                (text, now_iso(), id),
+            )
+
+    def delete(self, model_name: str, id: str) -> None:
+        """Delete one record; RecordNotFoundError if there is none."""
+        model = self.model(model_name)
+        with self._lock:
+            cursor = self.conn.execute(f"DELETE FROM {_quote(model.table)} WHERE id = ?", (id,))
+        if cursor.rowcount == 0:
+            raise RecordNotFoundError(model_name, id)
+
+    def count(self, model_name: str, **equals: Any) -> int:
+        model = self.model(model_name)
+        self._check_fields(model, equals)
+        where = " AND ".join(f"{_quote(model.fields[n].column)} = ?" for n in equals) or "1"
+        params = [_to_sql(model.fields[n], v) for n, v in equals.items()]
+        with self._lock:
+            return self.conn.execute(f"SELECT count(*) FROM {_quote(model.table)} WHERE {where}", params).fetchone()[0]
+
+    # -- references
+
+    def set_reference(self, model_name: str, id: str, name: str, target_id: str | None) -> dict[str, Any]:
+        """Set (or, with None, remove) the named reference of a record to another record's id."""
+        model = self.model(model_name)
+        path = "$." + json.dumps(name)
+        if target_id is None:
+            expr, params = 'json_remove("references", ?)', [path]
+        else:
+            expr, params = 'json_set(coalesce("references", \'{}\'), ?, ?)', [path, target_id]
+        with self._lock:
+            cursor = self.conn.execute(
+                f'UPDATE {_quote(model.table)} SET "references" = {expr}, "updatedAt" = ? WHERE id = ?',
+                [*params, now_iso(), id],
+            )
+        if cursor.rowcount == 0:
+            raise RecordNotFoundError(model_name, id)
+        return self.get(model_name, id)
+
+    def referencing(self, target_id: str, *, model: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        """Records whose `references` point at target_id (under `name`, if given), each with `_model`."""
+        models = [self.model(model)] if model else list(self.models.values())
+        out = []
+        for m in models:
+            if "references" not in m.fields:
+                continue
+            if name is None:
+                cond = 'EXISTS (SELECT 1 FROM json_each(t."references") WHERE json_each.value = ?)'
+                params = [target_id]
+            else:
+                cond = 'json_extract(t."references", ?) = ?'
+                params = ["$." + json.dumps(name), target_id]
+            rows = self._select(m, f"SELECT * FROM {_quote(m.table)} AS t WHERE {cond} ORDER BY rowid", params)
+            for row in rows:
+                row["_model"] = m.name
+            out.extend(rows)
+        return out
+
+    # -- raw access
+
+    def query(self, sql: str, params: Iterable[Any] | dict = ()) -> list[dict[str, Any]]:
+        """Run SQL and return rows as plain dicts (no JSON decoding)."""
+        with self._lock:
+            cursor = self.conn.execute(sql, params if isinstance(params, dict) else list(params))
+            if cursor.description is None:
+                return []
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+
+def _index_name(model: Model, index) -> str:
+    return f"idx_{model.table}_{'_'.join(index.columns)}"
+
+
+def _column_default(f: Field) -> Any:
+    """The DDL default of a column: the schema's literal @default, in its SQL form."""
+    if not f.has_default or isinstance(f.default, tuple):
+        return None
+    if f.type == "Json":
+        return f.default if isinstance(f.default, str) else json.dumps(f.default)
+    return _to_sql(f, f.default)
+
