@@ -19,8 +19,9 @@ Every message says what went wrong and what to do next, on one line.
     │   ├── ProviderUnreachableError connection refused, DNS failure
     │   ├── ProviderTimeoutError     no answer in time
     │   └── StreamError              a stream broke off or carried malformed data
-    └── ToolError                    a tool could not be defined or called
-        └── ToolArgumentsError       arguments that do not fit the tool's schema
+    ├── ToolError                    a tool could not be defined or called
+    │   └── ToolArgumentsError       arguments that do not fit the tool's schema
+    └── RoundLimitError              an agent used all its rounds without a final answer
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "ProviderUnreachableError",
     "RateLimitError",
     "RecordNotFoundError",
+    "RoundLimitError",
     "SchemaError",
     "ServerError",
     "StoreError",
@@ -151,3 +153,7 @@ class ToolError(AihubError):
 
 class ToolArgumentsError(ToolError):
     """Arguments that do not fit a tool's JSON schema."""
+
+
+class RoundLimitError(AihubError):
+    """An agent's tool-calling loop reached its hard limit on rounds."""

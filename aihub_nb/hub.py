@@ -2,15 +2,24 @@
 
     >>> from aihub_nb import Hub
     >>> hub = Hub()                      # opens $AIHUB_HOME/aihub.db, else ~/.aihub/aihub.db
-    >>> hub.store.find("Chat")
+    >>> hub.connect("OLLAMA", "llama3.2")
+    >>> hub.chat("ideas").send("Three names for a cat?")
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from . import connections as _conn
+from .errors import NotFoundError, UsageError
 from .store import Store
+
+if TYPE_CHECKING:
+    from .chat import Chat
+    from .providers.base import Provider
 
 __all__ = ["Hub", "default_home"]
 
@@ -30,13 +39,502 @@ class Hub:
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = Store(self.home / DB_FILENAME)
+        self._providers: dict[str, tuple[str, Provider]] = {}
+        self._providers_lock = threading.Lock()
+        self._sink = None
+        self._functions: dict[str, Any] = {}  # python tools defined in this session, by name
+        self.approver = None  # approve(tool_name, arguments) -> bool, for user-permitted tools
 
     @property
     def path(self) -> Path:
         return self.store.path
 
     def close(self) -> None:
+        for _, provider in self._providers.values():
+            provider.close()
+        self._providers.clear()
         self.store.close()
 
     def __repr__(self) -> str:
         return f"Hub({str(self.home)!r})"
+
+    # ------------------------------------------------------------ connections
+
+    def connect(
+        self,
+        provider: str,
+        model_id: str,
+        *,
+        name: str | None = None,
+        base_url: str | None = None,
+        host: str | None = None,
+        api_key_env: str | None = None,
+        api_key: str | None = None,
+        type: str = "CHAT",
+        description: str = "",
+        default: bool | None = None,
+        builtin: bool = False,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Create (or, for an existing name, replace) a model connection; return it, secrets masked.
+
+        The key is referenced by environment variable (`api_key_env`, OPENAI_API_KEY by default
+        for OpenAI); a key passed as `api_key` is used for this session only and never stored.
+        The first connection becomes the default one for new chats. `timeout` (seconds) bounds
+        the wait for each read from the endpoint (default 60).
+        """
+        provider = _conn.check_provider(provider)
+        if not model_id or not str(model_id).strip():
+            raise UsageError("A connection needs a model id, e.g. %aihub connect OPENAI gpt-4o-mini.")
+        name = _conn.check_name("Connection", name or str(model_id))
+        data: dict[str, Any] = {}
+        if builtin:
+            data["builtin"] = True
+        if timeout is not None:
+            if not timeout > 0:
+                raise UsageError(f"timeout must be a positive number of seconds, not {timeout!r}.")
+            data["timeout"] = float(timeout)
+        if provider == "OPENAI":
+            if host:
+                raise UsageError("--host is for OLLAMA connections; for an OpenAI-compatible endpoint use --base-url URL.")
+            if base_url:
+                data["base_url"] = _check_url(base_url)
+            if not builtin:
+                data["api_key_env"] = api_key_env or "OPENAI_API_KEY"
+        else:
+            if base_url:
+                raise UsageError("--base-url is for OPENAI connections; for Ollama use --host URL.")
+            if host:
+                data["host"] = _check_url(host)
+            if api_key_env:
+                data["api_key_env"] = api_key_env
+        fields = dict(provider=provider, modelId=str(model_id), type=_conn.check_type(type), data=data, description=description)
+        existing = self.store.first("ModelConnections", name=name)
+        if existing:
+            row = self.store.update("ModelConnections", existing["id"], **fields)
+            self._forget_provider(row["id"])
+        else:
+            row = self.store.create("ModelConnections", name=name, **fields)
+        if api_key:
+            _conn.session_key(row["id"], api_key)
+        if default or (default is None and self._settings().get("defaultConnectionId") in (None, "")):
+            self.set_default_connection(name)
+        return _conn.public_view(row)
+
+    def connect_local(self, model_id: str = "local-chat", *, name: str = "local", provider: str = "OPENAI") -> dict[str, Any]:
+        """A connection to the local server built into aihub_nb: no key, no network, deterministic replies."""
+        return self.connect(provider, model_id, name=name, builtin=True, description="aihub_nb's built-in local model")
+
+    def autoconnect(self) -> dict[str, Any]:
+        """The best connection this machine offers: OpenAI if OPENAI_API_KEY is set, else a running
+        Ollama, else the built-in local server. Reuses an existing connection of that kind."""
+        if os.environ.get("OPENAI_API_KEY"):
+            return self._reuse_or_connect("OPENAI", "gpt-4o-mini", "openai")
+        models = _conn.ollama_reachable()
+        if models:
+            return self._reuse_or_connect("OLLAMA", models[0], "ollama")
+        existing = self.store.first("ModelConnections", name="local")
+        if existing and (existing.get("data") or {}).get("builtin"):
+            self.set_default_connection("local")
+            return _conn.public_view(existing)
+        return self.connect_local()
+
+    def _reuse_or_connect(self, provider: str, model_id: str, name: str) -> dict[str, Any]:
+        existing = self.store.first("ModelConnections", name=name)
+        if existing and existing["provider"] == provider:
+            self.set_default_connection(name)
+            return _conn.public_view(existing)
+        return self.connect(provider, model_id, name=name, default=True)
+
+    def connection(self, name_or_id: str) -> dict[str, Any]:
+        """The stored connection row (data holds no secrets)."""
+        return _conn.find_connection(self.store, name_or_id)
+
+    def connections(self) -> list[dict[str, Any]]:
+        """Every connection, as shown to a person (secrets masked), oldest first."""
+        default = self._settings().get("defaultConnectionId")
+        out = []
+        for row in self.store.find("ModelConnections"):
+            view = _conn.public_view(row)
+            view["default"] = row["id"] == default
+            out.append(view)
+        return out
+
+    def edit_connection(self, name: str, **changes: Any) -> dict[str, Any]:
+        """Change a connection: model_id, new_name, base_url, host, api_key_env, api_key, description."""
+        row = self.connection(name)
+        allowed = {"model_id", "new_name", "base_url", "host", "api_key_env", "api_key", "description"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise UsageError(f"Cannot change {', '.join(sorted(unknown))}; changeable: {', '.join(sorted(allowed))}.")
+        fields: dict[str, Any] = {}
+        data = dict(row.get("data") or {})
+        if changes.get("model_id"):
+            fields["modelId"] = changes["model_id"]
+        if changes.get("new_name"):
+            new = _conn.check_name("Connection", changes["new_name"])
+            if new != row["name"] and self.store.first("ModelConnections", name=new):
+                raise UsageError(f"A connection named {new!r} exists already; pick another name.")
+            fields["name"] = new
+        for key in ("base_url", "host"):
+            if changes.get(key):
+                data[key] = _check_url(changes[key])
+        if changes.get("api_key_env"):
+            data["api_key_env"] = changes["api_key_env"]
+        if changes.get("description") is not None:
+            fields["description"] = changes["description"]
+        if changes.get("api_key"):
+            _conn.session_key(row["id"], changes["api_key"])
+        updated = self.store.update("ModelConnections", row["id"], data=data, **fields)
+        self._forget_provider(row["id"])
+        return _conn.public_view(updated)
+
+    def remove_connection(self, name: str) -> None:
+        """Delete a connection. Chats that used it keep their history and need --model to go on."""
+        row = self.connection(name)
+        self.store.delete("ModelConnections", row["id"])
+        self._forget_provider(row["id"])
+        settings = self._settings()
+        if settings.get("defaultConnectionId") == row["id"]:
+            self.store.update("UserSettings", settings["id"], defaultConnectionId=None)
+
+    def set_default_connection(self, name: str) -> None:
+        row = self.connection(name)
+        settings = self._settings()
+        self.store.update("UserSettings", settings["id"], defaultConnectionId=row["id"])
+
+    def default_connection(self) -> dict[str, Any] | None:
+        cid = self._settings().get("defaultConnectionId")
+        return self.store.first("ModelConnections", id=cid) if cid else None
+
+    def models(self, connection: str) -> list[dict[str, Any]]:
+        """What the connection's endpoint offers (/v1/models, /api/tags)."""
+        return self._provider(self.connection(connection)).list_models()
+
+    def _settings(self) -> dict[str, Any]:
+        row = self.store.first("UserSettings")
+        return row if row is not None else self.store.create("UserSettings", bootstrapped=True)
+
+    # ------------------------------------------------------------ providers and recording
+
+    @property
+    def sink(self):
+        """Where recorded HTTP calls go (NetworkCall rows)."""
+        if self._sink is None:
+            from .netlog import StoreSink
+
+            self._sink = StoreSink(self.store)
+        return self._sink
+
+    def _provider(self, row: dict[str, Any]) -> Provider:
+        """The provider client for a connection, built once per connection and configuration."""
+        from .providers import make_provider
+        from .recording import recording_transport
+
+        data = row.get("data") or {}
+        base_url, host = data.get("base_url"), data.get("host")
+        if data.get("builtin"):
+            server = _conn.builtin_server()
+            base_url, host = server.openai_base_url, server.ollama_host
+        timeout = data.get("timeout", 60.0)
+        env = data.get("api_key_env") or ("OPENAI_API_KEY" if row["provider"] == "OPENAI" else None)
+        key = (row["provider"], base_url, host, env, env and os.environ.get(env), _conn.session_key(row["id"]), timeout, row["name"])
+        fingerprint = repr(key)
+        with self._providers_lock:
+            cached = self._providers.get(row["id"])
+            if cached and cached[0] == fingerprint:
+                return cached[1]
+            lib = "httpx2" if row["provider"] == "OPENAI" else "httpx"
+            provider = make_provider(
+                row["provider"],
+                connection_name=row["name"],
+                base_url=base_url,
+                host=host,
+                api_key=_conn.session_key(row["id"]) or ("not-needed" if data.get("builtin") else None),
+                api_key_env=data.get("api_key_env"),
+                transport=recording_transport(self.sink, lib=lib),
+                timeout=timeout,
+            )
+            if cached:
+                cached[1].close()
+            self._providers[row["id"]] = (fingerprint, provider)
+            return provider
+
+    def _forget_provider(self, connection_id: str) -> None:
+        with self._providers_lock:
+            cached = self._providers.pop(connection_id, None)
+        if cached:
+            cached[1].close()
+
+    def record_metrics(self, values: dict[str, float], dimensions: dict[str, str], *, references: dict[str, str] | None = None) -> None:
+        """Write several metrics that share dimensions, in one transaction."""
+        from .monitoring import note_dimension_keys
+
+        rows = [
+            {"name": name, "value": float(value), "dimensions": dimensions, "references": references or {}}
+            for name, value in values.items()
+        ]
+        self.store.create_many("Metric", rows)
+        for name in values:
+            note_dimension_keys(self.store, name, dimensions)
+
+    # ------------------------------------------------------------ chats
+
+    def chat(
+        self,
+        name: str,
+        *,
+        model: str | None = None,
+        agent: str | None = None,
+        system: str | None = None,
+        description: str | None = None,
+    ) -> Chat:
+        """The chat called `name`, created if new (with `model`, else the default connection).
+
+        On an existing chat, `model` or `agent` switches what it talks to from the next turn on,
+        and `system` adds a system message.
+        """
+        from .chat import Chat
+
+        _conn.check_name("Chat", name)
+        if model and agent:
+            raise UsageError("A chat talks to a model or to an agent, not both: pass --model or --agent.")
+        row = self.store.first("Chat", name=name)
+        target = self._chat_target(model, agent) if (model or agent or row is None) else None
+        if row is None:
+            assert target is not None
+            thread = self.store.create("MessageThread")
+            row = self.store.create(
+                "Chat", name=name, type=target[0], sourceId=target[1], description=description or "",
+                references={"thread": thread["id"]},
+            )
+            self.store.set_reference("MessageThread", thread["id"], "chat", row["id"])
+        elif target and (row["type"], row["sourceId"]) != target:
+            row = self.store.update("Chat", row["id"], type=target[0], sourceId=target[1])
+        elif description is not None:
+            row = self.store.update("Chat", row["id"], description=description)
+        chat = Chat(self, row)
+        if system:
+            last_system = [m for m in chat.messages() if m["type"] == "system"]
+            if not last_system or last_system[-1]["content"] != system:
+                self.store.create("Message", threadId=chat.thread_id, type="system", sourceId="user", content=system)
+        return chat
+
+    def _chat_target(self, model: str | None, agent: str | None) -> tuple[str, str]:
+        if agent:
+            from .agents import load_agent
+
+            return ("agent", load_agent(self, agent).id)
+        if model:
+            return ("chatModel", self.connection(model)["id"])
+        row = self.default_connection()
+        if row is None:
+            raise UsageError(
+                "No model to talk to: connect one first (%aihub connect OPENAI gpt-4o-mini, "
+                "%aihub connect OLLAMA llama3.2, or %aihub connect local), or pass --model CONNECTION."
+            )
+        return ("chatModel", row["id"])
+
+    def get_chat(self, name: str) -> Chat:
+        """An existing chat; NotFoundError listing the chats there are."""
+        from .chat import Chat
+
+        row = self.store.first("Chat", name=name)
+        if row is None:
+            names = [r["name"] for r in self.store.find("Chat")]
+            hint = f"chats are: {', '.join(names)}" if names else "there are no chats yet"
+            raise NotFoundError(f"No chat named {name!r} ({hint}); start one with %%aihub chat {name}.")
+        return Chat(self, row)
+
+    def chats(self) -> list[dict[str, Any]]:
+        """Every chat: name, what it talks to, how many messages, when last used."""
+        rows = self.store.query(
+            'SELECT c.id, c.name, c.type, c.sourceId, c.createdAt, '
+            '(SELECT count(*) FROM "Message" m WHERE m.threadId = json_extract(c."references", \'$.thread\')) AS messages, '
+            '(SELECT max(m.createdAt) FROM "Message" m WHERE m.threadId = json_extract(c."references", \'$.thread\')) AS lastMessageAt '
+            'FROM "Chat" c ORDER BY c.rowid'
+        )
+        names = {r["id"]: r["name"] for r in self.store.find("ModelConnections")}
+        names.update({r["id"]: r["name"] for r in self.store.find("Agent")})
+        for row in rows:
+            row["with"] = names.get(row.pop("sourceId"), "(removed)")
+        return rows
+
+    def delete_chat(self, name: str) -> None:
+        """Delete a chat and its thread's messages."""
+        chat = self.get_chat(name)
+        with self.store.transaction() as conn:
+            conn.execute('DELETE FROM "Message" WHERE threadId = ?', (chat.thread_id,))
+            conn.execute('DELETE FROM "MessageThread" WHERE id = ?', (chat.thread_id,))
+            conn.execute('DELETE FROM "Chat" WHERE id = ?', (chat.id,))
+
+    def render(self, name: str) -> dict[str, Any]:
+        """Store a RenderedConversationThread snapshot of the chat's thread and return it."""
+        from .chat import rendered_messages
+
+        chat = self.get_chat(name)
+        return self.store.create(
+            "RenderedConversationThread",
+            messages=rendered_messages(chat.messages()),
+            threadId=chat.thread_id,
+            references={"thread": chat.thread_id, "chat": chat.id},
+        )
+
+    # ------------------------------------------------------------ tools and agents
+
+    def tool(self, fn=None, *, name: str | None = None, description: str | None = None):
+        """Decorator: make a plain annotated function a tool (`@hub.tool` or `@hub.tool(name=...)`).
+
+        Re-defining a function of the same name updates the same Tool row."""
+        from .tools import define_python_tool
+
+        def register(f):
+            define_python_tool(self, f, name=name, description=description)
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def http_tool(
+        self,
+        name: str,
+        method: str,
+        url: str,
+        *,
+        parameters: dict[str, Any] | None = None,
+        description: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A tool that calls an HTTP endpoint; `{param}` in the URL is filled from the arguments."""
+        from .tools import define_http_tool
+
+        return define_http_tool(
+            self, name, method, url, parameters=parameters, description=description, headers=headers
+        )
+
+    def tools(self) -> list[dict[str, Any]]:
+        """Every tool, with `available` false for a python tool not defined in this session."""
+        from .tools import list_tools
+
+        return list_tools(self)
+
+    def remove_tool(self, name: str) -> None:
+        from .tools import remove_tool
+
+        remove_tool(self, name)
+
+    def agent(
+        self,
+        name: str,
+        *,
+        model: str | None = None,
+        tools: list[Any] | None = None,
+        permission: str | dict[str, str] = "automatic",
+        instructions: str | None = None,
+        max_rounds: int | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """Create or update an agent: a chat model plus tools, each automatic or user-permitted.
+
+        `permission` is one stance for every tool, or {tool: stance}; `tools` are names or functions."""
+        from .agents import define_agent
+
+        return define_agent(
+            self, name, model=model, tools=tools, permission=permission, instructions=instructions,
+            max_rounds=max_rounds, description=description,
+        )
+
+    def agents(self) -> list[dict[str, Any]]:
+        from .agents import list_agents
+
+        return list_agents(self)
+
+    def describe_agent(self, name: str) -> dict[str, Any]:
+        """An agent with its model and tools (name, permission, available)."""
+        from .agents import describe_agent
+
+        return describe_agent(self, name)
+
+    # ------------------------------------------------------------ monitoring
+
+    def metrics(self, name: str | None = None, since=None, until=None, **dimension_filters: Any):
+        """Metrics as a DataFrame: createdAt, name, value and one column per dimension."""
+        from . import monitoring
+
+        return monitoring.metrics(self.store, name=name, since=since, until=until, **dimension_filters)
+
+    def log_metric(self, name: str, value: float, **dimensions: Any) -> None:
+        """Record one of your own metrics (an eval score, a rating); batched, so many are cheap."""
+        from . import monitoring
+
+        monitoring.log_metric(self.store, name, value, **dimensions)
+
+    def network_calls(self, since=None, until=None, **filters: Any):
+        from . import monitoring
+
+        return monitoring.network_calls(self.store, since=since, until=until, **filters)
+
+    def messages(self, chat: str):
+        from . import monitoring
+
+        return monitoring.messages(self.store, chat)
+
+    def jobs(self, since=None, until=None, **filters: Any):
+        from . import monitoring
+
+        return monitoring.jobs(self.store, since=since, until=until, **filters)
+
+    def tool_invocations(self, since=None, until=None, **filters: Any):
+        from . import monitoring
+
+        return monitoring.tool_invocations(self.store, since=since, until=until, **filters)
+
+    def streams(self, since=None, until=None, **filters: Any):
+        from . import monitoring
+
+        return monitoring.streams(self.store, since=since, until=until, **filters)
+
+    def summary(self, since=None, until=None):
+        """Per provider and model: calls, errors, tokens, cost, p50/p95 latency."""
+        from . import monitoring
+
+        return monitoring.summary(self.store, since=since, until=until)
+
+    def set_price(self, model: str, input_per_million: float, output_per_million: float, *, provider: str = "", currency: str = "USD") -> None:
+        """Set what a model costs per million input and output tokens."""
+        from . import monitoring
+
+        monitoring.set_price(self.store, model, input_per_million, output_per_million, provider=provider, currency=currency)
+
+    def remove_price(self, model: str, *, provider: str = "") -> None:
+        from . import monitoring
+
+        monitoring.remove_price(self.store, model, provider=provider)
+
+    def prices(self):
+        from . import monitoring
+
+        return monitoring.prices(self.store)
+
+    def dashboard(self):
+        """An ipywidgets dashboard: metric, grouping and window choices, plots, a summary per model."""
+        from .widgets.dashboard import Dashboard
+
+        return Dashboard(self.store)
+
+    # ------------------------------------------------------------ jobs
+
+    def submit(self, fn, *args: Any, name: str | None = None, **kwargs: Any):
+        """Run fn(*args, **kwargs) in the background as a recorded job; returns a BackgroundJob."""
+        from .jobs import run_in_background
+
+        return run_in_background(self.store, fn, *args, name=name, **kwargs)
+
+
+def _check_url(url: str) -> str:
+    url = str(url).strip()
+    if "://" not in url:
+        url = "http://" + url
+    if not url.split("://", 1)[1]:
+        raise UsageError(f"{url!r} is not a URL; give one like http://127.0.0.1:8000/v1.")
+    return url.rstrip("/")
+

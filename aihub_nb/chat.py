@@ -1,0 +1,481 @@
+"""Chats: a named conversation with a model connection or an agent, kept in the store.
+
+    >>> chat = hub.chat("demo", model="local")
+    >>> reply = chat.send("Hello!")          # streams, records, returns a Reply
+    >>> for text in chat.stream("More?"):    # or yields the text as it arrives
+    ...     print(text, end="")
+
+A Chat owns a MessageThread (`references["thread"]`). One turn, in order:
+a Jobs row goes pending -> running and locks the thread (`lockingJob`); the user's Message is
+written; each model call gets a ResponseStream whose `rawOutput` fills while the reply streams
+(the recording transport also writes one NetworkCall per HTTP request); 429 and 5xx answers are
+retried with bounded backoff honouring Retry-After; the model's Message is written; metrics
+(latency_ms, ttft_ms, tokens, tokens_per_s, cost_usd) are logged; the job completes and the lock
+is released. When the chat talks to an agent, tool calls the model asks for run through the
+agent's tools (aihub_nb.agents) and their results go back to the model, round after round.
+A failure or Ctrl-C at any point leaves all of that recorded, marked failed or interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import NotFoundError, ProviderError, RoundLimitError, UsageError
+from .jobs import JobRun, lock_thread, release_thread
+from .netlog import streaming_into
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .providers.base import ToolCall
+
+__all__ = ["Approver", "Chat", "Reply", "ToolBox", "ToolOutcome", "TurnEvent"]
+
+Approver = Callable[[str, dict[str, Any]], bool]
+
+MAX_RETRIES = 3
+MAX_BACKOFF = 30.0
+
+# Message.type for each role the providers speak
+_ROLES = {"user": "user", "system": "system", "chatModel": "assistant", "agent": "assistant", "toolCall": "assistant"}
+
+
+@dataclass
+class TurnEvent:
+    """Something that happened during a turn, for a display to show as it happens."""
+
+    kind: str  # "text" | "tool_call" | "tool_result" | "retry" | "round"
+    text: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ToolOutcome:
+    content: str  # what goes back to the model
+    status: str  # completed | failed | denied
+    tool_id: str | None = None
+    invocation_id: str | None = None
+    duration_ms: float | None = None
+
+
+class ToolBox(Protocol):
+    """The tools a turn may call (an agent's): their specs, and how to run one call."""
+
+    name: str
+    max_rounds: int
+
+    def specs(self) -> list[dict[str, Any]]: ...
+
+    def run(self, call: ToolCall, *, job_id: str, thread_id: str) -> ToolOutcome: ...
+
+
+@dataclass
+class Reply:
+    """The outcome of one turn. Renders as Markdown in a notebook."""
+
+    text: str
+    status: str
+    chat: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, int | None] = field(default_factory=dict)
+    ids: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+    def _repr_markdown_(self) -> str:
+        return self.text or "*(empty reply)*"
+
+
+@dataclass
+class _CallResult:
+    text: str = ""
+    tool_calls: list[Any] = field(default_factory=list)
+    usage: Any = None
+    finish_reason: str | None = None
+    stream_id: str = ""
+    started: float = 0.0
+    first_token: float | None = None
+    ended: float = 0.0
+    status: str = "streaming"
+
+
+class Chat:
+    """A named conversation. Get one with `hub.chat(name, model=...)`."""
+
+    def __init__(self, hub: Hub, row: dict[str, Any]) -> None:
+        self.hub = hub
+        self._row = row
+
+    # -- what it is
+
+    @property
+    def id(self) -> str:
+        return self._row["id"]
+
+    @property
+    def name(self) -> str:
+        return self._row["name"]
+
+    @property
+    def type(self) -> str:
+        return self._row["type"]
+
+    @property
+    def thread_id(self) -> str:
+        return self._row["references"]["thread"]
+
+    def refresh(self) -> Chat:
+        self._row = self.hub.store.get("Chat", self.id)
+        return self
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The thread's messages, oldest first."""
+        return self.hub.store.find("Message", threadId=self.thread_id)
+
+    def history(self) -> list[dict[str, Any]]:
+        """The thread as provider messages (OpenAI chat format)."""
+        return _to_provider_messages(self.messages())
+
+    def _repr_markdown_(self) -> str:
+        return render_markdown(self.name, self.messages())
+
+    def __repr__(self) -> str:
+        return f"<Chat {self.name!r} ({self.type} {self._row['sourceId']})>"
+
+    # -- talking
+
+    def send(self, text: str, **options: Any) -> Reply:
+        """Send `text`, wait for the whole reply, and return it."""
+        turn = self.turn(text, **options)
+        while True:
+            try:
+                next(turn)
+            except StopIteration as done:
+                return done.value
+
+    def stream(self, text: str, **options: Any) -> Iterator[str]:
+        """Send `text` and yield the reply's text as it arrives; `.last_reply` holds the Reply."""
+        turn = self.turn(text, **options)
+        while True:
+            try:
+                event = next(turn)
+            except StopIteration as done:
+                self.last_reply = done.value
+                return
+            if event.kind == "text":
+                yield event.text
+
+    def turn(
+        self,
+        text: str,
+        *,
+        options: dict[str, Any] | None = None,
+        approve: Approver | None = None,
+        stream: bool = True,
+    ) -> Iterator[TurnEvent]:
+        """The turn as a generator of TurnEvents whose return value is the Reply.
+
+        `options` go to the model (temperature, max_tokens, seed, ...); `approve(tool, arguments)`
+        decides on tools an agent may only run with the user's permission (default: hub.approver;
+        no approver means denied). `stream=False` asks the provider for the whole reply at once.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise UsageError("Nothing to send: the message is empty; write the message in the cell below the magic.")
+        target = self._target(approve)
+        store = self.hub.store
+        run = JobRun(store, f"chat turn: {self.name}", "chat.turn", references={"chat": self.id, "thread": self.thread_id})
+        try:
+            lock_thread(store, self.thread_id, run.id, label=f"Chat {self.name!r}")
+        except BaseException as exc:
+            run.finish(exc)
+            raise
+        reply = Reply(text="", status="running", chat=self.name, ids={"chat": self.id, "thread": self.thread_id, "job": run.id})
+        run.start()
+        try:
+            user = store.create("Message", threadId=self.thread_id, type="user", sourceId="user", content=text)
+            reply.messages.append(user)
+            run.log(f"user message {user['id']} ({len(text)} chars) to {target.label}")
+            yield from self._rounds(target, run, reply, options or {}, stream)
+            reply.status = "completed"
+        except BaseException as exc:
+            reply.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "failed"
+            reply.error = str(exc) or type(exc).__name__
+            run.finish(exc)
+            raise
+        finally:
+            release_thread(store, self.thread_id, run.id)
+        run.finish()
+        return reply
+
+    def _target(self, approve: Approver | None) -> _Target:
+        store = self.hub.store
+        if self.type == "agent":
+            from .agents import load_agent
+
+            agent = load_agent(self.hub, self._row["sourceId"], approve=approve or self.hub.approver)
+            return _Target(
+                connection=self.hub.connection(agent.model_id),
+                label=f"agent {agent.name!r}",
+                message_type="agent",
+                source_id=agent.id,
+                system=agent.instructions,
+                toolbox=agent,
+                agent=agent.name,
+            )
+        row = store.first("ModelConnections", id=self._row["sourceId"])
+        if row is None:
+            raise NotFoundError(
+                f"Chat {self.name!r} uses a connection that was removed; pick another with %%aihub chat {self.name} --model CONNECTION."
+            )
+        return _Target(connection=row, label=f"connection {row['name']!r}", message_type="chatModel", source_id=row["id"])
+
+    def _rounds(
+        self, target: _Target, run: JobRun, reply: Reply, options: dict[str, Any], stream: bool
+    ) -> Iterator[TurnEvent]:
+        store = self.hub.store
+        toolbox = target.toolbox
+        specs = toolbox.specs() if toolbox else None
+        limit = toolbox.max_rounds if toolbox else 1
+        for round_number in range(1, limit + 1):
+            messages = _to_provider_messages(store.find("Message", threadId=self.thread_id))
+            if target.system:
+                messages.insert(0, {"role": "system", "content": target.system})
+            result = yield from self._model_call(target, run, reply, messages, specs or None, options, stream)
+            calls = result.tool_calls if toolbox else []
+            if not calls:
+                final = store.create(
+                    "Message", threadId=self.thread_id, type=target.message_type, sourceId=target.source_id,
+                    content=result.text, references={"stream": result.stream_id},
+                )
+                reply.messages.append(final)
+                reply.text = result.text
+                reply.ids["message"] = final["id"]
+                return
+            request = store.create(
+                "Message", threadId=self.thread_id, type="toolCall", sourceId=target.source_id, content=result.text,
+                data={"tool_calls": [_call_dict(c) for c in calls]}, references={"stream": result.stream_id},
+            )
+            reply.messages.append(request)
+            for call in calls:
+                yield TurnEvent("tool_call", data={"id": call.id, "name": call.name, "arguments": call.arguments})
+                outcome = toolbox.run(call, job_id=run.id, thread_id=self.thread_id)
+                result_row = store.create(
+                    "Message", threadId=self.thread_id, type="toolResult", sourceId=outcome.tool_id or "",
+                    content=outcome.content,
+                    data={"tool_call_id": call.id, "name": call.name, "status": outcome.status},
+                    references={"invocation": outcome.invocation_id} if outcome.invocation_id else {},
+                )
+                reply.messages.append(result_row)
+                summary = {
+                    "id": call.id, "name": call.name, "arguments": call.arguments, "status": outcome.status,
+                    "result": outcome.content, "invocation": outcome.invocation_id, "duration_ms": outcome.duration_ms,
+                }
+                reply.tool_calls.append(summary)
+                yield TurnEvent("tool_result", text=outcome.content, data=summary)
+            yield TurnEvent("round", data={"round": round_number})
+        raise RoundLimitError(
+            f"{target.label.capitalize()} used all {limit} rounds without a final answer; "
+            f"raise the limit with hub.agent({target.agent!r}, max_rounds=N) or simplify the request."
+        )
+
+    def _model_call(
+        self, target: _Target, run: JobRun, reply: Reply, messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None, options: dict[str, Any], stream: bool,
+    ) -> Iterator[TurnEvent]:
+        store = self.hub.store
+        conn = target.connection
+        provider = self.hub._provider(conn)
+        stream = store.create(
+            "ResponseStream", sourceId=conn["id"], status="streaming",
+            references={"job": run.id, "thread": self.thread_id, "chat": self.id},
+        )
+        result = _CallResult(stream_id=stream["id"], started=time.perf_counter())
+        reply.ids.setdefault("streams", []).append(stream["id"])
+        run.log(f"model call to {conn['provider']} {conn['modelId']} ({len(messages)} messages), stream {stream['id']}")
+        parts: list[str] = []
+        try:
+            with streaming_into(stream["id"], job=run.id):
+                for attempt in range(MAX_RETRIES + 1):
+                    events = provider.chat(conn["modelId"], messages, tools=tools, stream=stream, options=options or None)
+                    try:
+                        for event in events:
+                            if event.text:
+                                if result.first_token is None:
+                                    result.first_token = time.perf_counter()
+                                parts.append(event.text)
+                                yield TurnEvent("text", text=event.text)
+                            if event.tool_calls:
+                                if result.first_token is None:
+                                    result.first_token = time.perf_counter()
+                                result.tool_calls.extend(event.tool_calls)
+                            if event.usage is not None:
+                                result.usage = event.usage
+                            if event.finish_reason:
+                                result.finish_reason = event.finish_reason
+                        break
+                    except ProviderError as exc:
+                        if not exc.retryable or parts or result.tool_calls or attempt == MAX_RETRIES:
+                            raise
+                        wait = _backoff(attempt, exc.retry_after)
+                        run.log(f"attempt {attempt + 1} failed ({exc}); retrying in {wait:.2f}s")
+                        yield TurnEvent("retry", text=str(exc), data={"attempt": attempt + 1, "wait": wait})
+                        time.sleep(wait)
+                    finally:
+                        close = getattr(events, "close", None)
+                        if close:
+                            close()
+            result.status = "completed"
+        except BaseException as exc:
+            result.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "failed"
+            raise
+        finally:
+            result.text = "".join(parts)
+            result.ended = time.perf_counter()
+            self._finish_call(target, run, reply, stream["id"], result)
+        return result
+
+    def _finish_call(self, target: _Target, run: JobRun, reply: Reply, stream_id: str, result: _CallResult) -> None:
+        store = self.hub.store
+        conn = target.connection
+        message: dict[str, Any] = {"role": "assistant", "content": result.text}
+        if result.tool_calls:
+            message["tool_calls"] = [_call_dict(c) for c in result.tool_calls]
+        store.update("ResponseStream", stream_id, status=result.status, resultMessages=[message])
+        if result.status != "completed" and result.text and not reply.text:
+            partial = store.create(
+                "Message", threadId=self.thread_id, type=target.message_type, sourceId=target.source_id,
+                content=result.text, data={"status": result.status}, references={"stream": stream_id},
+            )
+            reply.messages.append(partial)
+            reply.text = result.text
+        usage = result.usage
+        prompt = getattr(usage, "prompt_tokens", None)
+        completion = getattr(usage, "completion_tokens", None)
+        latency = (result.ended - result.started) * 1000
+        values: dict[str, float] = {"latency_ms": round(latency, 3)}
+        if result.first_token is not None:
+            values["ttft_ms"] = round((result.first_token - result.started) * 1000, 3)
+        if prompt is not None:
+            values["prompt_tokens"] = prompt
+        if completion is not None:
+            values["completion_tokens"] = completion
+            generating = result.ended - (result.first_token or result.started)
+            if generating > 0 and completion:
+                values["tokens_per_s"] = round(completion / generating, 3)
+        if result.status == "completed":
+            from .monitoring import turn_cost
+
+            cost = turn_cost(store, conn["provider"], conn["modelId"], prompt or 0, completion or 0)
+            if cost is not None:
+                values["cost_usd"] = cost
+        else:
+            values["error"] = 1.0
+        dims = {
+            "provider": conn["provider"], "model": conn["modelId"], "connection": conn["name"], "chat": self.name,
+            "status": result.status,
+        }
+        if target.agent:
+            dims["agent"] = target.agent
+        self.hub.record_metrics(values, dims, references={"stream": stream_id, "job": run.id})
+        for key, value in values.items():
+            reply.metrics[key] = reply.metrics.get(key, 0) + value if key in ("prompt_tokens", "completion_tokens") else value
+        if prompt is not None or completion is not None:
+            reply.usage = {
+                "prompt_tokens": (reply.usage.get("prompt_tokens") or 0) + (prompt or 0),
+                "completion_tokens": (reply.usage.get("completion_tokens") or 0) + (completion or 0),
+            }
+        run.log(f"model call {result.status}: {len(result.text)} chars, {len(result.tool_calls)} tool calls, {latency:.0f} ms")
+
+
+@dataclass
+class _Target:
+    connection: dict[str, Any]
+    label: str
+    message_type: str
+    source_id: str
+    system: str = ""
+    toolbox: ToolBox | None = None
+    agent: str | None = None
+
+
+def _backoff(attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None and retry_after >= 0:
+        return min(float(retry_after), MAX_BACKOFF)
+    return min(0.5 * (2**attempt), MAX_BACKOFF)
+
+
+def _call_dict(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def _to_provider_messages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        kind = row["type"]
+        data = row.get("data") or {}
+        if kind == "toolResult":
+            out.append({"role": "tool", "tool_call_id": data.get("tool_call_id", ""), "content": row["content"]})
+            continue
+        role = _ROLES.get(kind)
+        if role is None:
+            continue
+        message: dict[str, Any] = {"role": role, "content": row["content"]}
+        if kind == "toolCall":
+            message["tool_calls"] = data.get("tool_calls", [])
+        out.append(message)
+    return _drop_unanswered_tool_calls(out)
+
+
+def _drop_unanswered_tool_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A turn interrupted between a tool request and its results leaves calls no API accepts."""
+    answered = {m.get("tool_call_id") for m in messages if m["role"] == "tool"}
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            calls = [c for c in m["tool_calls"] if c.get("id") in answered]
+            if not calls:
+                if m["content"]:
+                    out.append({"role": "assistant", "content": m["content"]})
+                continue
+            m = {**m, "tool_calls": calls}
+        out.append(m)
+    return out
+
+
+_LABELS = {"user": "You", "chatModel": "Model", "agent": "Agent", "system": "System", "toolCall": "Tool call", "toolResult": "Tool result"}
+
+
+def render_markdown(name: str, rows: list[dict[str, Any]]) -> str:
+    """A conversation as Markdown: one block per message."""
+    if not rows:
+        return f"**{name}**: no messages yet."
+    parts = [f"### Chat `{name}`"]
+    for row in rows:
+        label = _LABELS.get(row["type"], row["type"])
+        status = (row.get("data") or {}).get("status")
+        suffix = f" *({status})*" if status in ("interrupted", "failed") else ""
+        content = row["content"]
+        if row["type"] == "toolCall":
+            calls = (row.get("data") or {}).get("tool_calls", [])
+            content = "\n".join(f"`{c['function']['name']}({c['function']['arguments']})`" for c in calls)
+        parts.append(f"**{label}**{suffix}:\n\n{content}")
+    return "\n\n---\n\n".join(parts)
+
+
+def rendered_messages(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The thread as RenderedConversationThread.messages: type and content of each message."""
+    out = []
+    for row in rows:
+        content = row["content"]
+        if row["type"] == "toolCall":
+            content = json.dumps((row.get("data") or {}).get("tool_calls", []), ensure_ascii=False)
+        out.append({"type": row["type"], "content": content})
+    return out
+

@@ -1,0 +1,151 @@
+"""Model connections: which provider, which model, where, and which environment variable holds
+the key. Keys themselves are never written to the store.
+
+A connection row (ModelConnections) keeps in `data`: `base_url` (OpenAI-compatible endpoints),
+`host` (Ollama), `api_key_env` (the *name* of the environment variable with the key), and
+`builtin: true` for the local server that ships with aihub_nb (aihub_nb.testing), whose address
+is found anew in every session. A key passed explicitly is kept in this process's memory only
+and shown masked; after a restart, pass it again or put it in an environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .errors import NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = [
+    "PROVIDERS",
+    "TYPES",
+    "builtin_server",
+    "find_connection",
+    "mask_secret",
+    "public_view",
+    "session_key",
+]
+
+PROVIDERS = ("OPENAI", "OLLAMA")
+TYPES = ("CHAT", "IMAGE", "EMBEDDING")
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+_NAME = re.compile(r"^[A-Za-z0-9][\w.:@/-]{0,127}$")
+
+_SESSION_KEYS: dict[str, str] = {}  # connection id -> a key given explicitly, never stored
+_BUILTIN = None
+_BUILTIN_LOCK = threading.Lock()
+
+
+def check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise UsageError(
+            f"{kind} name {name!r} is not valid: use letters, digits and . _ - : @ / (up to 128), starting with a letter or digit."
+        )
+    return name
+
+
+def check_provider(provider: str) -> str:
+    value = str(provider).upper()
+    if value not in PROVIDERS:
+        raise UsageError(f"Unknown provider {provider!r}; valid providers are: {', '.join(PROVIDERS)}.")
+    return value
+
+
+def check_type(kind: str) -> str:
+    value = str(kind).upper()
+    if value not in TYPES:
+        raise UsageError(f"Unknown connection type {kind!r}; valid types are: {', '.join(TYPES)}.")
+    return value
+
+
+def mask_secret(value: str | None) -> str:
+    """`sk-proj-abcdef123456` -> `sk-…3456`; short values are masked whole."""
+    if not value:
+        return ""
+    if len(value) < 12:
+        return "•" * 8
+    return f"{value[:3]}…{value[-4:]}"
+
+
+def session_key(connection_id: str, key: str | None = None) -> str | None:
+    """Get (or, with `key`, set) the explicitly given key of a connection for this session."""
+    if key is not None:
+        _SESSION_KEYS[connection_id] = key
+    return _SESSION_KEYS.get(connection_id)
+
+
+def find_connection(store: Store, name_or_id: str) -> dict[str, Any]:
+    """A connection by name (or id); NotFoundError listing the connections there are."""
+    row = store.first("ModelConnections", name=name_or_id) or store.first("ModelConnections", id=name_or_id)
+    if row is None:
+        names = [r["name"] for r in store.find("ModelConnections")]
+        hint = f"connections are: {', '.join(names)}" if names else "there are none yet"
+        raise NotFoundError(
+            f"No connection named {name_or_id!r} ({hint}); create one with %aihub connect PROVIDER MODEL_ID --name {name_or_id}."
+        )
+    return row
+
+
+def endpoint(row: dict[str, Any]) -> str:
+    """Where a connection sends its requests, for display."""
+    data = row.get("data") or {}
+    if data.get("builtin"):
+        return "built-in local server"
+    if row["provider"] == "OLLAMA":
+        return data.get("host") or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
+    return data.get("base_url") or "https://api.openai.com/v1"
+
+
+def public_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A connection as shown to a person: secrets masked, the key's source named."""
+    data = dict(row.get("data") or {})
+    env = data.get("api_key_env")
+    explicit = session_key(row["id"])
+    if explicit:
+        key = f"given in this session ({mask_secret(explicit)})"
+    elif row["provider"] == "OLLAMA" and not env:
+        key = "none needed"
+    elif env:
+        key = f"${env} ({'set' if os.environ.get(env) else 'not set'})"
+    else:
+        key = "none"
+    return {
+        "name": row["name"],
+        "provider": row["provider"],
+        "modelId": row["modelId"],
+        "type": row["type"],
+        "endpoint": endpoint(row),
+        "api key": key,
+        "description": row.get("description") or "",
+        "id": row["id"],
+    }
+
+
+def builtin_server():
+    """The local OpenAI/Ollama-compatible server of this process, started on first use."""
+    global _BUILTIN
+    with _BUILTIN_LOCK:
+        if _BUILTIN is None:
+            from .testing import LocalServer
+
+            _BUILTIN = LocalServer().start()
+        return _BUILTIN
+
+
+def ollama_reachable(host: str | None = None, timeout: float = 0.5) -> list[str] | None:
+    """The models a local Ollama offers, or None when none answers at `host`."""
+    import json
+    import urllib.request
+
+    url = (host or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST).rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    try:
+        with urllib.request.urlopen(url + "/api/tags", timeout=timeout) as response:
+            return [m.get("name") or m.get("model") for m in json.load(response).get("models", [])]
+    except (OSError, ValueError):
+        return None

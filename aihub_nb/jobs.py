@@ -1,0 +1,197 @@
+"""Jobs: a record of each piece of work, its log, thread locks, and background runs.
+
+    >>> with JobRun(store, "chat turn: demo", "chat.turn") as job:
+    ...     job.log("sending 3 messages")
+    >>> store.get("Jobs", job.id)["status"]
+    'completed'
+
+A job goes pending -> running -> completed / failed; what it logs lands in its TextLog. A
+MessageThread is locked by setting its `lockingJob` to the running job's id, so a second turn
+on the same thread is refused instead of interleaving. A lock whose job has ended, or whose
+process is gone, is recovered by the next turn.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from .errors import ThreadBusyError
+from .store import now_iso
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["BackgroundJob", "JobRun", "lock_thread", "process_start", "release_thread", "run_in_background"]
+
+_ACTIVE: set[str] = set()  # ids of jobs running in this process
+_ACTIVE_LOCK = threading.Lock()
+
+
+def process_start(pid: int) -> str | None:
+    """When the process started, as the OS counts it (Linux /proc); None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+_PID = os.getpid()
+_START = process_start(_PID)
+
+
+def _process_alive(pid: int | None, start: str | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return start is None or process_start(pid) in (None, start)
+
+
+class JobRun:
+    """One job: created pending, running inside `with`, completed or failed on the way out."""
+
+    def __init__(self, store: Store, name: str, type: str, *, references: dict[str, str] | None = None) -> None:
+        self.store = store
+        log = store.create("TextLog", text="")
+        self.text_log_id = log["id"]
+        row = store.create(
+            "Jobs", name=name, type=type, status="pending", textLogId=log["id"], references=references or {}
+        )
+        self.id: str = row["id"]
+        self.status = "pending"
+        self.error: str | None = None
+
+    def start(self) -> JobRun:
+        with _ACTIVE_LOCK:
+            _ACTIVE.add(self.id)
+        self.store.update("Jobs", self.id, status="running", pid=_PID, processStart=_START, startedAt=now_iso())
+        self.status = "running"
+        return self
+
+    def log(self, text: str) -> None:
+        """Append a line to the job's TextLog."""
+        self.store.append_text("TextLog", self.text_log_id, "text", text if text.endswith("\n") else text + "\n")
+
+    def finish(self, error: BaseException | str | None = None) -> None:
+        if self.status in ("completed", "failed"):
+            return
+        if error is None:
+            self.status = "completed"
+        else:
+            self.status = "failed"
+            self.error = _one_line(error)
+            if isinstance(error, BaseException):
+                self.log("".join(traceback.format_exception(error)).rstrip())
+            else:
+                self.log(self.error)
+        self.store.update("Jobs", self.id, status=self.status, finishedAt=now_iso(), error=self.error)
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(self.id)
+
+    def __enter__(self) -> JobRun:
+        return self.start() if self.status == "pending" else self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.finish(exc)
+
+
+def _one_line(error: BaseException | str) -> str:
+    if isinstance(error, (KeyboardInterrupt, GeneratorExit)):
+        return "interrupted by the user"
+    if isinstance(error, BaseException):
+        text = str(error) or type(error).__name__
+        return f"{type(error).__name__}: {text}".splitlines()[0]
+    return str(error).splitlines()[0] if str(error) else "failed"
+
+
+# ---------------------------------------------------------------- thread locks
+
+
+def _lock_is_stale(store: Store, job_id: str) -> bool:
+    job = store.first("Jobs", id=job_id)
+    if job is None or job["status"] in ("completed", "failed"):
+        return True
+    if job["pid"] == _PID and job["processStart"] == _START:
+        with _ACTIVE_LOCK:
+            return job_id not in _ACTIVE
+    if job["status"] == "pending":
+        return False
+    return not _process_alive(job["pid"], job["processStart"])
+
+
+def lock_thread(store: Store, thread_id: str, job_id: str, *, label: str = "This thread") -> None:
+    """Set MessageThread.lockingJob to job_id, or raise ThreadBusyError if a live job holds it."""
+    now = now_iso()
+    with store.transaction() as conn:
+        row = conn.execute('SELECT lockingJob FROM "MessageThread" WHERE id = ?', (thread_id,)).fetchone()
+        holder = row[0] if row else None
+        if holder and holder != job_id and not _lock_is_stale(store, holder):
+            raise ThreadBusyError(
+                f"{label} is busy: job {holder} is still answering; wait for it to finish or interrupt it."
+            )
+        conn.execute('UPDATE "MessageThread" SET lockingJob = ?, updatedAt = ? WHERE id = ?', (job_id, now, thread_id))
+
+
+def release_thread(store: Store, thread_id: str, job_id: str) -> None:
+    """Clear the thread's lock if this job holds it."""
+    store.conn.execute(
+        'UPDATE "MessageThread" SET lockingJob = NULL, updatedAt = ? WHERE id = ? AND lockingJob = ?',
+        (now_iso(), thread_id, job_id),
+    )
+
+
+# ---------------------------------------------------------------- background runs
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+
+
+class BackgroundJob:
+    """A function running in a background thread, recorded as a Jobs row."""
+
+    def __init__(self, run: JobRun, future: Future) -> None:
+        self._run = run
+        self.future = future
+
+    @property
+    def id(self) -> str:
+        return self._run.id
+
+    @property
+    def status(self) -> str:
+        return self._run.store.get("Jobs", self.id)["status"]
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self.future.result(timeout)
+
+    def __repr__(self) -> str:
+        return f"<BackgroundJob {self._run.id} {self.status}>"
+
+
+def run_in_background(store: Store, fn: Callable[..., Any], *args: Any, name: str | None = None, **kwargs: Any) -> BackgroundJob:
+    """Run fn(*args, **kwargs) in a worker thread as a job; its return value is logged."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="aihub-job")
+    run = JobRun(store, name or getattr(fn, "__name__", "job"), "background")
+
+    def work() -> Any:
+        with run:
+            result = fn(*args, **kwargs)
+            run.log(f"result: {result!r}"[:2000])
+            return result
+
+    return BackgroundJob(run, _EXECUTOR.submit(work))
