@@ -16,6 +16,7 @@ __all__ = [
     "Store",
     "__version__",
     "load_ipython_extension",
+    "tool",
     "unload_ipython_extension",
 ]
 
@@ -43,6 +44,13 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+def tool(fn=None, *, name: str | None = None, description: str | None = None):
+    """`@aihub_nb.tool`: make a function a tool of the notebook's hub (see `Hub.tool`)."""
+    from .magics import default_hub
+
+    return default_hub().tool(fn, name=name, description=description)
 
 
 def load_ipython_extension(ipython) -> None:

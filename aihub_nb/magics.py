@@ -1,0 +1,538 @@
+"""The %aihub line magic and %%aihub cell magic: parse, call the Hub, display. Nothing else.
+
+    %load_ext aihub_nb
+    %aihub connect OPENAI gpt-4o-mini
+    %%aihub chat ideas
+    Three names for a cat?
+
+Arguments are parsed like a shell (shlex + argparse). A user's mistake (bad arguments, an unknown
+chat, a missing key, a provider refusing) is shown as one line, without a traceback; anything
+unexpected keeps its traceback. `%aihub help` lists the subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import re
+import shlex
+import time
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError as IPythonUsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from traitlets import Bool, Float, Unicode
+
+from .errors import AihubError
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+__all__ = ["AihubMagics", "default_hub", "load_ipython_extension", "unload_ipython_extension", "use_hub"]
+
+_DEFAULT_HUB: Hub | None = None
+
+
+def default_hub() -> Hub:
+    """The notebook's hub ($AIHUB_HOME, else ~/.aihub), opened on first use."""
+    global _DEFAULT_HUB
+    if _DEFAULT_HUB is None:
+        from .hub import Hub
+
+        _DEFAULT_HUB = Hub(_MAGICS.home or None if _MAGICS is not None else None)
+    return _DEFAULT_HUB
+
+
+def use_hub(hub: Hub | None) -> None:
+    """Point the magics (and `aihub_nb.tool`) at this hub; None goes back to the default one."""
+    global _DEFAULT_HUB
+    _DEFAULT_HUB = hub
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises a one-line usage error instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise IPythonUsageError(f"{message}. Usage: {self._one_line_usage()}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        raise IPythonUsageError(" ".join((message or self._one_line_usage()).split()))
+
+    def _one_line_usage(self) -> str:
+        return " ".join(self.format_usage().split()).removeprefix("usage: ")
+
+
+def _parser(prog: str, description: str = "") -> _Parser:
+    return _Parser(prog=prog, description=description, add_help=False, allow_abbrev=False)
+
+
+def _split(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise IPythonUsageError(f"Cannot read the arguments ({exc}); close your quotes.") from None
+
+
+_INTERPOLATION = re.compile(r"(?<!\{)\{([A-Za-z_][\w.]*(?:\[[^\]\n{}]+\])*)\}(?!\})")
+
+
+def interpolate(text: str, namespace: dict[str, Any]) -> str:
+    """Fill `{name}`, `{obj.attr}` and `{items[0]}` from the namespace; `{{`/`}}` are literal
+    braces; anything not found is left as written."""
+
+    def fill(match: re.Match) -> str:
+        expression = match.group(1)
+        root = expression.split(".", 1)[0].split("[", 1)[0]
+        if root not in namespace:
+            return match.group(0)
+        try:
+            return str(eval(expression, {"__builtins__": {}}, namespace))  # noqa: S307 - the user's own names
+        except Exception:
+            return match.group(0)
+
+    return _INTERPOLATION.sub(fill, text).replace("{{", "{").replace("}}", "}")
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str] | None = None, empty: str = "Nothing yet.") -> Any:
+    from IPython.display import HTML
+
+    if not rows:
+        return HTML(f"<p><em>{html.escape(empty)}</em></p>")
+    columns = columns or list(rows[0])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows
+    )
+    return HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+class _TurnView:
+    """Shows a turn in the cell as it happens: the reply's Markdown updated in place, and one
+    collapsible block per tool call."""
+
+    def __init__(self, refresh: float) -> None:
+        self.refresh = refresh
+        self.parts: list[str] = []
+        self.handle = None
+        self.last = 0.0
+        self.tools: dict[str, Any] = {}
+
+    def event(self, event) -> None:
+        from IPython.display import HTML, display
+
+        if event.kind == "text":
+            self.parts.append(event.text)
+            if self.handle is None:
+                self.handle = display(_markdown(""), display_id=True)
+            now = time.monotonic()
+            if now - self.last >= self.refresh:
+                self.last = now
+                self.handle.update(_markdown("".join(self.parts)))
+        elif event.kind == "tool_call":
+            self.flush()
+            self.handle, self.parts = None, []
+            self.tools[event.data["id"]] = display(HTML(_tool_html(event.data, "running")), display_id=True)
+        elif event.kind == "tool_result":
+            handle = self.tools.get(event.data["id"])
+            if handle is not None:
+                handle.update(HTML(_tool_html(event.data, event.data["status"])))
+        elif event.kind == "retry":
+            display(HTML(f"<small>retrying in {event.data['wait']:.1f}s: {html.escape(event.text)}</small>"))
+
+    def flush(self) -> None:
+        if self.handle is not None:
+            self.handle.update(_markdown("".join(self.parts)))
+
+
+def _markdown(text: str):
+    from IPython.display import Markdown
+
+    return Markdown(text or "…")
+
+
+def _tool_html(data: dict[str, Any], status: str) -> str:
+    try:
+        arguments = json.dumps(json.loads(data.get("arguments") or "{}"), ensure_ascii=False)
+    except ValueError:
+        arguments = data.get("arguments") or ""
+    icon = {"running": "⏳", "completed": "✅", "failed": "❌", "denied": "🚫"}.get(status, "•")
+    result = data.get("result")
+    body = f"<pre>{html.escape(str(result))}</pre>" if result is not None else "<em>running…</em>"
+    return (
+        f"<details><summary>{icon} <code>{html.escape(data['name'])}({html.escape(arguments)})</code> "
+        f"— {html.escape(status)}</summary>{body}</details>"
+    )
+
+
+def _footer(reply, connection: str) -> Any:
+    from IPython.display import HTML
+
+    bits = [connection]
+    usage = reply.usage or {}
+    if usage.get("completion_tokens") is not None:
+        bits.append(f"{usage.get('prompt_tokens', 0)} → {usage['completion_tokens']} tokens")
+    if "latency_ms" in reply.metrics:
+        bits.append(f"{reply.metrics['latency_ms'] / 1000:.2f} s")
+    if "cost_usd" in reply.metrics:
+        bits.append(f"${reply.metrics['cost_usd']:.6f}")
+    return HTML(f"<small style='opacity:.6'>{html.escape(' · '.join(bits))}</small>")
+
+
+@magics_class
+class AihubMagics(Magics):
+    """%aihub and %%aihub. Configure with e.g. `%config AihubMagics.interpolate = False`."""
+
+    home = Unicode(None, allow_none=True, help="Hub folder; default $AIHUB_HOME, else ~/.aihub.").tag(config=True)
+    interpolate = Bool(True, help="Fill {name} in chat cells from the notebook's variables.").tag(config=True)
+    refresh_interval = Float(0.05, help="Seconds between updates of a streaming reply.").tag(config=True)
+    show_footer = Bool(True, help="Show model, tokens and time under each reply.").tag(config=True)
+
+    def __init__(self, shell=None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self._line_commands = {
+            "help": self._help,
+            "connect": self._connect,
+            "connections": self._connections,
+            "connection": self._connection,
+            "models": self._models,
+            "chat": self._show_chat,
+            "chats": self._chats,
+            "render": self._render,
+            "tools": self._tools,
+            "agent": self._agent,
+            "agents": self._agents,
+            "metrics": self._metrics,
+            "calls": self._calls,
+            "jobs": self._jobs,
+            "price": self._price,
+            "prices": self._prices,
+            "dashboard": self._dashboard,
+            "hub": self._hub_panel,
+        }
+
+    @property
+    def hub(self) -> Hub:
+        return default_hub()
+
+    # ------------------------------------------------------------ dispatch
+
+    @line_magic("aihub")
+    def aihub_line(self, line: str) -> Any:
+        return self._run(line, None)
+
+    @cell_magic("aihub")
+    def aihub_cell(self, line: str, cell: str) -> Any:
+        return self._run(line, cell)
+
+    def _run(self, line: str, cell: str | None) -> Any:
+        args = _split(line)
+        if not args:
+            raise IPythonUsageError("Say what to do: %aihub help lists the subcommands.")
+        command, rest = args[0], args[1:]
+        try:
+            if cell is not None:
+                if command != "chat":
+                    raise IPythonUsageError(
+                        f"%%aihub {command} is not a cell magic; the cell magic is %%aihub chat NAME [--model CONNECTION]."
+                    )
+                return self._chat_cell(rest, cell)
+            handler = self._line_commands.get(command)
+            if handler is None:
+                raise IPythonUsageError(
+                    f"Unknown subcommand {command!r}; valid ones are: {', '.join(sorted(self._line_commands))}."
+                )
+            return handler(rest)
+        except AihubError as exc:
+            raise IPythonUsageError(str(exc)) from None
+
+    def _help(self, args: list[str]) -> Any:
+        from IPython.display import Markdown
+
+        return Markdown(_HELP)
+
+    # ------------------------------------------------------------ connections
+
+    def _connect(self, args: list[str]) -> Any:
+        p = _parser("%aihub connect", "Connect a model.")
+        p.add_argument("provider", help="OPENAI, OLLAMA, local or auto")
+        p.add_argument("model_id", nargs="?")
+        p.add_argument("--name")
+        p.add_argument("--base-url")
+        p.add_argument("--host")
+        p.add_argument("--api-key-env")
+        p.add_argument("--description", default="")
+        p.add_argument("--default", action="store_true")
+        ns = p.parse_args(args)
+        kind = ns.provider.lower()
+        if kind == "auto":
+            row = self.hub.autoconnect()
+        elif kind == "local":
+            row = self.hub.connect_local(ns.model_id or "local-chat", name=ns.name or "local")
+        else:
+            if not ns.model_id:
+                p.error("the following arguments are required: model_id")
+            row = self.hub.connect(
+                ns.provider, ns.model_id, name=ns.name, base_url=ns.base_url, host=ns.host,
+                api_key_env=ns.api_key_env, description=ns.description, default=True if ns.default else None,
+            )
+        return _table([row], ["name", "provider", "modelId", "endpoint", "api key"])
+
+    def _connections(self, args: list[str]) -> Any:
+        _parser("%aihub connections").parse_args(args)
+        return _table(
+            self.hub.connections(), ["name", "provider", "modelId", "type", "endpoint", "api key", "default"],
+            empty="No connections yet: %aihub connect OPENAI gpt-4o-mini, %aihub connect OLLAMA llama3.2 or %aihub connect local.",
+        )
+
+    def _connection(self, args: list[str]) -> Any:
+        p = _parser("%aihub connection", "Edit, remove or make default a connection.")
+        p.add_argument("action", choices=["edit", "remove", "default", "show"])
+        p.add_argument("name")
+        p.add_argument("--model-id")
+        p.add_argument("--new-name")
+        p.add_argument("--base-url")
+        p.add_argument("--host")
+        p.add_argument("--api-key-env")
+        p.add_argument("--description")
+        ns = p.parse_args(args)
+        if ns.action == "remove":
+            self.hub.remove_connection(ns.name)
+            return _table(self.hub.connections(), ["name", "provider", "modelId", "endpoint", "default"], empty="No connections left.")
+        if ns.action == "default":
+            self.hub.set_default_connection(ns.name)
+            return _table(self.hub.connections(), ["name", "provider", "modelId", "endpoint", "default"])
+        if ns.action == "show":
+            from .connections import public_view
+
+            return _table([public_view(self.hub.connection(ns.name))])
+        changes = {k: v for k, v in vars(ns).items() if k not in ("action", "name") and v is not None}
+        if not changes:
+            p.error("say what to change, e.g. --model-id gpt-4o")
+        return _table([self.hub.edit_connection(ns.name, **changes)], ["name", "provider", "modelId", "endpoint", "api key"])
+
+    def _models(self, args: list[str]) -> Any:
+        p = _parser("%aihub models")
+        p.add_argument("connection")
+        ns = p.parse_args(args)
+        models = self.hub.models(ns.connection)
+        rows = [{"id": m.get("id"), **{k: v for k, v in m.items() if k not in ("id", "details")}} for m in models]
+        return _table(rows, empty="The endpoint offers no models.")
+
+    # ------------------------------------------------------------ chats
+
+    def _chat_cell(self, args: list[str], cell: str) -> None:
+        from IPython.display import display
+
+        p = _parser("%%aihub chat", "Send the cell to a chat and stream the reply.")
+        p.add_argument("name")
+        p.add_argument("--model")
+        p.add_argument("--agent")
+        p.add_argument("--system")
+        p.add_argument("--no-interpolate", action="store_true")
+        ns = p.parse_args(args)
+        text = cell.strip("\n")
+        if self.interpolate and not ns.no_interpolate:
+            text = interpolate(text, self.shell.user_ns if self.shell else {})
+        chat = self.hub.chat(ns.name, model=ns.model, agent=ns.agent, system=ns.system)
+        view = _TurnView(self.refresh_interval)
+        from .agents import input_approver
+
+        turn = chat.turn(text, approve=self.hub.approver or input_approver)
+        try:
+            while True:
+                try:
+                    event = next(turn)
+                except StopIteration as done:
+                    reply = done.value
+                    break
+                view.event(event)
+        except KeyboardInterrupt:
+            view.flush()
+            raise IPythonUsageError(
+                f"Interrupted: chat {ns.name!r} keeps the partial reply ({len(''.join(view.parts))} characters), marked interrupted."
+            ) from None
+        except AihubError:
+            view.flush()
+            raise
+        view.flush()
+        if view.handle is None and not view.tools:
+            display(_markdown(reply.text))
+        if self.show_footer:
+            target = ns.agent or chat._row["sourceId"]
+            label = self._source_label(chat)
+            display(_footer(reply, label or target))
+
+    def _source_label(self, chat) -> str:
+        row = self.hub.store.first("ModelConnections", id=chat._row["sourceId"]) or self.hub.store.first(
+            "Agent", id=chat._row["sourceId"]
+        )
+        if row is None:
+            return ""
+        if "modelId" in row:
+            return f"{row['name']} ({row['modelId']})"
+        return f"agent {row['name']}"
+
+    def _show_chat(self, args: list[str]) -> Any:
+        p = _parser("%aihub chat", "Show a chat's conversation (to send, use the cell magic %%aihub chat NAME).")
+        p.add_argument("name")
+        ns = p.parse_args(args)
+        from IPython.display import Markdown
+
+        return Markdown(self.hub.get_chat(ns.name)._repr_markdown_())
+
+    def _chats(self, args: list[str]) -> Any:
+        _parser("%aihub chats").parse_args(args)
+        return _table(self.hub.chats(), ["name", "type", "with", "messages", "lastMessageAt"], empty="No chats yet: start one with %%aihub chat NAME.")
+
+    def _render(self, args: list[str]) -> Any:
+        p = _parser("%aihub render", "Store a snapshot of a chat's thread and show it.")
+        p.add_argument("name")
+        ns = p.parse_args(args)
+        from IPython.display import Markdown
+
+        from .chat import render_markdown
+
+        snapshot = self.hub.render(ns.name)
+        rows = [{"type": m["type"], "content": m["content"], "data": None} for m in snapshot["messages"]]
+        return Markdown(render_markdown(ns.name, rows) + f"\n\n<small>snapshot {snapshot['id']}</small>")
+
+    # ------------------------------------------------------------ tools and agents
+
+    def _tools(self, args: list[str]) -> Any:
+        _parser("%aihub tools").parse_args(args)
+        return _table(self.hub.tools(), ["name", "type", "description", "available"], empty="No tools yet: decorate a function with @hub.tool.")
+
+    def _agents(self, args: list[str]) -> Any:
+        _parser("%aihub agents").parse_args(args)
+        rows = self.hub.agents()
+        return _table(rows, empty="No agents yet: %aihub agent create NAME --model CONNECTION --tools a,b.")
+
+    def _agent(self, args: list[str]) -> Any:
+        p = _parser("%aihub agent", "Create or show an agent.")
+        p.add_argument("action", choices=["create", "show"])
+        p.add_argument("name")
+        p.add_argument("--model")
+        p.add_argument("--tools", default="")
+        p.add_argument("--permission", default="automatic")
+        p.add_argument("--instructions")
+        p.add_argument("--max-rounds", type=int)
+        ns = p.parse_args(args)
+        if ns.action == "create":
+            tools = [t.strip() for t in ns.tools.split(",") if t.strip()]
+            self.hub.agent(
+                ns.name, model=ns.model, tools=tools, permission=ns.permission,
+                instructions=ns.instructions, max_rounds=ns.max_rounds,
+            )
+        info = self.hub.describe_agent(ns.name)
+        from IPython.display import display
+
+        summary = {k: v for k, v in info.items() if k != "tools"}
+        display(_table([summary]))
+        return _table(info.get("tools", []), empty="This agent has no tools.")
+
+    # ------------------------------------------------------------ monitoring
+
+    def _frame_command(self, prog: str, args: list[str], loader, *, name_arg: bool = False) -> Any:
+        p = _parser(prog)
+        if name_arg:
+            p.add_argument("name", nargs="?")
+        p.add_argument("--since")
+        p.add_argument("--until")
+        p.add_argument("--status")
+        p.add_argument("-o", "--output", metavar="VAR", help="keep the DataFrame in this variable")
+        ns = p.parse_args(args)
+        kwargs = {k: v for k, v in (("since", ns.since), ("until", ns.until)) if v}
+        if ns.status:
+            kwargs["status"] = ns.status
+        if name_arg and ns.name:
+            kwargs["name"] = ns.name
+        try:
+            frame = loader(**kwargs)
+        except TypeError as exc:
+            raise IPythonUsageError(f"{prog}: {exc}") from None
+        if ns.output:
+            if not ns.output.isidentifier():
+                p.error(f"-o takes a variable name, not {ns.output!r}")
+            self.shell.user_ns[ns.output] = frame
+        return frame
+
+    def _metrics(self, args: list[str]) -> Any:
+        return self._frame_command("%aihub metrics", args, self.hub.metrics, name_arg=True)
+
+    def _calls(self, args: list[str]) -> Any:
+        return self._frame_command("%aihub calls", args, self.hub.network_calls)
+
+    def _jobs(self, args: list[str]) -> Any:
+        return self._frame_command("%aihub jobs", args, self.hub.jobs)
+
+    def _price(self, args: list[str]) -> Any:
+        p = _parser("%aihub price", "Set the price of a model, in USD per million tokens.")
+        p.add_argument("action", choices=["set", "remove"])
+        p.add_argument("model")
+        p.add_argument("input_per_million", type=float, nargs="?")
+        p.add_argument("output_per_million", type=float, nargs="?")
+        p.add_argument("--provider", default="")
+        ns = p.parse_args(args)
+        if ns.action == "set":
+            if ns.input_per_million is None or ns.output_per_million is None:
+                p.error("give both prices: %aihub price set MODEL INPUT_PER_MILLION OUTPUT_PER_MILLION")
+            self.hub.set_price(ns.model, ns.input_per_million, ns.output_per_million, provider=ns.provider)
+        else:
+            self.hub.remove_price(ns.model, provider=ns.provider)
+        return self.hub.prices()
+
+    def _prices(self, args: list[str]) -> Any:
+        _parser("%aihub prices").parse_args(args)
+        return self.hub.prices()
+
+    def _dashboard(self, args: list[str]) -> Any:
+        _parser("%aihub dashboard").parse_args(args)
+        return self.hub.dashboard()
+
+    def _hub_panel(self, args: list[str]) -> Any:
+        _parser("%aihub hub").parse_args(args)
+        return self.hub.panel()
+
+
+_HELP = """\
+**aihub** — subcommands (`%aihub SUBCOMMAND ...`):
+
+| | |
+|---|---|
+| `%%aihub chat NAME [--model CONNECTION \\| --agent AGENT] [--system TEXT] [--no-interpolate]` | send the cell, stream the reply |
+| `connect PROVIDER MODEL_ID [--name N] [--base-url URL] [--host URL] [--api-key-env VAR] [--default]` | connect a model (OPENAI or OLLAMA) |
+| `connect local [MODEL]` / `connect auto` | the built-in local server / the best one this machine has |
+| `connections` · `connection show\\|edit\\|remove\\|default NAME` · `models CONNECTION` | manage connections |
+| `chat NAME` · `chats` · `render NAME` | show a conversation, list chats, store a snapshot |
+| `tools` · `agents` · `agent create NAME --model C --tools a,b [--permission P] [--instructions T]` · `agent show NAME` | tools and agents |
+| `metrics [NAME] [--since 1h] [-o VAR]` · `calls` · `jobs` | monitoring as DataFrames |
+| `price set MODEL IN OUT [--provider P]` · `prices` | the price table (USD per million tokens) |
+| `dashboard` · `hub` | panels |
+"""
+
+_MAGICS: AihubMagics | None = None
+
+
+def load_ipython_extension(ipython) -> None:
+    global _MAGICS
+    _MAGICS = AihubMagics(shell=ipython, config=ipython.config)
+    ipython.register_magics(_MAGICS)
+
+
+def unload_ipython_extension(ipython) -> None:
+    global _MAGICS
+    if _MAGICS is not None:
+        ipython.magics_manager.magics["line"].pop("aihub", None)
+        ipython.magics_manager.magics["cell"].pop("aihub", None)
+        _MAGICS = None

@@ -1,0 +1,177 @@
+"""%aihub and %%aihub driven through a real IPython InteractiveShell."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from aihub_nb import magics
+from aihub_nb.testing import Reply
+
+
+@pytest.fixture(scope="module")
+def ip():
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "aihub_nb")
+    yield shell
+    shell.run_line_magic("unload_ext", "aihub_nb")
+
+
+@pytest.fixture
+def nb(ip, hub, server):
+    """The shell, with the magics pointed at a fresh hub connected to the local server."""
+    magics.use_hub(hub)
+    hub.connect("OPENAI", "local-chat", name="oa", base_url=server.openai_base_url)
+    hub.connect("OLLAMA", "local-chat", name="ol", host=server.ollama_host)
+    yield ip
+    magics.use_hub(None)
+
+
+def _texts(captured) -> list[str]:
+    out = []
+    for o in captured.outputs:
+        data = o.data
+        out.append(data.get("text/markdown") or data.get("text/html") or data.get("text/plain") or "")
+    return out
+
+
+def _run_cell(ip, line: str, cell: str):
+    with capture_output() as captured:
+        ip.run_cell_magic("aihub", line, cell)
+    return captured
+
+
+@pytest.mark.parametrize("connection", ["oa", "ol"])
+def test_chat_cell_streams_the_reply_and_continues(nb, server, connection):
+    server.script(Reply(text="Hello **Ada**.", chunks=["Hello", " **Ada**", "."]))
+    captured = _run_cell(nb, f"chat talk --model {connection}", "My name is Ada.")
+    shown = _texts(captured)
+    assert "Hello **Ada**." in shown  # the Markdown, updated in place to the whole reply
+    assert any(connection in t and "tokens" in t for t in shown)  # the footer
+    server.script(Reply(text="Ada."))
+    _run_cell(nb, "chat talk", "What is my name?")
+    history = server.requests[-1].json["messages"]
+    assert [m["content"] for m in history] == ["My name is Ada.", "Hello **Ada**.", "What is my name?"]
+
+
+def test_interpolation_from_the_namespace(nb, server):
+    nb.user_ns["topic"] = "owls"
+    nb.user_ns["items"] = ["first", "second"]
+    _run_cell(nb, "chat interp --model oa", "Tell me about {topic} and {items[1]}; keep {missing} and {{braces}}.")
+    assert server.requests[-1].json["messages"][-1]["content"] == (
+        "Tell me about owls and second; keep {missing} and {braces}."
+    )
+    _run_cell(nb, "chat interp --no-interpolate", "Literal {topic}")
+    assert server.requests[-1].json["messages"][-1]["content"] == "Literal {topic}"
+
+
+def test_system_option(nb, server):
+    _run_cell(nb, 'chat sys --model oa --system "Be brief."', "Hi")
+    assert server.requests[-1].json["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+def test_show_chat_and_list_chats(nb, server):
+    server.script(Reply(text="pong"))
+    _run_cell(nb, "chat shown --model oa", "ping")
+    shown = nb.run_line_magic("aihub", "chat shown")
+    assert "ping" in shown.data and "pong" in shown.data
+    listing = nb.run_line_magic("aihub", "chats")
+    assert "shown" in listing.data and "<td>2</td>" in listing.data
+
+
+def test_render_stores_a_snapshot(nb, hub, server):
+    server.script(Reply(text="pong"))
+    _run_cell(nb, "chat snap --model oa", "ping")
+    shown = nb.run_line_magic("aihub", "render snap")
+    (snapshot,) = hub.store.find("RenderedConversationThread")
+    assert snapshot["id"] in shown.data and "pong" in shown.data
+
+
+def test_connect_and_connections_mask_keys(ip, hub, monkeypatch):
+    magics.use_hub(hub)
+    try:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-live-abcdefghijklmnopqrstuvwxyz")
+        out = ip.run_line_magic("aihub", "connect OPENAI gpt-4o-mini --name cloud")
+        assert "$OPENAI_API_KEY (set)" in out.data
+        listing = ip.run_line_magic("aihub", "connections")
+        assert "cloud" in listing.data and "sk-live" not in listing.data
+        ip.run_line_magic("aihub", "connection edit cloud --model-id gpt-4o")
+        assert hub.connection("cloud")["modelId"] == "gpt-4o"
+        ip.run_line_magic("aihub", "connection remove cloud")
+        assert hub.connections() == []
+    finally:
+        magics.use_hub(None)
+
+
+def test_models_lists_the_endpoint(nb):
+    shown = nb.run_line_magic("aihub", "models oa")
+    assert "local-chat" in shown.data and "local-tools" in shown.data
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("", "aihub help"),
+        ("bogus", "Unknown subcommand 'bogus'; valid ones are: "),
+        ("connect", "required: provider"),
+        ("connect OPENAI", "model_id"),
+        ("connect ANTHROPIC claude", "valid providers are: OPENAI, OLLAMA"),
+        ("chat nope", "No chat named 'nope'"),
+        ('connect OPENAI "gpt', "close your quotes"),
+        ("connection frobnicate oa", "invalid choice"),
+        ("metrics --bogus", "unrecognized arguments"),
+    ],
+)
+def test_usage_errors_are_one_line(nb, line, message):
+    with pytest.raises(UsageError) as caught:
+        nb.run_line_magic("aihub", line)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value).strip()
+
+
+def test_cell_usage_errors(nb, server):
+    with pytest.raises(UsageError, match="No connection named 'missing'"):
+        nb.run_cell_magic("aihub", "chat c --model missing", "hi")
+    with pytest.raises(UsageError, match="not a cell magic"):
+        nb.run_cell_magic("aihub", "connections", "hi")
+    with pytest.raises(UsageError, match="empty"):
+        nb.run_cell_magic("aihub", "chat c --model oa", "\n\n")
+    with pytest.raises(UsageError, match="required: name"):
+        nb.run_cell_magic("aihub", "chat", "hi")
+
+
+def test_provider_failure_is_one_line_and_recorded(nb, hub, server, monkeypatch):
+    from aihub_nb import chat as chat_module
+
+    monkeypatch.setattr(chat_module, "_backoff", lambda attempt, retry_after: 0.0)
+    server.script(*[Reply(fault="500") for _ in range(chat_module.MAX_RETRIES + 1)])
+    with pytest.raises(UsageError) as caught:
+        nb.run_cell_magic("aihub", "chat failing --model oa", "hi")
+    assert "'oa'" in str(caught.value)
+    assert hub.store.find("Jobs")[-1]["status"] == "failed"
+
+
+def test_run_cell_shows_usage_error_without_traceback(nb, capsys):
+    result = nb.run_cell("%aihub chat nope")
+    assert not result.success
+    assert "No chat named 'nope'" in str(result.error_in_exec)
+    err = capsys.readouterr()
+    assert "Traceback" not in err.out + err.err
+
+
+def test_help_lists_subcommands(nb):
+    shown = nb.run_line_magic("aihub", "help")
+    for word in ("connect", "chats", "render", "metrics", "dashboard"):
+        assert word in shown.data
+
+
+def test_config_traits(ip, nb, server):
+    ip.run_line_magic("config", "AihubMagics.interpolate = False")
+    try:
+        nb.user_ns["topic"] = "owls"
+        _run_cell(nb, "chat cfg --model oa", "About {topic}")
+        assert server.requests[-1].json["messages"][-1]["content"] == "About {topic}"
+    finally:
+        ip.run_line_magic("config", "AihubMagics.interpolate = True")
