@@ -13,6 +13,7 @@ blocks are recognised; relation fields (a field whose type is another model) are
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -158,6 +159,8 @@ def _model(name: str, body: list[str], start: int, enums: dict, model_names: set
             default=default,
             has_default=has_default,
         )
+        if "unique" in attrs:
+            model.indexes.append(Index(columns=(fname,), unique=True))
     return model
 
 
@@ -186,7 +189,10 @@ def _string_arg(args: str) -> str:
 def _default_value(arg: str | None) -> object:
     arg = (arg or "").strip()
     if arg.startswith('"'):
-        return bytes(arg[1:-1], "utf-8").decode("unicode_escape")
+        try:  # Prisma's string escapes are JSON's: \" \\ \n \uXXXX; other text stays as written
+            return json.loads(arg, strict=False)
+        except ValueError:
+            return re.sub(r"\\(.)", r"\1", arg[1:-1])
     if arg in ("true", "false"):
         return arg == "true"
     call = re.match(r"(\w+)\((.*)\)$", arg)

@@ -46,6 +46,8 @@ _SQL_TYPES = {
 }
 _EMPTY = {"String": "", "Boolean": False, "Int": 0, "BigInt": 0, "Float": 0.0, "Decimal": 0.0, "Json": {}, "Bytes": b""}
 _MIGRATIONS_TABLE = "_aihub_migrations"
+# How create() fills a field the caller did not give (see Store._insert_plan).
+_NEW_ID, _NOW, _CONSTANT, _SKIP = "new id", "now", "constant", "skip"
 
 # ---------------------------------------------------------------- ids and times
 
@@ -86,17 +88,30 @@ def now_iso(t: float | None = None) -> str:
 # ---------------------------------------------------------------- value conversion
 
 
+_dump_json = json.JSONEncoder(ensure_ascii=False, default=str).encode  # json.dumps, minus building an encoder per call
+
+
+def _dump_bool(value: Any) -> int:
+    return 1 if value else 0
+
+
+def _dump_datetime(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    return now_iso(value.timestamp()) if hasattr(value, "timestamp") else str(value)
+
+
+_WRITERS = {"Json": _dump_json, "Boolean": _dump_bool, "DateTime": _dump_datetime}
+# What create() returns for a given value, from its SQL form, so it matches get(): True, not 1;
+# an ISO string, not a datetime. (Json values come back as given.)
+_READ_BACK = {"Boolean": bool, "DateTime": str}
+
+
 def _to_sql(field: Field, value: Any) -> Any:
     if value is None:
         return None
-    kind = field.type
-    if kind == "Json":
-        return json.dumps(value, ensure_ascii=False, default=str)
-    if kind == "Boolean":
-        return 1 if value else 0
-    if kind == "DateTime" and not isinstance(value, str):
-        return now_iso(value.timestamp()) if hasattr(value, "timestamp") else str(value)
-    return value
+    write = _WRITERS.get(field.type)
+    return value if write is None else write(value)
 
 
 def _reader(field: Field | None):
@@ -135,6 +150,7 @@ class Store:
         self.models: dict[str, Model] = self.schema.models
         self._lock = threading.RLock()
         self._insert_sql: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._insert_plans: dict[str, tuple[tuple, ...]] = {}
         self.conn = self._connect(timeout)
         self.upgrade()
 
@@ -168,10 +184,13 @@ class Store:
         with self._lock:
             if not self._needs_upgrade(migrations.names()):
                 return []
+            import sqlite_utils  # noqa: F401  loads pandas (~0.3 s): before the write lock, not under it
+
             with self.transaction():
                 changes = self._apply_schema()
                 changes += migrations.apply_pending(self)
             self._insert_sql.clear()
+            self._insert_plans.clear()
             return changes
 
     def _needs_upgrade(self, migration_names: list[str]) -> bool:
@@ -263,27 +282,59 @@ class Store:
 
     # -- CRUD
 
-    def _row_for_insert(self, model: Model, fields: dict[str, Any], now: str) -> dict[str, Any]:
-        row: dict[str, Any] = {}
+    def _insert_plan(self, model: Model) -> tuple[tuple, ...]:
+        """Per field, worked out once per model: (name, SQL writer, read-back, how to fill it when
+        not given, its constant Python value, a factory for a fresh mutable one, its SQL form)."""
+        plan = self._insert_plans.get(model.name)
+        if plan is not None:
+            return plan
+        steps = []
         for f in model.fields.values():
-            if f.name in fields:
-                value = fields[f.name]
-            elif f.is_id:
-                value = uuid7()
+            const = fresh = None
+            if f.is_id:
+                how = _NEW_ID
             elif f.updated_at or f.default == ("now",):
-                value = now
+                how = _NOW
             elif f.has_default and not isinstance(f.default, tuple):
-                value = f.default
-                if f.type == "Json" and isinstance(value, str):
-                    value = json.loads(value)
+                how, const = _CONSTANT, f.default
+                if f.type == "Json" and isinstance(const, str):
+                    const = json.loads(const)
             elif f.optional:
-                continue
+                how = _SKIP
             else:
-                value = _EMPTY.get(f.type, "")
-                if isinstance(value, dict):
-                    value = {}
-            row[f.name] = value
-        return row
+                how, const = _CONSTANT, _EMPTY.get(f.type, "")
+            if isinstance(const, (dict, list)):  # each record gets its own copy
+                text = _dump_json(const)
+                fresh = dict if text == "{}" else list if text == "[]" else (lambda text=text: json.loads(text))
+            sql_const = None if const is None else _to_sql(f, const)
+            steps.append((f.name, _WRITERS.get(f.type), _READ_BACK.get(f.type), how, const, fresh, sql_const))
+        plan = self._insert_plans[model.name] = tuple(steps)
+        return plan
+
+    @staticmethod
+    def _insert_values(plan: tuple[tuple, ...], fields: dict[str, Any], now: str) -> tuple[dict[str, Any], list[Any]]:
+        """The record as create() returns it, and the SQL parameters for its INSERT."""
+        row: dict[str, Any] = {}
+        params: list[Any] = []
+        for name, write, back, how, const, fresh, sql_const in plan:
+            if name in fields:
+                value = fields[name]
+                if write is None or value is None:
+                    row[name] = value
+                    params.append(value)
+                else:
+                    params.append(sql := write(value))
+                    row[name] = value if back is None else back(sql)
+            elif how is _NOW:
+                row[name] = now
+                params.append(now)
+            elif how is _NEW_ID:
+                row[name] = value = uuid7()
+                params.append(value)
+            elif how is _CONSTANT:
+                row[name] = fresh() if fresh is not None else const
+                params.append(sql_const)
+        return row, params
 
     def _insert_statement(self, model: Model, names: tuple[str, ...]) -> str:
         key = (model.name, names)
@@ -297,12 +348,11 @@ class Store:
     def create(self, model_name: str, **fields: Any) -> dict[str, Any]:
         """Insert one record and return it as a dict (id, createdAt, updatedAt filled in)."""
         model = self.model(model_name)
-        self._check_fields(model, fields)
-        row = self._row_for_insert(model, fields, now_iso())
-        names = tuple(row)
         fmap = model.fields
-        params = [_to_sql(fmap[n], row[n]) for n in names]
-        sql = self._insert_statement(model, names)
+        if not fields.keys() <= fmap.keys():
+            self._check_fields(model, fields)
+        row, params = self._insert_values(self._insert_plan(model), fields, now_iso())
+        sql = self._insert_statement(model, tuple(row))
         with self._lock:
             self.conn.execute(sql, params)
         if len(row) == len(fmap):
@@ -313,15 +363,16 @@ class Store:
         """Insert many records in one transaction; return how many."""
         model = self.model(model_name)
         fmap = model.fields
+        plan = self._insert_plan(model)
+        values = self._insert_values
         now = now_iso()
         batches: dict[tuple[str, ...], list[list[Any]]] = {}
         count = 0
         for fields in rows:
-            if count == 0 or fields.keys() - fmap.keys():
+            if not fields.keys() <= fmap.keys():
                 self._check_fields(model, fields)
-            row = self._row_for_insert(model, fields, now)
-            names = tuple(row)
-            batches.setdefault(names, []).append([_to_sql(fmap[n], row[n]) for n in names])
+            row, params = values(plan, fields, now)
+            batches.setdefault(tuple(row), []).append(params)
             count += 1
         with self.transaction():
             for names, params in batches.items():
@@ -345,6 +396,15 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Records whose fields equal the given values (None matches NULL), newest last."""
         model = self.model(model_name)
+        where, params = self._where(model, equals)
+        sql = f"SELECT * FROM {_quote(model.table)} WHERE {where}"
+        sql += " ORDER BY rowid DESC" if order == "desc" else " ORDER BY rowid"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self._select(model, sql, params)
+
+    def _where(self, model: Model, equals: dict[str, Any]) -> tuple[str, list[Any]]:
+        """A WHERE clause for fields equal to values; None matches NULL."""
         self._check_fields(model, equals)
         where, params = [], []
         for name, value in equals.items():
@@ -354,13 +414,7 @@ class Store:
             else:
                 where.append(f"{_quote(f.column)} = ?")
                 params.append(_to_sql(f, value))
-        sql = f"SELECT * FROM {_quote(model.table)}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY rowid DESC" if order == "desc" else " ORDER BY rowid"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return self._select(model, sql, params)
+        return " AND ".join(where) or "1", params
 
     def _select(self, model: Model, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -414,10 +468,9 @@ class Store:
             raise RecordNotFoundError(model_name, id)
 
     def count(self, model_name: str, **equals: Any) -> int:
+        """How many records match `equals` (None matches NULL, as in find)."""
         model = self.model(model_name)
-        self._check_fields(model, equals)
-        where = " AND ".join(f"{_quote(model.fields[n].column)} = ?" for n in equals) or "1"
-        params = [_to_sql(model.fields[n], v) for n, v in equals.items()]
+        where, params = self._where(model, equals)
         with self._lock:
             return self.conn.execute(f"SELECT count(*) FROM {_quote(model.table)} WHERE {where}", params).fetchone()[0]
 
