@@ -1,0 +1,265 @@
+"""The contract every model provider fulfils, and the error mapping they share.
+
+A provider turns a chat in OpenAI's message format into a stream of `Event`s and
+maps whatever its client library raises to the `aihub_nb.errors` tree, naming the
+connection and saying what to do next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import httpx
+import httpx2
+import pydantic
+
+from aihub_nb.errors import (
+    AuthenticationError,
+    ModelNotFoundError,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnreachableError,
+    RateLimitError,
+    ServerError,
+    StreamError,
+)
+
+__all__ = [
+    "Event",
+    "Provider",
+    "ToolCall",
+    "Usage",
+    "error_detail",
+    "retry_after_seconds",
+    "tool_call",
+]
+
+_TIMEOUTS = (httpx.TimeoutException, httpx2.TimeoutException, TimeoutError)
+# Failures to open a connection at all; every other transport error broke an exchange under way.
+_UNREACHABLE = (
+    httpx.ConnectError,
+    httpx2.ConnectError,
+    httpx.UnsupportedProtocol,
+    httpx2.UnsupportedProtocol,
+    OSError,
+)
+_BROKEN = (httpx.TransportError, httpx2.TransportError)
+_MALFORMED = (json.JSONDecodeError, pydantic.ValidationError, httpx.DecodingError, httpx2.DecodingError)
+_DETAIL_LIMIT = 200
+
+
+@dataclass
+class ToolCall:
+    """A complete tool call; `arguments` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+def tool_call(index: int, name: str, arguments: str, id: str | None = None) -> ToolCall:
+    """The `index`-th call of a reply; servers that give no id get "call_<index>"."""
+    return ToolCall(id=id or f"call_{index}", name=name, arguments=arguments or "{}")
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass
+class Event:
+    """One step of a reply, yielded as it arrives."""
+
+    text: str = ""
+    tool_calls: list[ToolCall] | None = None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+
+class Provider:
+    """Base class: subclasses implement `_chat`, `_list_models` and `close`, and extend `_map_error`."""
+
+    name: str
+
+    def __init__(self, connection: str, *, url: str, key_env: str) -> None:
+        self.connection = connection
+        self.url = url
+        self._key_env = key_env
+
+    def chat(
+        self,
+        model: str,
+        messages: list[dict],
+        *,
+        tools: list[dict] | None = None,
+        stream: bool = True,
+        options: dict | None = None,
+    ) -> Iterator[Event]:
+        """Send `messages` (OpenAI chat format) to `model`; yield the reply as `Event`s."""
+        with self._errors_mapped(model):
+            yield from self._chat(model, messages, tools=tools or None, stream=stream, options=options or {})
+
+    def list_models(self) -> list[dict]:
+        """The models the endpoint offers, as dicts with at least an "id"."""
+        with self._errors_mapped(None):
+            return self._list_models()
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        raise NotImplementedError
+
+    def _chat(
+        self, model: str, messages: list[dict], *, tools: list[dict] | None, stream: bool, options: dict
+    ) -> Iterator[Event]:
+        raise NotImplementedError
+
+    def _list_models(self) -> list[dict]:
+        raise NotImplementedError
+
+    def _map_error(self, exc: Exception, model: str | None) -> ProviderError | None:
+        """The `ProviderError` for a client exception, or None to let it through unchanged.
+
+        Subclasses map their client's own exceptions first, then defer to this.
+        """
+        if isinstance(exc, _MALFORMED):
+            return self._malformed(exc)
+        return self._transport_error(exc)
+
+    def _model_hint(self, model: str) -> str:
+        """What to do about a model the endpoint does not have."""
+        return f"`%aihub models {self.connection}` lists what it offers"
+
+    @contextlib.contextmanager
+    def _errors_mapped(self, model: str | None) -> Iterator[None]:
+        """Re-raise client exceptions inside the block as the `ProviderError` `_map_error` gives."""
+        try:
+            yield
+        except ProviderError:
+            raise
+        except Exception as exc:
+            mapped = self._map_error(exc, model)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    # -- error construction shared by the providers --------------------------------------
+
+    def _status_error(
+        self, status: int, detail: str, *, model: str | None, headers: Mapping[str, str] | None = None
+    ) -> ProviderError:
+        """The error for an HTTP error status answered by the endpoint."""
+        detail = _one_line(detail) or f"HTTP {status}"
+        where = f"Connection '{self.connection}'"
+        if status in (401, 403):
+            return AuthenticationError(
+                f"{where} was refused ({status}: {detail}); check the key in ${self._key_env}.",
+                connection=self.connection,
+                status_code=status,
+            )
+        if status == 404:
+            message = (
+                f"{where}: the endpoint has no model '{model}'; {self._model_hint(model)}."
+                if model
+                else f"{where}: {self.url} answered 404 ({detail}); check the connection's URL."
+            )
+            return ModelNotFoundError(message, connection=self.connection, status_code=status)
+        if status == 429:
+            retry_after = retry_after_seconds(headers or {})
+            when = f"retry after {retry_after:g} s" if retry_after is not None else "retry later"
+            return RateLimitError(
+                f"{where} is rate limited (429: {detail}); {when}.",
+                connection=self.connection,
+                status_code=status,
+                retry_after=retry_after,
+            )
+        if status >= 500:
+            return ServerError(
+                f"{where}: the server failed ({status}: {detail}); try again later.",
+                connection=self.connection,
+                status_code=status,
+            )
+        return ProviderError(
+            f"{where} rejected the request ({status}: {detail}); check the model's options and messages.",
+            connection=self.connection,
+            status_code=status,
+        )
+
+    def _transport_error(self, exc: BaseException) -> ProviderError | None:
+        """The error for a failure below HTTP (timeout, refused connection, broken stream)."""
+        if isinstance(exc, _TIMEOUTS):
+            what = _one_line(str(exc)) or type(exc).__name__
+            return ProviderTimeoutError(
+                f"Connection '{self.connection}': {self.url} did not answer in time ({what}); "
+                "try again or raise the timeout.",
+                connection=self.connection,
+            )
+        if isinstance(exc, _UNREACHABLE):
+            return ProviderUnreachableError(
+                f"Cannot reach connection '{self.connection}' at {self.url}: is the server running?",
+                connection=self.connection,
+            )
+        if isinstance(exc, _BROKEN):
+            return self._stream_error(f"the stream broke off ({type(exc).__name__}: {_one_line(str(exc))})")
+        return None
+
+    def _stream_error(self, what: str) -> StreamError:
+        return StreamError(f"Connection '{self.connection}': {what}; try again.", connection=self.connection)
+
+    def _reported_error(self, detail: str) -> StreamError:
+        """An error the endpoint sent in place of the rest of a reply."""
+        return self._stream_error(f"the endpoint reported an error mid-reply ({_one_line(detail)})")
+
+    def _malformed(self, exc: BaseException) -> StreamError:
+        return self._stream_error(f"the endpoint sent malformed data ({_one_line(str(exc))})")
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 1] + "…"
+
+
+def error_detail(body: str) -> str:
+    """The message inside an error body (`{"error": {"message": ...}}`, `{"error": "..."}`), else the body."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    error = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(error, dict):
+        error = error.get("message", error)
+    return error if isinstance(error, str) else json.dumps(error)
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        seconds = _number(milliseconds)
+        if seconds is not None:
+            return seconds / 1000.0
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _number(value)
+    if seconds is not None:
+        return seconds
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None

@@ -1,0 +1,177 @@
+"""OpenAI and OpenAI-compatible endpoints (vLLM, llama.cpp, LM Studio, ...) through the openai client.
+
+The client runs on httpx2 and never retries (`max_retries=0`): retrying is the caller's
+business. Streams ask for usage with `stream_options`, and cope with servers that reject
+it, put usage in the last content chunk, or send chunks without choices.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+import openai
+
+from aihub_nb.errors import AuthenticationError, ProviderError
+from aihub_nb.providers.base import Event, Provider, ToolCall, Usage, tool_call
+
+__all__ = ["DEFAULT_BASE_URL", "OpenAIProvider"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_KEY_ENV = "OPENAI_API_KEY"
+# Local servers want no key, but the client insists on one.
+_PLACEHOLDER_KEY = "not-needed"
+
+
+class OpenAIProvider(Provider):
+    name = "OPENAI"
+
+    def __init__(
+        self,
+        connection: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        transport: httpx2.BaseTransport | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        base_url = base_url or DEFAULT_BASE_URL
+        key_env = api_key_env or _KEY_ENV
+        super().__init__(connection, url=base_url, key_env=key_env)
+        api_key = api_key or os.environ.get(key_env)
+        if not api_key:
+            if _is_openai_host(base_url):
+                raise AuthenticationError(
+                    f"Connection '{connection}' needs an API key: set the environment variable {key_env} "
+                    "(or pass --api-key-env VAR).",
+                    connection=connection,
+                )
+            api_key = _PLACEHOLDER_KEY
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key,
+            http_client=httpx2.Client(transport=transport, timeout=timeout),
+            max_retries=0,
+        )
+        # Cleared for good once the endpoint rejects `stream_options`.
+        self._stream_options = True
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _chat(
+        self, model: str, messages: list[dict], *, tools: list[dict] | None, stream: bool, options: dict
+    ) -> Iterator[Event]:
+        request: dict[str, Any] = {"model": model, "messages": messages, "extra_body": options or None}
+        if tools:
+            request["tools"] = tools
+        if not stream:
+            yield _completion_event(self._client.chat.completions.create(**request))
+            return
+        with self._open_stream(request) as chunks:
+            yield from _chunk_events(chunks)
+
+    def _open_stream(self, request: dict[str, Any]) -> openai.Stream:
+        create = self._client.chat.completions.create
+        if self._stream_options:
+            try:
+                return create(stream=True, stream_options={"include_usage": True}, **request)
+            except openai.BadRequestError as exc:
+                if "stream_options" not in f"{exc.message} {exc.body}":
+                    raise
+                self._stream_options = False
+        return create(stream=True, **request)
+
+    def _list_models(self) -> list[dict]:
+        return [model.model_dump() for model in self._client.models.list()]
+
+    def _map_error(self, exc: Exception, model: str | None) -> ProviderError | None:
+        if isinstance(exc, openai.APIStatusError):
+            headers = exc.response.headers
+            return self._status_error(exc.status_code, _detail(exc), model=model, headers=headers)
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__
+            mapped = self._transport_error(cause) if cause is not None else None
+            return mapped or self._stream_error(f"the connection failed ({exc.message})")
+        if isinstance(exc, openai.APIError):
+            return self._reported_error(exc.message)
+        return super()._map_error(exc, model)
+
+
+def _is_openai_host(base_url: str) -> bool:
+    host = urlsplit(base_url).hostname or ""
+    return host == "openai.com" or host.endswith(".openai.com")
+
+
+def _detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return exc.message
+
+
+def _usage(usage: Any) -> Usage | None:
+    return Usage(usage.prompt_tokens, usage.completion_tokens) if usage else None
+
+
+def _completion_event(completion: Any) -> Event:
+    """The whole reply of a non-streamed completion as one event."""
+    usage = _usage(completion.usage)
+    if not completion.choices:
+        return Event(usage=usage)
+    choice = completion.choices[0]
+    message = choice.message
+    calls = [
+        tool_call(index, call.function.name, call.function.arguments, call.id)
+        for index, call in enumerate(message.tool_calls or ())
+    ]
+    return Event(
+        text=message.content or "", tool_calls=calls or None, usage=usage, finish_reason=choice.finish_reason
+    )
+
+
+def _chunk_events(chunks: Iterable[Any]) -> Iterator[Event]:
+    """Events from streamed chunks; tool-call deltas are assembled by index, yielded at the finish."""
+    calls: dict[int, dict[str, Any]] = {}
+    for chunk in chunks:
+        usage = _usage(chunk.usage)
+        text, finish_reason, tool_calls = "", None, None
+        if chunk.choices:
+            choice = chunk.choices[0]
+            delta = choice.delta
+            if delta is not None:
+                text = delta.content or ""
+                for part in delta.tool_calls or ():
+                    _add_delta(calls, part)
+            finish_reason = choice.finish_reason
+            if finish_reason and calls:
+                tool_calls, calls = _assembled(calls), {}
+        if text or tool_calls or usage or finish_reason:
+            yield Event(text=text, tool_calls=tool_calls, usage=usage, finish_reason=finish_reason)
+    if calls:  # the server never sent a finish reason
+        yield Event(tool_calls=_assembled(calls))
+
+
+def _add_delta(calls: dict[int, dict[str, Any]], part: Any) -> None:
+    index = part.index
+    if index is None:  # servers that omit the index: a delta with an id starts the next call
+        index = len(calls) if part.id or not calls else max(calls)
+    call = calls.setdefault(index, {"id": None, "name": "", "arguments": []})
+    if part.id:
+        call["id"] = part.id
+    function = part.function
+    if function is not None:
+        call["name"] = call["name"] or function.name or ""
+        if function.arguments:
+            call["arguments"].append(function.arguments)
+
+
+def _assembled(calls: dict[int, dict[str, Any]]) -> list[ToolCall]:
+    return [
+        tool_call(index, call["name"], "".join(call["arguments"]), call["id"])
+        for index, call in sorted(calls.items())
+    ]

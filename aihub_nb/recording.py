@@ -1,0 +1,291 @@
+"""Record every HTTP exchange a provider client makes, at the transport layer.
+
+`recording_transport(sink)` returns an `HTTPTransport` for httpx (ollama's client) or
+httpx2 (openai's client) that reports each exchange to a `CallSink`:
+
+    request(...)  -> handle      before the request is sent (headers and URL redacted)
+    response(handle, ...)        when the status line and headers arrive
+    chunk(handle, data)          for every piece of the body, as the client reads it
+    finish(handle, ...)          exactly once: at the end of the body, on an error,
+                                 or when the client closes the response early
+
+The body stays a stream: each chunk goes to the sink and on to the client as it
+arrives. A sink that raises never breaks the call; its errors are logged.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
+import h11
+
+__all__ = [
+    "CLOSED_EARLY",
+    "REDACTED",
+    "CallSink",
+    "MemorySink",
+    "RecordedCall",
+    "recording_transport",
+    "redact_headers",
+    "redact_url",
+]
+
+_log = logging.getLogger(__name__)
+
+REDACTED = "[redacted]"
+CLOSED_EARLY = "closed before the end of the response"
+
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie", "set-cookie"}
+)
+_SECRET_PARTS = ("key", "token", "secret", "password")
+_LIBS = ("httpx", "httpx2")
+# How long closing a half-read response may wait for the end of a body already on its way.
+_END_OF_BODY_WAIT = 0.1
+
+
+class CallSink(Protocol):
+    """Where recorded exchanges go; headers and URL arrive already redacted."""
+
+    def request(self, *, method: str, url: str, headers: dict[str, str], body: str) -> object: ...
+
+    def response(self, handle: Any, *, status_code: int, headers: dict[str, str]) -> None: ...
+
+    def chunk(self, handle: Any, data: bytes) -> None: ...
+
+    def finish(self, handle: Any, *, error: str | None, duration_ms: float) -> None: ...
+
+
+def _is_secret(name: str) -> bool:
+    name = name.lower()
+    return name in _SECRET_HEADERS or any(part in name for part in _SECRET_PARTS)
+
+
+def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Copy `headers` with credentials replaced by "[redacted]" (Authorization keeps its scheme)."""
+    pairs = headers.items() if hasattr(headers, "items") else headers
+    redacted: dict[str, str] = {}
+    for name, value in pairs:
+        lowered = name.lower()
+        if lowered in ("authorization", "proxy-authorization") and " " in value.strip():
+            value = f"{value.split(None, 1)[0]} {REDACTED}"
+        elif _is_secret(lowered):
+            value = REDACTED
+        redacted[name] = f"{redacted[name]}, {value}" if name in redacted else value
+    return redacted
+
+
+def redact_url(url: str) -> str:
+    """`url` with secret query parameters (key, api_key, token, ...) and any password redacted."""
+    parts = urlsplit(str(url))
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:{REDACTED}@{host}"
+    query = "&".join(_redact_param(pair) for pair in parts.query.split("&"))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _redact_param(pair: str) -> str:
+    name = pair.split("=", 1)[0]
+    return f"{name}={REDACTED}" if _is_secret(unquote_plus(name)) else pair
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _ignore(*_: object) -> None:
+    """Stands in for a sink method that failed once, so a broken sink is logged only once."""
+
+
+def _rest_of_body_arrived(stream: object) -> bool:
+    """Whether a response body that the client stopped reading had in fact fully arrived.
+
+    Clients stop at the last byte they need: openai's SSE reader closes the response at
+    `data: [DONE]`, before httpcore has parsed the empty chunk that ends the body. This
+    looks at httpcore's h11 parser (private attributes, the same in httpcore and httpcore2)
+    and waits at most `_END_OF_BODY_WAIT` for the end of the message. Anything else, be it
+    unread body data, HTTP/2, a proxy or a transport of another make, counts as not arrived.
+    """
+    try:
+        connection = stream._httpcore_stream._stream._connection  # type: ignore[attr-defined]
+        parser = connection._h11_state
+        network = connection._network_stream
+        if parser.their_state is h11.DONE:
+            return True
+        deadline = time.monotonic() + _END_OF_BODY_WAIT
+        while (event := parser.next_event()) is h11.NEED_DATA:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            parser.receive_data(network.read(65536, timeout=remaining))
+        return type(event) is h11.EndOfMessage
+    except Exception:
+        return False
+
+
+class _RecordingStream:
+    """Response body wrapper: passes each chunk to the sink, then on to the client."""
+
+    def __init__(self, inner: Any, sink: CallSink, handle: object, started: float) -> None:
+        self._inner = inner
+        self._sink = sink
+        self._handle = handle
+        self._started = started
+        self._finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        record, handle = self._sink.chunk, self._handle
+        # Held here, the inner stream outlives the handlers below: a loop's own reference
+        # is dropped on entering them, which would close the connection before `_stopped`.
+        chunks = iter(self._inner)
+        try:
+            for data in chunks:
+                try:
+                    record(handle, data)
+                except Exception:
+                    _log.exception("Recording sink failed on a response chunk; chunks are no longer recorded")
+                    record = _ignore
+                yield data
+        except GeneratorExit:  # the client stopped reading
+            self._stopped()
+            raise
+        except BaseException as exc:
+            self._finish(_describe(exc))
+            raise
+        self._finish(None)
+
+    def close(self) -> None:
+        self._stopped()
+        self._inner.close()
+
+    def _stopped(self) -> None:
+        """The client stopped reading: the call is complete only if the whole body had arrived."""
+        if not self._finished:
+            self._finish(None if _rest_of_body_arrived(self._inner) else CLOSED_EARLY)
+
+    def _finish(self, error: str | None) -> None:
+        if not self._finished:
+            self._finished = True
+            _finish(self._sink, self._handle, error, self._started)
+
+
+def _finish(sink: CallSink, handle: object, error: str | None, started: float) -> None:
+    try:
+        sink.finish(handle, error=error, duration_ms=(time.perf_counter() - started) * 1000.0)
+    except Exception:
+        _log.exception("Recording sink failed to finish a call")
+
+
+class _RecordingTransport:
+    """Mixed in before `HTTPTransport` of httpx or httpx2; `_stream_class` matches the lib."""
+
+    _stream_class: type[_RecordingStream]
+
+    def __init__(self, sink: CallSink, **transport_kwargs: Any) -> None:
+        super().__init__(**transport_kwargs)
+        self._sink = sink
+
+    def handle_request(self, request: Any) -> Any:
+        started = time.perf_counter()
+        sink = self._sink
+        body = request.read().decode("utf-8", errors="replace")
+        try:
+            handle = sink.request(
+                method=request.method,
+                url=redact_url(str(request.url)),
+                headers=redact_headers(request.headers),
+                body=body,
+            )
+        except Exception:
+            _log.exception("Recording sink failed to record a request; this call is not recorded")
+            return super().handle_request(request)  # type: ignore[misc]
+        try:
+            response = super().handle_request(request)  # type: ignore[misc]
+        except BaseException as exc:
+            _finish(sink, handle, _describe(exc), started)
+            raise
+        try:
+            sink.response(handle, status_code=response.status_code, headers=redact_headers(response.headers))
+        except Exception:
+            _log.exception("Recording sink failed to record a response")
+        response.stream = self._stream_class(response.stream, sink, handle, started)
+        return response
+
+
+@functools.cache
+def _transport_class(lib: str) -> type:
+    if lib not in _LIBS:
+        raise ValueError(f"lib must be one of {', '.join(_LIBS)}, not {lib!r}")
+    module = importlib.import_module(lib)
+    stream_class = type(
+        "RecordingStream", (_RecordingStream, module.SyncByteStream), {"__module__": __name__}
+    )
+    return type(
+        "RecordingTransport",
+        (_RecordingTransport, module.HTTPTransport),
+        {"__module__": __name__, "_stream_class": stream_class},
+    )
+
+
+def recording_transport(sink: CallSink, *, lib: str = "httpx", **transport_kwargs: Any) -> Any:
+    """An `HTTPTransport` of `lib` ("httpx" or "httpx2") that reports every exchange to `sink`.
+
+    `transport_kwargs` go to `HTTPTransport` (verify, http2, retries, ...).
+    """
+    return _transport_class(lib)(sink, **transport_kwargs)
+
+
+@dataclass
+class RecordedCall:
+    """One exchange as `MemorySink` saw it."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: str
+    status_code: int | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    chunks: list[bytes] = field(default_factory=list)
+    error: str | None = None
+    duration_ms: float | None = None
+    finish_count: int = 0
+
+    @property
+    def data(self) -> bytes:
+        """The response body as recorded."""
+        return b"".join(self.chunks)
+
+
+class MemorySink:
+    """A `CallSink` that keeps calls in memory, in `calls`; for tests and quick looks."""
+
+    def __init__(self) -> None:
+        self.calls: list[RecordedCall] = []
+
+    def request(self, *, method: str, url: str, headers: dict[str, str], body: str) -> RecordedCall:
+        call = RecordedCall(method=method, url=url, headers=headers, body=body)
+        self.calls.append(call)
+        return call
+
+    def response(self, handle: RecordedCall, *, status_code: int, headers: dict[str, str]) -> None:
+        handle.status_code = status_code
+        handle.response_headers = headers
+
+    def chunk(self, handle: RecordedCall, data: bytes) -> None:
+        handle.chunks.append(data)
+
+    def finish(self, handle: RecordedCall, *, error: str | None, duration_ms: float) -> None:
+        handle.error = error
+        handle.duration_ms = duration_ms
+        handle.finish_count += 1
