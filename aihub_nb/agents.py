@@ -1,0 +1,284 @@
+"""Agents: a chat model with instructions and tools, each tool automatic or user-permitted.
+
+    >>> @hub.tool
+    ... def add(a: int, b: int) -> int:
+    ...     '''Add two numbers.'''
+    ...     return a + b
+    >>> row = hub.agent("helper", model="local", tools=[add], instructions="Use the tools you have.")
+    >>> hub.chat("work", agent="helper").send("Please call add(a=2, b=3)").text
+    'The tool returned: 5'
+    >>> [(t["name"], t["permission"], t["available"]) for t in hub.describe_agent("helper")["tools"]]
+    [('add', 'automatic', True)]
+
+An Agent row names its model connection (`chatModelId`), its `instructions` (the system prompt)
+and `maxRounds`, the hard limit on model calls in one turn; an AgentToolConnection per tool holds
+the tool's permission stance: ``automatic`` runs when the model asks, ``user-permitted`` runs only
+when `approve(tool_name, arguments)` says yes (no approver means denied).
+
+Defining an agent again with the same name re-defines it: every field takes the new value (an
+omitted one its default) and its tool connections are replaced, as re-running a notebook cell
+would expect.
+
+`load_agent` gives the object a chat turn calls (chat.py's `ToolBox`): `specs()` offers the
+model only the tools available in this session (a python tool whose function is not defined here
+is left out), and `run(call)` runs one call through `aihub_nb.tools.invoke_tool`. A call of a tool
+the agent does not have is answered with the list of its tools; it has no Tool row, so no
+ToolInvocation is written for it, only its toolResult message and the ``tool_failures`` metric.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from .chat import Approver, ToolOutcome
+from .connections import check_name
+from .errors import NotFoundError, UsageError
+from .tools import PERMISSIONS, define_python_tool, get_tool, invoke_tool, is_available, tool_dimensions, tool_spec
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .providers.base import ToolCall
+
+__all__ = [
+    "DEFAULT_MAX_ROUNDS",
+    "Agent",
+    "define_agent",
+    "describe_agent",
+    "input_approver",
+    "list_agents",
+    "load_agent",
+]
+
+DEFAULT_MAX_ROUNDS = 8
+
+
+# ---------------------------------------------------------------- defining
+
+
+def define_agent(
+    hub: Hub,
+    name: str,
+    *,
+    model: str | None = None,
+    tools: list[Any] | None = None,
+    permission: str | dict[str, str] = "automatic",
+    instructions: str | None = None,
+    max_rounds: int | None = None,
+    description: str | None = None,
+) -> dict[str, Any]:
+    """Create or re-define the agent `name` and return its row.
+
+    `model` is a connection name (default: the default connection); `tools` are tool names,
+    functions (defined as python tools first, unless already registered) or Tool rows;
+    `permission` is one stance for every tool or {tool name: stance}, the rest ``automatic``.
+    """
+    check_name("Agent", name)
+    connection = hub.connection(model) if model else hub.default_connection()
+    if connection is None:
+        raise UsageError(
+            f"Agent {name!r} needs a model: connect one first (%aihub connect OPENAI gpt-4o-mini, or %aihub connect local), "
+            "or pass model=CONNECTION."
+        )
+    rounds = DEFAULT_MAX_ROUNDS if max_rounds is None else max_rounds
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise UsageError(f"max_rounds must be a whole number of at least 1, got {max_rounds!r}.")
+    rows = _tool_rows(hub, tools or [])
+    stances = _stances(permission, [row["name"] for row in rows])
+    store = hub.store
+    fields = dict(
+        chatModelId=connection["id"], instructions=instructions or "", maxRounds=rounds, description=description or ""
+    )
+    with store.transaction() as conn:
+        existing = store.first("Agent", name=name)
+        agent = store.update("Agent", existing["id"], **fields) if existing else store.create("Agent", name=name, **fields)
+        conn.execute('DELETE FROM "AgentToolConnection" WHERE agentId = ?', (agent["id"],))
+        store.create_many(
+            "AgentToolConnection",
+            [{"agentId": agent["id"], "toolId": row["id"], "permission": stances[row["name"]]} for row in rows],
+        )
+    return agent
+
+
+def _tool_rows(hub: Hub, tools: list[Any]) -> list[dict[str, Any]]:
+    """The Tool rows for names, functions or rows, in order, each once."""
+    if isinstance(tools, (str, dict)) or callable(tools):
+        tools = [tools]
+    rows: dict[str, dict[str, Any]] = {}
+    for item in tools:
+        if isinstance(item, str):
+            row = get_tool(hub, item)
+        elif isinstance(item, dict) and isinstance(item.get("name"), str):
+            row = get_tool(hub, item["name"])
+        elif callable(item):
+            registered = next((n for n, fn in hub._functions.items() if fn is item), None)
+            row = get_tool(hub, registered) if registered else define_python_tool(hub, item)
+        else:
+            raise UsageError(f"An agent's tools are tool names, functions or tool rows, not {type(item).__name__}.")
+        rows.setdefault(row["name"], row)
+    return list(rows.values())
+
+
+def _stances(permission: str | dict[str, str], names: list[str]) -> dict[str, str]:
+    """Each tool's permission stance, checked."""
+    if isinstance(permission, dict):
+        unknown = [n for n in permission if n not in names]
+        if unknown:
+            listed = ", ".join(names) if names else "none"
+            raise UsageError(f"permission names {', '.join(map(repr, unknown))}, not among the agent's tools ({listed}).")
+        given = list(permission.values())
+        stances = {name: permission.get(name, "automatic") for name in names}
+    else:
+        given = [permission]
+        stances = dict.fromkeys(names, permission)
+    for stance in given:
+        if stance not in PERMISSIONS:
+            raise UsageError(f"Unknown permission {stance!r}; valid permissions are: {', '.join(PERMISSIONS)}.")
+    return stances
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _find_agent(hub: Hub, name_or_id: str) -> dict[str, Any]:
+    row = hub.store.first("Agent", name=name_or_id) or hub.store.first("Agent", id=name_or_id)
+    if row is None:
+        names = [r["name"] for r in hub.store.find("Agent")]
+        hint = f"agents are: {', '.join(names)}" if names else "there are no agents yet"
+        raise NotFoundError(f"No agent named {name_or_id!r} ({hint}); create one with hub.agent({name_or_id!r}, tools=[...]).")
+    return row
+
+
+def _connected_tools(hub: Hub, agent_id: str) -> list[tuple[dict[str, Any], str]]:
+    """(Tool row, permission) for each of the agent's tools that still exists, in order."""
+    out = []
+    for link in hub.store.find("AgentToolConnection", agentId=agent_id):
+        tool = hub.store.first("Tool", id=link["toolId"])
+        if tool is not None:
+            out.append((tool, link["permission"]))
+    return out
+
+
+def _connection_name(hub: Hub, connection_id: str) -> str | None:
+    row = hub.store.first("ModelConnections", id=connection_id)
+    return row["name"] if row else None
+
+
+def list_agents(hub: Hub) -> list[dict[str, Any]]:
+    """Every agent: name, model (connection name), tools, maxRounds, description, id."""
+    return [
+        {
+            "name": row["name"],
+            "model": _connection_name(hub, row["chatModelId"]) or "(removed)",
+            "tools": ", ".join(tool["name"] for tool, _ in _connected_tools(hub, row["id"])),
+            "maxRounds": row["maxRounds"],
+            "description": row["description"],
+            "id": row["id"],
+        }
+        for row in hub.store.find("Agent")
+    ]
+
+
+def describe_agent(hub: Hub, name: str) -> dict[str, Any]:
+    """An agent with its model, instructions and tools (name, type, permission, available)."""
+    row = _find_agent(hub, name)
+    connection = hub.store.first("ModelConnections", id=row["chatModelId"])
+    return {
+        "name": row["name"],
+        "description": row["description"],
+        "model": connection["name"] if connection else "(removed)",
+        "provider": connection["provider"] if connection else None,
+        "modelId": connection["modelId"] if connection else None,
+        "instructions": row["instructions"],
+        "maxRounds": row["maxRounds"],
+        "tools": [
+            {
+                "name": tool["name"],
+                "type": tool["type"],
+                "permission": stance,
+                "available": is_available(hub, tool),
+                "description": tool["description"],
+            }
+            for tool, stance in _connected_tools(hub, row["id"])
+        ],
+        "id": row["id"],
+    }
+
+
+def load_agent(hub: Hub, name_or_id: str, *, approve: Approver | None = None) -> Agent:
+    """The agent as a chat turn uses it; `approve` decides on its user-permitted tools."""
+    row = _find_agent(hub, name_or_id)
+    if _connection_name(hub, row["chatModelId"]) is None:
+        raise NotFoundError(
+            f"Agent {row['name']!r} uses a connection that was removed; re-define it with hub.agent({row['name']!r}, model=CONNECTION, ...)."
+        )
+    return Agent(hub, row, _connected_tools(hub, row["id"]), approve=approve)
+
+
+# ---------------------------------------------------------------- the turn loop's view
+
+
+class Agent:
+    """An agent loaded for one turn: the ToolBox that chat.py's turn loop calls."""
+
+    def __init__(
+        self, hub: Hub, row: dict[str, Any], tools: list[tuple[dict[str, Any], str]], *, approve: Approver | None = None
+    ) -> None:
+        self.hub = hub
+        self.id: str = row["id"]
+        self.name: str = row["name"]
+        self.model_id: str = row["chatModelId"]  # the ModelConnections id
+        self.instructions: str = row["instructions"] or ""
+        self.max_rounds: int = row["maxRounds"] or DEFAULT_MAX_ROUNDS
+        self.tools = {tool["name"]: (tool, stance) for tool, stance in tools}
+        self.approve = approve
+
+    def specs(self) -> list[dict[str, Any]]:
+        """The tools offered to the model: those available in this session, in OpenAI's format."""
+        return [tool_spec(tool) for tool, _ in self.tools.values() if is_available(self.hub, tool)]
+
+    def run(self, call: ToolCall, *, job_id: str, thread_id: str) -> ToolOutcome:
+        """Run one tool call the model asked for; a failure comes back as the outcome's content."""
+        references = {"job": job_id, "thread": thread_id, "agent": self.id}
+        found = self.tools.get(call.name)
+        if found is None:
+            return self._unknown_tool(call.name, references)
+        tool, stance = found
+        return invoke_tool(
+            self.hub, tool, call.arguments, permission=stance, approve=self.approve, call_id=call.id,
+            references=references, agent=self.name,
+        )
+
+    def _unknown_tool(self, name: str, references: dict[str, str]) -> ToolOutcome:
+        offered = [spec["function"]["name"] for spec in self.specs()]
+        tools = f"its tools are: {', '.join(offered)}" if offered else "it has no tools"
+        content = f"There is no tool {name!r} for agent {self.name!r}; {tools}. Use one of those, or answer without it."
+        self.hub.record_metrics({"tool_failures": 1.0}, tool_dimensions(name, self.name, "failed"), references=references)
+        return ToolOutcome(content, "failed")
+
+    def __repr__(self) -> str:
+        return f"<Agent {self.name!r}: {len(self.tools)} tools, max {self.max_rounds} rounds>"
+
+
+# ---------------------------------------------------------------- asking the user
+
+
+def input_approver(tool_name: str, arguments: dict[str, Any]) -> bool:
+    """Ask at the prompt whether a user-permitted tool may run; "y" or "yes" allows it.
+
+    Where nothing can be typed (a kernel without stdin, a closed stdin), says so and denies."""
+    question = f"Allow tool {tool_name!r} to run with {json.dumps(arguments, ensure_ascii=False)}? [y/N] "
+    try:
+        answer = input(question)
+    except _no_stdin_errors():
+        print(f"Tool {tool_name!r} needs your permission, but this session cannot ask for input; it was denied.")
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _no_stdin_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from IPython.core.error import StdinNotImplementedError
+    except ImportError:
+        return (EOFError,)
+    return (EOFError, StdinNotImplementedError)

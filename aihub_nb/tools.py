@@ -1,0 +1,502 @@
+"""Tools: Python functions and HTTP endpoints a model may call, and the record of each call.
+
+    >>> @hub.tool
+    ... def add(a: int, b: int) -> int:
+    ...     '''Add two numbers.'''
+    ...     return a + b
+    >>> row = hub.http_tool("weather", "GET", "https://wttr.in/{city}", headers={"Authorization": "Bearer ${WTTR_TOKEN}"})
+    >>> [(t["name"], t["type"], t["available"]) for t in hub.tools()]
+    [('add', 'python', True), ('weather', 'http', True)]
+    >>> invoke_tool(hub, get_tool(hub, "add"), '{"a": 2, "b": 3}').content
+    '5'
+
+A Tool row keeps, per tool:
+
+* `schema`: the JSON Schema of the tool's parameters (the ``parameters`` of an OpenAI function
+  spec), which a model's arguments are validated against; name and description have their own
+  columns, and `tool_spec` puts the three together for a provider.
+* `data`: for type ``python`` the function's module, qualname, signature and source (for display
+  only); for type ``http`` the method, the URL template (``{param}`` filled from the arguments) and
+  the headers, whose secrets are references to environment variables (``"Bearer ${MY_TOKEN}"``),
+  expanded when the tool is called and never stored.
+
+A python tool runs only the function registered in this session (`hub._functions`): code is never
+rebuilt from the database, so after a restart a stored python tool is listed as unavailable until
+its definition runs again.
+
+Every call is a ToolInvocation: pending -> running -> completed / failed / denied, with the
+`parameters` (as validated; arguments that are not a JSON object are kept as ``{"_raw": text}``),
+a `result` of ``{"value": <the result as JSON>}`` or ``{"error": "<one line>"}``, `durationMs`
+(how long the tool itself ran; none when it did not run), the model's `callId`, and a TextLog
+holding what the tool printed, the traceback when it raised, and why it failed or was denied.
+A failure never propagates (only Ctrl-C does, once the call is recorded as failed): the model
+reads the result's value (a string as it is, anything else as JSON text) or the error text.
+Each call also records the metrics ``tool_failures`` (1 for failed, else 0) and, when the tool
+ran, ``tool_duration_ms``, with dimensions tool, agent (when an agent called it) and status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import inspect
+import io
+import json
+import os
+import re
+import string
+import time
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from .chat import Approver, ToolOutcome
+from .errors import NotFoundError, ToolArgumentsError, ToolError
+from .recording import redact_headers, redact_url
+from .toolschema import call_kwargs, coerce_arguments, function_spec
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+__all__ = [
+    "PERMISSIONS",
+    "define_http_tool",
+    "define_python_tool",
+    "get_tool",
+    "invoke_tool",
+    "is_available",
+    "list_tools",
+    "remove_tool",
+    "tool_dimensions",
+    "tool_spec",
+]
+
+PERMISSIONS = ("automatic", "user-permitted")
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_BODY_METHODS = ("POST", "PUT", "PATCH")
+HTTP_TIMEOUT = 30.0
+_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # OpenAI's rule for function names
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SNIPPET = 300
+
+
+# ---------------------------------------------------------------- defining tools
+
+
+def define_python_tool(hub: Hub, fn: Callable[..., Any], *, name: str | None = None, description: str | None = None) -> dict[str, Any]:
+    """Store `fn` as a python tool (name, description and schema from its signature and docstring)
+    and register it for this session. Defining the same name again updates the same row."""
+    if not callable(fn):
+        raise ToolError(f"A python tool must be a function, got {type(fn).__name__}; decorate a def with @hub.tool.")
+    if inspect.iscoroutinefunction(fn):
+        raise ToolError(f"Tool {getattr(fn, '__name__', fn)!r} is async; define it with a plain def.")
+    spec = function_spec(fn, name=name, description=description)
+    data = {
+        "module": getattr(fn, "__module__", None),
+        "qualname": getattr(fn, "__qualname__", type(fn).__qualname__),
+        "signature": _signature(fn),
+        "source": _source(fn),
+    }
+    row = _save_tool(hub, spec["name"], "python", spec["description"], spec["parameters"], data)
+    hub._functions[spec["name"]] = fn
+    return row
+
+
+def define_http_tool(
+    hub: Hub,
+    name: str,
+    method: str,
+    url: str,
+    *,
+    parameters: dict[str, Any] | None = None,
+    description: str = "",
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Store a tool that calls an HTTP endpoint; `{param}` in `url` is filled from the arguments.
+
+    `parameters` is the arguments' JSON Schema; by default each `{param}` of the URL is a required
+    string. Header values that hold a credential must reference an environment variable, as in
+    ``{"Authorization": "Bearer ${MY_TOKEN}"}``; it is read when the tool is called.
+    """
+    _check_tool_name(name)
+    method = str(method).upper()
+    if method not in HTTP_METHODS:
+        raise ToolError(f"HTTP tool {name!r}: method {method!r} is not supported; use one of {', '.join(HTTP_METHODS)}.")
+    if not re.match(r"^https?://[^/{}]+", str(url)):
+        raise ToolError(f"HTTP tool {name!r}: {url!r} is not an http(s) URL; give one like https://api.example.com/items/{{id}}.")
+    placeholders = _url_fields(name, url)
+    if parameters is None:
+        parameters = {
+            "type": "object",
+            "properties": {p: {"type": "string"} for p in placeholders},
+            "required": placeholders,
+            "additionalProperties": False,
+        }
+    elif not isinstance(parameters, dict) or parameters.get("type") != "object":
+        raise ToolError(f"HTTP tool {name!r}: parameters must be a JSON Schema of type 'object', like {{'type': 'object', 'properties': {{...}}}}.")
+    missing = [p for p in placeholders if p not in parameters.get("properties", {})]
+    if missing:
+        raise ToolError(f"HTTP tool {name!r}: the URL uses {', '.join(missing)}, which the parameters schema does not declare; add them to its properties.")
+    headers = dict(headers or {})
+    for header, value in headers.items():
+        if not isinstance(value, str):
+            raise ToolError(f"HTTP tool {name!r}: header {header!r} must be a string, got {type(value).__name__}.")
+        if redact_headers({header: value})[header] != value and not _ENV_REF.search(value):
+            raise ToolError(
+                f"HTTP tool {name!r}: header {header!r} holds a credential; reference an environment variable "
+                f"instead of the secret itself, e.g. {header!r}: 'Bearer ${{MY_TOKEN}}'."
+            )
+    data = {"method": method, "url": url, "headers": headers}
+    return _save_tool(hub, name, "http", description, parameters, data)
+
+
+def _save_tool(hub: Hub, name: str, type: str, description: str, schema: dict, data: dict) -> dict[str, Any]:
+    existing = hub.store.first("Tool", name=name)
+    fields = dict(type=type, description=description or "", schema=schema, data=data)
+    if existing:
+        return hub.store.update("Tool", existing["id"], **fields)
+    return hub.store.create("Tool", name=name, **fields)
+
+
+def _check_tool_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ToolError(f"Tool name {name!r} is invalid: it must be 1-64 letters, digits, '_' or '-'.")
+
+
+def _url_fields(name: str, url: str) -> list[str]:
+    """The `{param}` names of a URL template, in order, each once."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(url) if f is not None]
+    except ValueError as exc:
+        raise ToolError(f"HTTP tool {name!r}: the URL template {url!r} is malformed ({exc}).") from None
+    bad = [f for f in fields if not f.isidentifier()]
+    if bad:
+        raise ToolError(f"HTTP tool {name!r}: URL placeholders must be plain names like {{city}}, not {{{bad[0]}}}.")
+    return list(dict.fromkeys(fields))
+
+
+def _signature(fn: Callable[..., Any]) -> str:
+    """`(a: int, b: int = 0) -> int`, with string annotations resolved where they can be."""
+    try:
+        return str(inspect.signature(fn, eval_str=True))
+    except Exception:
+        return str(inspect.signature(fn))
+
+
+def _source(fn: Callable[..., Any]) -> str | None:
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return None
+
+
+# ---------------------------------------------------------------- finding and listing
+
+
+def get_tool(hub: Hub, name: str) -> dict[str, Any]:
+    """The Tool row called `name`; NotFoundError listing the tools there are."""
+    row = hub.store.first("Tool", name=name)
+    if row is None:
+        names = [r["name"] for r in hub.store.find("Tool")]
+        hint = f"tools are: {', '.join(names)}" if names else "there are no tools yet"
+        raise NotFoundError(f"No tool named {name!r} ({hint}); define one with @hub.tool or hub.http_tool(...).")
+    return row
+
+
+def is_available(hub: Hub, tool: dict[str, Any]) -> bool:
+    """Whether the tool can run in this session (a python tool needs its function defined here)."""
+    return tool["type"] != "python" or tool["name"] in hub._functions
+
+
+def tool_spec(tool: dict[str, Any]) -> dict[str, Any]:
+    """The tool in OpenAI's `tools=[...]` format, which the Ollama provider takes too."""
+    return {
+        "type": "function",
+        "function": {
+            "name": tool["name"],
+            "description": tool["description"],
+            "parameters": tool["schema"] or {"type": "object", "properties": {}},
+        },
+    }
+
+
+def list_tools(hub: Hub) -> list[dict[str, Any]]:
+    """Every tool: name, type, description, a parameters summary, whether it is available, id."""
+    return [
+        {
+            "name": row["name"],
+            "type": row["type"],
+            "description": row["description"],
+            "parameters": _parameters_summary(row["schema"] or {}),
+            "available": is_available(hub, row),
+            "id": row["id"],
+        }
+        for row in hub.store.find("Tool")
+    ]
+
+
+def _parameters_summary(schema: dict[str, Any]) -> str:
+    """`a: integer, unit: string = "c"`; an optional parameter without a default gets `?`."""
+    required = set(schema.get("required", ()))
+    parts = []
+    for name, prop in (schema.get("properties") or {}).items():
+        kind = prop.get("type", "any")
+        kind = " | ".join(kind) if isinstance(kind, list) else kind
+        if "default" in prop:
+            parts.append(f"{name}: {kind} = {json.dumps(prop['default'])}")
+        else:
+            parts.append(f"{name}: {kind}" if name in required else f"{name}?: {kind}")
+    return ", ".join(parts)
+
+
+def remove_tool(hub: Hub, name: str) -> None:
+    """Delete a tool and every agent's connection to it."""
+    row = get_tool(hub, name)
+    with hub.store.transaction() as conn:
+        conn.execute('DELETE FROM "AgentToolConnection" WHERE toolId = ?', (row["id"],))
+        conn.execute('DELETE FROM "Tool" WHERE id = ?', (row["id"],))
+    hub._functions.pop(name, None)
+
+
+# ---------------------------------------------------------------- invoking
+
+
+def invoke_tool(
+    hub: Hub,
+    tool: dict[str, Any],
+    arguments: str | dict[str, Any] | None,
+    *,
+    permission: str = "automatic",
+    approve: Approver | None = None,
+    call_id: str | None = None,
+    references: dict[str, str] | None = None,
+    agent: str | None = None,
+) -> ToolOutcome:
+    """Run one call of `tool` with the model's `arguments` (JSON text or a dict), recorded as a
+    ToolInvocation; never raises for a failing tool (only for Ctrl-C, after recording it).
+
+    In order: an unavailable python tool fails; the arguments are parsed and validated against the
+    tool's schema (on a problem the tool is not run); unless `permission` is ``automatic``, the
+    tool runs only if `approve(name, arguments)` returns True, else the call is ``denied``.
+    """
+    store = hub.store
+    log = store.create("TextLog", text="")
+    row = store.create(
+        "ToolInvocation", toolId=tool["id"], parameters=_raw_parameters(arguments), textLogId=log["id"],
+        status="pending", callId=call_id, references=references or {},
+    )
+    call = _Call(hub, tool, row, agent)
+    if not is_available(hub, tool):
+        return call.finish("failed", error=(
+            f"Tool {tool['name']!r} is not available: its Python function is not defined in this session; "
+            "define the function in this session (run the cell with @hub.tool) to use it."
+        ))
+    try:
+        args = coerce_arguments(tool["schema"] or {}, arguments)
+    except ToolArgumentsError as exc:
+        return call.finish("failed", error=f"Tool {tool['name']!r} was not run: {exc} Call it again with arguments that fit its schema.")
+    if args != row["parameters"]:
+        store.update("ToolInvocation", row["id"], parameters=args)
+    if permission != "automatic":
+        refusal = call.ask(approve, args)
+        if refusal:
+            status, why = refusal
+            return call.finish(status, error=why)
+    return call.run(args)
+
+
+def _raw_parameters(arguments: str | dict[str, Any] | None) -> dict[str, Any]:
+    """The arguments as recorded before validation: the object if they are one, else {"_raw": text}."""
+    if isinstance(arguments, dict):
+        return arguments
+    if not arguments:
+        return {}
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {"_raw": str(arguments)}
+
+
+class _Call:
+    """One ToolInvocation on its way from pending to its final status."""
+
+    def __init__(self, hub: Hub, tool: dict[str, Any], invocation: dict[str, Any], agent: str | None) -> None:
+        self.hub = hub
+        self.tool = tool
+        self.name = tool["name"]
+        self.id = invocation["id"]
+        self.log_id = invocation["textLogId"]
+        self.references = invocation["references"]
+        self.agent = agent
+        self.duration_ms: float | None = None
+
+    def log(self, text: str) -> None:
+        if text:
+            self.hub.store.append_text("TextLog", self.log_id, "text", text if text.endswith("\n") else text + "\n")
+
+    def ask(self, approve: Approver | None, args: dict[str, Any]) -> tuple[str, str] | None:
+        """None if the user allows the call, else (status, why) for the model to read."""
+        if approve is None:
+            return "denied", (
+                f"Tool {self.name!r} needs the user's permission and there was no way to ask, so it was not run; "
+                "continue without it, or tell the user to allow it."
+            )
+        try:
+            approved = approve(self.name, args)
+        except Exception as exc:
+            return "failed", f"Asking the user about tool {self.name!r} failed ({_one_line(exc)}), so it was not run."
+        except BaseException:
+            self.finish("failed", error="interrupted by the user")
+            raise
+        if approved is True:
+            return None
+        return "denied", f"The user denied running tool {self.name!r}; do not call it again for this request, continue without it."
+
+    def run(self, args: dict[str, Any]) -> ToolOutcome:
+        self.hub.store.update("ToolInvocation", self.id, status="running")
+        printed = io.StringIO()
+        started = time.perf_counter()
+        try:
+            with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+                value = self._execute(args)
+        except Exception as exc:
+            self.duration_ms = _since(started)
+            self.log(printed.getvalue())
+            if self.tool["type"] == "python":
+                self.log(_user_traceback(exc))
+            reason = " ".join(str(exc).split()) if isinstance(exc, ToolError) else _one_line(exc)
+            return self.finish("failed", error=f"Tool {self.name!r} failed: {reason}")
+        except BaseException:
+            self.duration_ms = _since(started)
+            self.log(printed.getvalue())
+            self.finish("failed", error="interrupted by the user")
+            raise
+        self.duration_ms = _since(started)
+        self.log(printed.getvalue())
+        return self.finish("completed", value=value)
+
+    def _execute(self, args: dict[str, Any]) -> Any:
+        kind = self.tool["type"]
+        if kind == "python":
+            fn = self.hub._functions[self.name]
+            return fn(**call_kwargs(fn, args))
+        if kind == "http":
+            return _call_http(self.hub, self.tool, args, {"invocation": self.id, **self.references})
+        raise ToolError(f"tool type {kind!r} cannot run in this version of aihub_nb")
+
+    def finish(self, status: str, *, value: Any = None, error: str | None = None) -> ToolOutcome:
+        if error is not None:
+            self.log(f"{status}: {error}")
+            result, content = {"error": error}, error
+        else:
+            value = _jsonable(value)
+            result = {"value": value}
+            content = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        self.hub.store.update("ToolInvocation", self.id, status=status, result=result, durationMs=self.duration_ms)
+        values = {"tool_failures": 1.0 if status == "failed" else 0.0}
+        if self.duration_ms is not None:
+            values["tool_duration_ms"] = self.duration_ms
+        dims = tool_dimensions(self.name, self.agent, status)
+        self.hub.record_metrics(values, dims, references={"invocation": self.id, **self.references})
+        return ToolOutcome(content, status, tool_id=self.tool["id"], invocation_id=self.id, duration_ms=self.duration_ms)
+
+
+def tool_dimensions(tool: str, agent: str | None, status: str) -> dict[str, str]:
+    """The dimensions of a tool call's metrics."""
+    dims = {"tool": tool, "status": status}
+    if agent:
+        dims["agent"] = agent
+    return dims
+
+
+def _since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback from the tool's own code on (this module's frames left out)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` as JSON data: dataclasses and pydantic models as objects, sets as lists, Enums as
+    their value, anything else JSON cannot hold as its str()."""
+    return json.loads(json.dumps(value, default=_json_fallback, ensure_ascii=False))
+
+
+def _json_fallback(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    return str(value)
+
+
+# ---------------------------------------------------------------- http tools
+
+
+def _call_http(hub: Hub, tool: dict[str, Any], args: dict[str, Any], references: dict[str, str]) -> Any:
+    """One request: URL placeholders filled (URL-encoded), the other arguments as the query
+    (GET, DELETE) or a JSON body; recorded as a NetworkCall referencing the invocation."""
+    import httpx
+
+    from .netlog import streaming_into
+    from .recording import recording_transport
+
+    data = tool["data"]
+    method, template = data["method"], data["url"]
+    fields = _url_fields(tool["name"], template)
+    missing = [f for f in fields if args.get(f) is None]
+    if missing:
+        raise ToolError(f"the URL needs {', '.join(missing)}")
+    url = template.format(**{f: quote(_text(args[f]), safe="") for f in fields})
+    rest = {k: v for k, v in args.items() if k not in fields}
+    headers = {k: _expand_env(k, v) for k, v in data.get("headers", {}).items()}
+    request: dict[str, Any] = {"headers": headers}
+    if method in _BODY_METHODS:
+        request["json"] = rest
+    elif rest:
+        request["params"] = {k: _text(v) for k, v in rest.items() if v is not None}
+    transport = recording_transport(hub.sink, lib="httpx")
+    with httpx.Client(transport=transport, timeout=HTTP_TIMEOUT) as client, streaming_into(None, **references):
+        response = client.request(method, url, **request)
+    if not response.is_success:
+        body = " ".join(response.text.split())[:_SNIPPET]
+        raise ToolError(f"HTTP {response.status_code} {response.reason_phrase} from {method} {redact_url(str(response.url))}: {body}")
+    if "json" in response.headers.get("content-type", ""):
+        try:
+            return response.json()
+        except ValueError:
+            pass
+    return response.text
+
+
+def _text(value: Any) -> str:
+    """An argument as it goes into a URL: strings as they are, booleans as true/false, else JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _expand_env(header: str, value: str) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ToolError(f"header {header!r} needs the environment variable {name}, which is not set; set it (os.environ[{name!r}] = ...) and try again")
+        return os.environ[name]
+
+    return _ENV_REF.sub(sub, value)
