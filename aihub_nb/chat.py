@@ -89,6 +89,10 @@ class Reply:
     def __str__(self) -> str:
         return self.text
 
+    def __repr__(self) -> str:
+        preview = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+        return f"<Reply {self.status} chat={self.chat!r} {preview!r}>"
+
     def _repr_markdown_(self) -> str:
         return self.text or "*(empty reply)*"
 
