@@ -521,6 +521,18 @@ class Hub:
 
         return Dashboard(self.store)
 
+    def chat_panel(self, name: str | None = None, *, sync: bool = False):
+        """An ipywidgets panel to talk to chat `name` (or pick / start one): Send, Stop, streaming."""
+        from .widgets.chat import ChatPanel
+
+        return ChatPanel(self, name, sync=sync)
+
+    def panel(self):
+        """An ipywidgets panel of the whole hub: connections, chats, agents and tools, jobs, dashboard."""
+        from .widgets.hub import HubPanel
+
+        return HubPanel(self)
+
     # ------------------------------------------------------------ jobs
 
     def submit(self, fn, *args: Any, name: str | None = None, **kwargs: Any):

@@ -219,6 +219,7 @@ class AihubMagics(Magics):
             "prices": self._prices,
             "dashboard": self._dashboard,
             "hub": self._hub_panel,
+            "panel": self._chat_panel,
         }
 
     @property
@@ -500,6 +501,12 @@ class AihubMagics(Magics):
         _parser("%aihub dashboard").parse_args(args)
         return self.hub.dashboard()
 
+    def _chat_panel(self, args: list[str]) -> Any:
+        p = _parser("%aihub panel", "A panel to talk to a chat (pick or type one when NAME is left out).")
+        p.add_argument("name", nargs="?")
+        ns = p.parse_args(args)
+        return self.hub.chat_panel(ns.name)
+
     def _hub_panel(self, args: list[str]) -> Any:
         _parser("%aihub hub").parse_args(args)
         return self.hub.panel()
@@ -518,7 +525,7 @@ _HELP = """\
 | `tools` · `agents` · `agent create NAME --model C --tools a,b [--permission P] [--instructions T]` · `agent show NAME` | tools and agents |
 | `metrics [NAME] [--since 1h] [-o VAR]` · `calls` · `jobs` | monitoring as DataFrames |
 | `price set MODEL IN OUT [--provider P]` · `prices` | the price table (USD per million tokens) |
-| `dashboard` · `hub` | panels |
+| `dashboard` · `hub` · `panel [NAME]` | panels: monitoring, the whole hub, a chat |
 """
 
 _MAGICS: AihubMagics | None = None

@@ -1,0 +1,513 @@
+"""ChatPanel: talk to a chat from a panel instead of a cell.
+
+    >>> panel = ChatPanel(hub, "ideas")      # or hub.chat_panel("ideas"), %aihub panel ideas
+    >>> panel.message.value = "Three names for a cat?"
+    >>> panel.send_button.click()            # the reply streams into panel.conversation
+    >>> panel.wait(30)                       # join the background turn (scripts, tests)
+
+Pick a chat (an existing name, or type a new one), what it talks to (a connection or an agent),
+write the message and Send. The turn runs in a background thread, so the notebook stays usable
+while the reply streams in; Stop interrupts it, and the chat keeps the partial reply marked
+interrupted. Tool calls show as collapsible blocks as they happen; a tool the agent may only run
+with the user's permission asks with Allow / Deny buttons. Model, tokens and latency of the last
+reply go in the status line; a failure goes in the error line, one line, never as a traceback out
+of a callback. `sync=True` runs turns in the calling thread (scripts, tests, nbval), where nobody
+can click Allow, so user-permitted tools are decided by `approve=` or `hub.approver` (else denied).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+
+from ..errors import AihubError
+
+if TYPE_CHECKING:
+    from ..chat import Approver, Chat, Reply, TurnEvent
+    from ..hub import Hub
+
+__all__ = ["ChatPanel", "conversation_html"]
+
+DEFAULT = ("default", "")  # the connection choice meaning "the chat's own, else the default connection"
+REFRESH = 0.05  # seconds between repaints of a streaming reply
+APPROVAL_TIMEOUT = 600.0  # seconds a tool waits for Allow / Deny before it is denied
+
+_BOX = "border-radius:6px;padding:6px 10px;margin:4px 0;"
+_STYLES = {
+    "user": "background:rgba(33,150,243,.10);",
+    "assistant": "background:rgba(127,127,127,.08);",
+    "system": "background:rgba(255,193,7,.12);font-size:90%;",
+}
+
+
+class ChatPanel(widgets.VBox):
+    """A chat picker, a connection or agent choice, a message box, Send / Stop, and the thread."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        name: str | None = None,
+        *,
+        sync: bool = False,
+        approve: Approver | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.hub = hub
+        self.sync = sync
+        self.approve = approve
+        self.last_reply: Reply | None = None
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._busy = False
+        self._loading = False
+        self._pending: tuple[threading.Event, list[bool]] | None = None
+
+        self.chat_name = widgets.Combobox(
+            description="chat", placeholder="pick a chat or type a new name", ensure_option=False,
+            layout=widgets.Layout(width="300px"),
+        )
+        self.connection = widgets.Dropdown(description="with", layout=widgets.Layout(width="300px"))
+        self.refresh_button = widgets.Button(icon="refresh", tooltip="reload chats and connections",
+                                             layout=widgets.Layout(width="40px"))
+        self.conversation = widgets.HTML()
+        self.message = widgets.Textarea(placeholder="Your message", rows=3, layout=widgets.Layout(width="100%"))
+        self.send_button = widgets.Button(description="Send", icon="paper-plane", button_style="primary")
+        self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
+        self.approval_prompt = widgets.HTML()
+        self.allow_button = widgets.Button(description="Allow", button_style="success")
+        self.deny_button = widgets.Button(description="Deny", button_style="danger")
+        self.approval = widgets.HBox([self.approval_prompt, self.allow_button, self.deny_button],
+                                     layout=widgets.Layout(display="none"))
+        self.status = widgets.HTML()
+        self.error = widgets.HTML()
+        super().__init__(**kwargs)
+        self.children = [
+            widgets.HBox([self.chat_name, self.connection, self.refresh_button]),
+            self.conversation,
+            self.approval,
+            self.message,
+            widgets.HBox([self.send_button, self.stop_button]),
+            self.status,
+            self.error,
+        ]
+        self.chat_name.observe(self._on_chat_name, names="value")
+        self.send_button.on_click(lambda _b: self.submit())
+        self.stop_button.on_click(lambda _b: self.stop())
+        self.refresh_button.on_click(lambda _b: self._guard(self.refresh))
+        self.allow_button.on_click(lambda _b: self._answer(True))
+        self.deny_button.on_click(lambda _b: self._answer(False))
+        self._guard(self.refresh)
+        if name:
+            self.chat_name.value = name
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def busy(self) -> bool:
+        """True while a turn runs."""
+        return self._busy
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the background turn to end; True when none is running any more."""
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+            return not worker.is_alive()
+        return True
+
+    def refresh(self) -> None:
+        """Reload the chat names and the connection / agent choices, keeping what is picked."""
+        self.chat_name.options = [row["name"] for row in self.hub.chats()]
+        choices: list[tuple[str, tuple[str, str]]] = [("(the chat's own, else the default)", DEFAULT)]
+        choices += [(f"{c['name']} ({c['modelId']})", ("model", c["name"])) for c in self.hub.connections()]
+        choices += [(f"agent {a['name']}", ("agent", a["name"])) for a in self.hub.agents()]
+        current = self.connection.value
+        self.connection.options = choices
+        values = [v for _, v in choices]
+        if current in values and current != DEFAULT:
+            self.connection.value = current
+        else:
+            self.connection.value = self._choice_for(self.chat_name.value.strip(), values)
+        if not self._busy:
+            self._show_thread()
+
+    def show_chat(self, name: str) -> None:
+        """Show the chat called `name` (a new name starts a new chat on the next Send)."""
+        if self._busy:
+            self._show_error("A turn is running in this panel; Stop it or wait before switching chats.")
+            return
+        self.chat_name.value = name
+
+    def _choice_for(self, name: str, values: list[tuple[str, str]]) -> tuple[str, str]:
+        """What the picker should show for chat `name`: its connection or agent, else the default."""
+        row = self.hub.store.first("Chat", name=name) if name else None
+        if row is not None:
+            kind = "agent" if row["type"] == "agent" else "model"
+            source = self.hub.store.first("Agent" if kind == "agent" else "ModelConnections", id=row["sourceId"])
+            choice = (kind, source["name"]) if source else DEFAULT
+        else:
+            default = self.hub.default_connection()
+            choice = ("model", default["name"]) if default else DEFAULT
+        return choice if choice in values else DEFAULT
+
+    def _on_chat_name(self, change: dict[str, Any]) -> None:
+        if self._busy:
+            return
+        self._guard(self._load_chat)
+
+    def _load_chat(self) -> None:
+        self.error.value = ""
+        self.connection.value = self._choice_for(self.chat_name.value.strip(), [v for _, v in self.connection.options])
+        self._show_thread()
+
+    def _show_thread(self) -> None:
+        """The picked chat's stored conversation (or a note for a new one) in the conversation area."""
+        name = self.chat_name.value.strip()
+        row = self.hub.store.first("Chat", name=name) if name else None
+        if row is None:
+            self.conversation.value = _frame(
+                _note(f"New chat {name!r}: write a message and Send." if name else "Pick a chat or type a new name.")
+            )
+            return
+        messages = self.hub.store.find("Message", threadId=row["references"]["thread"])
+        self.conversation.value = _frame(conversation_html(messages, self._labels()))
+
+    def _labels(self) -> dict[str, str]:
+        names = {r["id"]: r["name"] for r in self.hub.store.find("ModelConnections")}
+        names.update({r["id"]: r["name"] for r in self.hub.store.find("Agent")})
+        return names
+
+    # ------------------------------------------------------------ sending
+
+    def submit(self, text: str | None = None) -> None:
+        """Send `text` (default: the message box) to the picked chat; errors go to the error line."""
+        self._guard(self._start_turn, text)
+
+    def _start_turn(self, text: str | None) -> None:
+        if self._busy:
+            raise _PanelError("A turn is already running; wait for it or Stop it.")
+        text = self.message.value if text is None else text
+        name = self.chat_name.value.strip()
+        if not name:
+            raise _PanelError("Name the chat first: pick one or type a new name.")
+        if not text.strip():
+            raise _PanelError("Nothing to send: write a message first.")
+        kind, target = self.connection.value or DEFAULT
+        chat = self.hub.chat(name, model=target if kind == "model" else None, agent=target if kind == "agent" else None)
+        if name not in self.chat_name.options:
+            self.chat_name.options = [*self.chat_name.options, name]
+        self.error.value = ""
+        self.message.value = ""
+        self._stop.clear()
+        self._set_busy(True)
+        self.status.value = _small("⏳ sending…")
+        if self.sync:
+            self._run_turn(chat, text)
+        else:
+            self._worker = threading.Thread(target=self._run_turn, args=(chat, text), name="aihub-chat-panel", daemon=True)
+            self._worker.start()
+
+    def stop(self) -> None:
+        """Interrupt the running turn: the chat keeps the partial reply, marked interrupted."""
+        if not self._busy:
+            return
+        self._stop.set()
+        self._answer(False)
+        self.status.value = _small("⏹ stopping…")
+
+    def _run_turn(self, chat: Chat, text: str) -> None:
+        """The turn, event by event; runs in the worker thread (or the caller's with sync=True)."""
+        label = self._target_label(chat)
+        history = self._history_html(chat)
+        live = _LiveTurn(text, label)
+        reply = None
+        stopped = False
+        painted = 0.0
+        try:
+            approve = self.approve or self.hub.approver or (None if self.sync else self._ask)
+            turn = chat.turn(text, approve=approve)
+            try:
+                while True:
+                    if self._stop.is_set():
+                        turn.close()  # GeneratorExit at the turn's yield: recorded as interrupted
+                        stopped = True
+                        break
+                    try:
+                        event = next(turn)
+                    except StopIteration as done:
+                        reply = done.value
+                        break
+                    live.event(event)
+                    now = time.monotonic()
+                    if event.kind != "text" or now - painted >= REFRESH:
+                        painted = now
+                        self.conversation.value = _frame(history + live.html())
+            except KeyboardInterrupt:  # Ctrl-C / kernel interrupt in sync mode: the turn recorded it
+                stopped = True
+        except AihubError as exc:
+            self._show_error(str(exc))
+        except Exception as exc:  # unexpected: one line, with the traceback folded under it
+            self._show_error(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        finally:
+            self._finish(chat, reply, stopped, label, live)
+
+    def _finish(self, chat: Chat, reply: Reply | None, stopped: bool, label: str, live: _LiveTurn) -> None:
+        try:
+            self.last_reply = reply if reply is not None else self.last_reply
+            self._show_thread()
+            if reply is not None:
+                self.status.value = _small(_status_line(reply, label))
+            elif stopped:
+                self.status.value = _small(f"⏹ stopped: {label} — the partial reply ({len(live.text)} characters) is kept, marked interrupted")
+            else:
+                self.status.value = _small(f"✖ failed: {label}")
+        except Exception as exc:
+            self._show_error(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        finally:
+            self._set_busy(False)
+
+    def _history_html(self, chat: Chat) -> str:
+        return conversation_html(chat.messages(), self._labels())
+
+    def _target_label(self, chat: Chat) -> str:
+        source = chat._row["sourceId"]
+        row = self.hub.store.first("ModelConnections", id=source)
+        if row is not None:
+            return f"{row['name']} ({row['modelId']})"
+        row = self.hub.store.first("Agent", id=source)
+        return f"agent {row['name']}" if row is not None else "(removed connection)"
+
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        self.send_button.disabled = busy
+        self.stop_button.disabled = not busy
+        self.chat_name.disabled = busy
+        self.connection.disabled = busy
+
+    # ------------------------------------------------------------ tool approval
+
+    def _ask(self, tool: str, arguments: dict[str, Any]) -> bool:
+        """Ask with Allow / Deny (from the worker thread, so the kernel is free for the click)."""
+        if self._stop.is_set():
+            return False
+        event, answer = threading.Event(), [False]
+        self._pending = (event, answer)
+        args = json.dumps(arguments, ensure_ascii=False)
+        self.approval_prompt.value = f"Run tool <code>{html.escape(tool)}({html.escape(args)})</code>?"
+        self.approval.layout.display = "flex"
+        self.status.value = _small(f"⏸ waiting for your permission to run {tool}")
+        try:
+            event.wait(APPROVAL_TIMEOUT)
+        finally:
+            self._pending = None
+            self.approval.layout.display = "none"
+            self.status.value = _small("⏳ running…")
+        return answer[0]
+
+    def _answer(self, allowed: bool) -> None:
+        pending = self._pending
+        if pending is not None:
+            pending[1][0] = allowed
+            pending[0].set()
+
+    # ------------------------------------------------------------ errors
+
+    def _guard(self, fn, *args: Any) -> None:
+        """Run a callback; a failure goes to the error line instead of out of the callback."""
+        try:
+            fn(*args)
+        except (AihubError, _PanelError) as exc:
+            self._show_error(str(exc))
+        except Exception as exc:
+            self._show_error(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+
+    def _show_error(self, message: str, details: str | None = None) -> None:
+        line = " ".join(str(message).split()) or "failed"
+        text = f'<span style="color:#b00020">⚠ {html.escape(line, quote=False)}</span>'
+        if details:
+            text += f"<details><summary><small>traceback</small></summary><pre>{html.escape(details)}</pre></details>"
+        self.error.value = text
+
+
+class _PanelError(Exception):
+    """A mistake in the panel's inputs (no chat name, empty message)."""
+
+
+class _LiveTurn:
+    """What a running turn has shown so far: the user's message, text pieces and tool calls."""
+
+    def __init__(self, user_text: str, label: str) -> None:
+        self.user_text = user_text
+        self.label = label
+        self.segments: list[list[Any]] = []  # ["text", str] | ["tool", data] | ["note", str]
+
+    @property
+    def text(self) -> str:
+        return "".join(s[1] for s in self.segments if s[0] == "text")
+
+    def event(self, event: TurnEvent) -> None:
+        if event.kind == "text":
+            if self.segments and self.segments[-1][0] == "text":
+                self.segments[-1][1] += event.text
+            else:
+                self.segments.append(["text", event.text])
+        elif event.kind == "tool_call":
+            self.segments.append(["tool", {**event.data, "status": "running"}])
+        elif event.kind == "tool_result":
+            for segment in self.segments:
+                if segment[0] == "tool" and segment[1].get("id") == event.data.get("id"):
+                    segment[1] = dict(event.data)
+        elif event.kind == "retry":
+            self.segments.append(["note", f"retrying in {event.data.get('wait', 0):.1f}s: {event.text}"])
+
+    def html(self) -> str:
+        parts = []
+        for kind, value in self.segments:
+            if kind == "text":
+                parts.append(markdown_html(value))
+            elif kind == "tool":
+                parts.append(_tool_html(value.get("name", "?"), value.get("arguments"), value.get("status", "running"), value.get("result")))
+            else:
+                parts.append(_note(value))
+        body = "".join(parts) or "<em>…</em>"
+        return _block("You", "user", markdown_html(self.user_text)) + _block(self.label, "assistant", body + " ▍")
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def conversation_html(messages: list[dict[str, Any]], names: dict[str, str] | None = None) -> str:
+    """A thread's messages as HTML: one block per message, tool calls as collapsible blocks
+    holding their results. `names` maps a message's sourceId to the connection or agent name."""
+    names = names or {}
+    results = {
+        (m.get("data") or {}).get("tool_call_id"): m for m in messages if m["type"] == "toolResult"
+    }
+    shown: set[Any] = set()
+    parts = []
+    for row in messages:
+        kind = row["type"]
+        data = row.get("data") or {}
+        status = data.get("status")
+        suffix = f" <em>({html.escape(status)})</em>" if status in ("interrupted", "failed") else ""
+        if kind == "user":
+            parts.append(_block("You", "user", markdown_html(row["content"])))
+        elif kind == "system":
+            parts.append(_block("System", "system", markdown_html(row["content"])))
+        elif kind in ("chatModel", "agent"):
+            label = names.get(row.get("sourceId"), "Model" if kind == "chatModel" else "Agent")
+            parts.append(_block(label, "assistant", markdown_html(row["content"]), suffix))
+        elif kind == "toolCall":
+            body = markdown_html(row["content"]) if row["content"] else ""
+            for call in data.get("tool_calls", []):
+                fn = call.get("function", {})
+                result = results.get(call.get("id"))
+                shown.add(call.get("id"))
+                if result is None:
+                    body += _tool_html(fn.get("name", "?"), fn.get("arguments"), "not run", None)
+                else:
+                    rdata = result.get("data") or {}
+                    body += _tool_html(fn.get("name", "?"), fn.get("arguments"), rdata.get("status", "completed"), result["content"])
+            label = names.get(row.get("sourceId"), "Agent")
+            parts.append(_block(label, "assistant", body))
+        elif kind == "toolResult" and data.get("tool_call_id") not in shown:
+            parts.append(_block("Tool result", "assistant",
+                                _tool_html(data.get("name", "?"), None, data.get("status", "completed"), row["content"])))
+    return "".join(parts) or _note("No messages yet.")
+
+
+_FENCE = re.compile(r"```[^\n`]*\n?(.*?)(?:```|\Z)", re.S)
+_CODE = re.compile(r"`([^`\n]+)`")
+_INLINE = [
+    (re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*"), r"<b>\1</b>"),
+    (re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])"), r"<i>\1</i>"),
+    (re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)"), r'<a href="\2" target="_blank">\1</a>'),
+]
+_HEADING = re.compile(r"^(#{1,6})\s+(.*)$", re.M)
+_BULLET = re.compile(r"^(\s*)[-*+]\s+", re.M)
+
+
+def markdown_html(text: str) -> str:
+    """Minimal Markdown to HTML, everything escaped first: fenced and inline code, bold, italic,
+    links, headings, bullets and line breaks. Enough for chat replies, nothing more."""
+    out = []
+    pos = 0
+    for match in _FENCE.finditer(text):
+        out.append(_inline_html(text[pos:match.start()]))
+        out.append(f'<pre style="margin:4px 0"><code>{html.escape(match.group(1).rstrip(chr(10)))}</code></pre>')
+        pos = match.end()
+    out.append(_inline_html(text[pos:]))
+    return "".join(out)
+
+
+def _inline_html(text: str) -> str:
+    if not text:
+        return ""
+    text = html.escape(text.strip("\n") if text.strip() else "", quote=False)
+    # code spans first, kept out of the other rules
+    codes: list[str] = []
+
+    def keep(match: re.Match) -> str:
+        codes.append(match.group(1))
+        return f"\x00{len(codes) - 1}\x00"
+
+    text = _CODE.sub(keep, text)
+    for pattern, replacement in _INLINE:
+        text = pattern.sub(replacement, text)
+    text = _HEADING.sub(lambda m: f"<b>{m.group(2)}</b>", text)
+    text = _BULLET.sub(lambda m: m.group(1) + "• ", text)
+    text = re.sub(r"\x00(\d+)\x00", lambda m: f"<code>{codes[int(m.group(1))]}</code>", text)
+    return text.replace("\n", "<br>")
+
+
+def _tool_html(name: str, arguments: Any, status: str, result: Any) -> str:
+    if isinstance(arguments, str):
+        try:
+            arguments = json.dumps(json.loads(arguments or "{}"), ensure_ascii=False)
+        except ValueError:
+            pass
+    elif arguments is not None:
+        arguments = json.dumps(arguments, ensure_ascii=False)
+    icon = {"running": "⏳", "completed": "✅", "failed": "❌", "denied": "🚫"}.get(status, "•")
+    body = f"<pre>{html.escape(str(result))}</pre>" if result is not None else "<em>running…</em>" if status == "running" else ""
+    return (
+        f'<details style="margin:4px 0"><summary>{icon} <code>{html.escape(name)}({html.escape(arguments or "")})</code> '
+        f"— {html.escape(status)}</summary>{body}</details>"
+    )
+
+
+def _block(label: str, role: str, body: str, suffix: str = "") -> str:
+    return f'<div style="{_BOX}{_STYLES[role]}"><b>{html.escape(label)}</b>{suffix}<div>{body}</div></div>'
+
+
+def _frame(body: str) -> str:
+    return f'<div class="aihub-chat" style="max-height:480px;overflow-y:auto">{body}</div>'
+
+
+def _note(text: str) -> str:
+    return f'<div style="color:#666"><small>{html.escape(text)}</small></div>'
+
+
+def _small(text: str) -> str:
+    return f'<small style="color:#666">{html.escape(text)}</small>'
+
+
+def _status_line(reply: Reply, label: str) -> str:
+    bits = [label]
+    usage = reply.usage or {}
+    if usage.get("completion_tokens") is not None:
+        bits.append(f"{usage.get('prompt_tokens') or 0} → {usage['completion_tokens']} tokens")
+    if "latency_ms" in reply.metrics:
+        bits.append(f"{reply.metrics['latency_ms'] / 1000:.2f} s")
+    if "cost_usd" in reply.metrics:
+        bits.append(f"${reply.metrics['cost_usd']:.6f}")
+    if reply.tool_calls:
+        bits.append(f"{len(reply.tool_calls)} tool call{'s' if len(reply.tool_calls) != 1 else ''}")
+    return " · ".join(bits)

@@ -1,0 +1,326 @@
+"""HubPanel: the whole hub in one panel of tabs.
+
+    >>> panel = HubPanel(hub)                # or hub.panel(), %aihub hub
+
+* Connections: every connection (keys masked, the default marked), a form to add one (provider,
+  model id, name, base URL or host, the environment variable holding the key), and Remove /
+  Make default for the one picked.
+* Chats: every chat; pick one and Open it in a ChatPanel under the table (an empty pick starts
+  a new chat).
+* Agents & tools: every agent, and every tool with the ones not defined in this session marked.
+* Jobs: the most recent jobs (chat turns, background runs) with status and error; Refresh.
+* Dashboard: the metrics dashboard, built the first time the tab is shown.
+
+A tab's tables are read from the store again when the tab is shown. A failure goes in the
+panel's error line, never out of a callback.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+
+from ..errors import AihubError
+from .chat import ChatPanel
+
+if TYPE_CHECKING:
+    from ..hub import Hub
+
+__all__ = ["HubPanel"]
+
+TABS = ("Connections", "Chats", "Agents & tools", "Jobs", "Dashboard")
+PROVIDERS = ("OPENAI", "OLLAMA", "local")
+RECENT_JOBS = 50
+_NEW_CHAT = ("(new chat)", "")
+
+
+class HubPanel(widgets.VBox):
+    """Connections, chats, agents and tools, jobs and the dashboard of one hub, as tabs."""
+
+    def __init__(self, hub: Hub, *, sync: bool = False, **kwargs: Any) -> None:
+        self.hub = hub
+        self.sync = sync  # passed to the ChatPanel the Chats tab opens
+        self.chat_panel: ChatPanel | None = None
+        self.dashboard: widgets.Widget | None = None
+        self.error = widgets.HTML()
+        self.status = widgets.HTML()
+        wide = widgets.Layout(width="320px")
+
+        # Connections
+        self.connections_table = widgets.HTML()
+        self.connection_pick = widgets.Dropdown(description="connection", layout=wide)
+        self.remove_button = widgets.Button(description="Remove", icon="trash", button_style="danger")
+        self.default_button = widgets.Button(description="Make default", icon="star")
+        self.new_provider = widgets.Dropdown(description="provider", options=list(PROVIDERS), value="OPENAI", layout=wide)
+        self.new_model_id = widgets.Text(description="model id", placeholder="gpt-4o-mini, llama3.2, …", layout=wide)
+        self.new_name = widgets.Text(description="name", placeholder="(the model id)", layout=wide)
+        self.new_endpoint = widgets.Text(description="base URL", placeholder="(the provider's own)", layout=wide)
+        self.new_key_env = widgets.Text(description="key env var", placeholder="OPENAI_API_KEY", layout=wide)
+        self.new_default = widgets.Checkbox(description="make it the default", indent=False)
+        self.add_button = widgets.Button(description="Add", icon="plus", button_style="primary")
+        connections_tab = widgets.VBox([
+            self.connections_table,
+            widgets.HBox([self.connection_pick, self.remove_button, self.default_button]),
+            widgets.HTML("<b>Add a connection</b>"),
+            widgets.HBox([self.new_provider, self.new_model_id]),
+            widgets.HBox([self.new_name, self.new_endpoint]),
+            widgets.HBox([self.new_key_env, self.new_default]),
+            self.add_button,
+        ])
+
+        # Chats
+        self.chats_table = widgets.HTML()
+        self.chat_pick = widgets.Dropdown(description="chat", layout=wide)
+        self.open_button = widgets.Button(description="Open", icon="comments", button_style="primary")
+        self.chat_area = widgets.VBox()
+        chats_tab = widgets.VBox([self.chats_table, widgets.HBox([self.chat_pick, self.open_button]), self.chat_area])
+
+        # Agents & tools
+        self.agents_table = widgets.HTML()
+        self.tools_table = widgets.HTML()
+        agents_tab = widgets.VBox([widgets.HTML("<b>Agents</b>"), self.agents_table,
+                                   widgets.HTML("<b>Tools</b>"), self.tools_table])
+
+        # Jobs
+        self.jobs_table = widgets.HTML()
+        self.jobs_refresh_button = widgets.Button(description="Refresh", icon="refresh")
+        jobs_tab = widgets.VBox([self.jobs_refresh_button, self.jobs_table])
+
+        # Dashboard, built on first view
+        self.dashboard_area = widgets.VBox([widgets.HTML('<small style="color:#666">Loading…</small>')])
+
+        self.tabs = widgets.Tab(children=[connections_tab, chats_tab, agents_tab, jobs_tab, self.dashboard_area],
+                                titles=list(TABS))
+        super().__init__(**kwargs)
+        self.children = [self.tabs, self.status, self.error]
+
+        self.new_provider.observe(self._on_provider, names="value")
+        self.add_button.on_click(lambda _b: self._guard(self.add_connection))
+        self.remove_button.on_click(lambda _b: self._guard(self.remove_connection))
+        self.default_button.on_click(lambda _b: self._guard(self.make_default))
+        self.open_button.on_click(lambda _b: self._guard(self.open_chat))
+        self.jobs_refresh_button.on_click(lambda _b: self._guard(self.refresh_jobs))
+        self.tabs.observe(self._on_tab, names="selected_index")
+        self._guard(self.refresh)
+
+    # ------------------------------------------------------------ tabs
+
+    def select(self, title: str) -> None:
+        """Show the tab called `title` (one of TABS)."""
+        self.tabs.selected_index = TABS.index(title)
+
+    def refresh(self) -> None:
+        """Read every table from the store again (the dashboard keeps its own Refresh)."""
+        self.refresh_connections()
+        self.refresh_chats()
+        self.refresh_agents()
+        self.refresh_jobs()
+
+    def _on_tab(self, change: dict[str, Any]) -> None:
+        title = TABS[change["new"]] if change["new"] is not None else None
+        action = {
+            "Connections": self.refresh_connections,
+            "Chats": self.refresh_chats,
+            "Agents & tools": self.refresh_agents,
+            "Jobs": self.refresh_jobs,
+            "Dashboard": self._show_dashboard,
+        }.get(title)
+        if action is not None:
+            self._guard(action)
+
+    # ------------------------------------------------------------ connections
+
+    def refresh_connections(self) -> None:
+        rows = self.hub.connections()
+        for row in rows:
+            row["default"] = "★" if row["default"] else ""
+        self.connections_table.value = _table(
+            rows, ["name", "provider", "modelId", "endpoint", "api key", "default"],
+            empty="No connections yet: add one below.",
+        )
+        current = self.connection_pick.value
+        names = [row["name"] for row in rows]
+        self.connection_pick.options = names
+        self.connection_pick.value = current if current in names else (names[0] if names else None)
+
+    def _on_provider(self, change: dict[str, Any]) -> None:
+        provider = change["new"]
+        self.new_endpoint.description = "host" if provider == "OLLAMA" else "base URL"
+        self.new_endpoint.disabled = self.new_key_env.disabled = provider == "local"
+        self.new_key_env.placeholder = "OPENAI_API_KEY" if provider == "OPENAI" else "(none needed)"
+        self.new_model_id.placeholder = {"OPENAI": "gpt-4o-mini", "OLLAMA": "llama3.2", "local": "local-chat"}[provider]
+
+    def add_connection(self) -> None:
+        """Create the connection the form describes."""
+        provider = self.new_provider.value
+        model_id = self.new_model_id.value.strip()
+        name = self.new_name.value.strip() or None
+        default = True if self.new_default.value else None
+        if provider == "local":
+            row = self.hub.connect_local(model_id or "local-chat", name=name or "local")
+            if default:
+                self.hub.set_default_connection(row["name"])
+        else:
+            endpoint = self.new_endpoint.value.strip() or None
+            row = self.hub.connect(
+                provider, model_id, name=name,
+                base_url=endpoint if provider == "OPENAI" else None,
+                host=endpoint if provider == "OLLAMA" else None,
+                api_key_env=self.new_key_env.value.strip() or None,
+                default=default,
+            )
+        for field in (self.new_model_id, self.new_name, self.new_endpoint, self.new_key_env):
+            field.value = ""
+        self.new_default.value = False
+        self.refresh_connections()
+        self.connection_pick.value = row["name"]
+        self._done(f"Added connection {row['name']!r} ({row['provider']} {row['modelId']}).")
+
+    def remove_connection(self) -> None:
+        """Delete the picked connection."""
+        name = self._picked_connection()
+        self.hub.remove_connection(name)
+        self.refresh_connections()
+        self._done(f"Removed connection {name!r}; chats that used it need another one to go on.")
+
+    def make_default(self) -> None:
+        """Make the picked connection the one new chats use."""
+        name = self._picked_connection()
+        self.hub.set_default_connection(name)
+        self.refresh_connections()
+        self._done(f"{name!r} is now the default connection.")
+
+    def _picked_connection(self) -> str:
+        if not self.connection_pick.value:
+            raise _PanelError("Pick a connection first.")
+        return self.connection_pick.value
+
+    # ------------------------------------------------------------ chats
+
+    def refresh_chats(self) -> None:
+        rows = self.hub.chats()
+        self.chats_table.value = _table(rows, ["name", "type", "with", "messages", "lastMessageAt"],
+                                        empty="No chats yet: Open a new one below.")
+        current = self.chat_pick.value
+        options = [_NEW_CHAT] + [(row["name"], row["name"]) for row in rows]
+        self.chat_pick.options = options
+        values = [v for _, v in options]
+        self.chat_pick.value = current if current in values else ""
+
+    def open_chat(self, name: str | None = None) -> ChatPanel:
+        """Show the chat `name` (default: the picked one; empty: a new chat) in a ChatPanel."""
+        name = self.chat_pick.value if name is None else name
+        if self.chat_panel is None:
+            self.chat_panel = ChatPanel(self.hub, name or None, sync=self.sync)
+            self.chat_area.children = [self.chat_panel]
+        else:
+            self.chat_panel.refresh()
+            self.chat_panel.show_chat(name or "")
+        return self.chat_panel
+
+    # ------------------------------------------------------------ agents and tools
+
+    def refresh_agents(self) -> None:
+        self.agents_table.value = _table(
+            self.hub.agents(), ["name", "model", "tools", "maxRounds", "description"],
+            empty="No agents yet: hub.agent(NAME, model=CONNECTION, tools=[...]).",
+        )
+        rows = self.hub.tools()
+        for row in rows:
+            row["available"] = "yes" if row["available"] else "⚠ not defined in this session"
+        self.tools_table.value = _table(
+            rows, ["name", "type", "description", "parameters", "available"],
+            empty="No tools yet: decorate a function with @hub.tool.",
+            dim=lambda row: row["available"] != "yes",
+        )
+
+    # ------------------------------------------------------------ jobs
+
+    def refresh_jobs(self) -> None:
+        frame = self.hub.jobs()
+        rows = []
+        for job in frame.tail(RECENT_JOBS).iloc[::-1].to_dict("records"):
+            rows.append({
+                "name": job["name"], "type": job["type"], "status": job["status"],
+                "started": _time(job.get("startedAt")), "finished": _time(job.get("finishedAt")),
+                "error": job.get("error") if isinstance(job.get("error"), str) else "",
+            })
+        self.jobs_table.value = _table(rows, ["name", "type", "status", "started", "finished", "error"],
+                                       empty="No jobs yet: a chat turn or hub.submit(...) makes one.")
+
+    # ------------------------------------------------------------ dashboard
+
+    def _show_dashboard(self) -> None:
+        if self.dashboard is not None:
+            return
+        try:
+            self.dashboard = self.hub.dashboard()
+        except ImportError as exc:
+            self.dashboard_area.children = [widgets.HTML(
+                f'<p style="color:#666">The dashboard is not available in this installation ({html.escape(str(exc))}).</p>'
+            )]
+            return
+        self.dashboard_area.children = [self.dashboard]
+
+    # ------------------------------------------------------------ errors
+
+    def _guard(self, fn, *args: Any) -> None:
+        """Run a callback; a failure goes to the error line instead of out of the callback."""
+        self.error.value = ""
+        try:
+            fn(*args)
+        except (AihubError, _PanelError) as exc:
+            self._fail(str(exc))
+        except Exception as exc:
+            self._fail(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+
+    def _done(self, message: str) -> None:
+        self.status.value = f'<small style="color:#2e7d32">✔ {html.escape(message, quote=False)}</small>'
+
+    def _fail(self, message: str, details: str | None = None) -> None:
+        line = " ".join(str(message).split()) or "failed"
+        text = f'<span style="color:#b00020">⚠ {html.escape(line, quote=False)}</span>'
+        if details:
+            text += f"<details><summary><small>traceback</small></summary><pre>{html.escape(details)}</pre></details>"
+        self.error.value = text
+        self.status.value = ""
+
+
+class _PanelError(Exception):
+    """A mistake in the panel's inputs."""
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str], *, empty: str, dim=None) -> str:
+    if not rows:
+        return f'<p style="color:#666"><em>{html.escape(empty)}</em></p>'
+    head = "".join(f'<th style="text-align:left">{html.escape(c)}</th>' for c in columns)
+    body = []
+    for row in rows:
+        style = ' style="opacity:.55"' if dim is not None and dim(row) else ""
+        cells = "".join(f'<td style="text-align:left">{html.escape(_cell(row.get(c)))}</td>' for c in columns)
+        body.append(f"<tr{style}>{cells}</tr>")
+    return f'<table class="aihub-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _time(value: Any) -> str:
+    """A pandas timestamp (UTC) as `YYYY-MM-DD HH:MM:SS`; NaT and None as empty."""
+    if value is None or value != value:  # None, NaT
+        return ""
+    try:
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    except (AttributeError, ValueError):
+        return str(value)

@@ -1,0 +1,274 @@
+"""ChatPanel and HubPanel, driven headless: set `.value`, `button.click()`, then assert on what
+the store holds and what the widgets show. Turns go over real HTTP to the local server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from aihub_nb import Hub
+from aihub_nb import chat as chat_module
+from aihub_nb.testing import Reply
+from aihub_nb.widgets.chat import DEFAULT, ChatPanel, markdown_html
+from aihub_nb.widgets.hub import TABS, HubPanel
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+@pytest.fixture
+def oa(hub, server):
+    hub.connect("OPENAI", "local-chat", name="oa", base_url=server.openai_base_url)
+    return "oa"
+
+
+def _until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def _types(hub: Hub, chat: str) -> list[str]:
+    return [m["type"] for m in hub.get_chat(chat).messages()]
+
+
+# ---------------------------------------------------------------- ChatPanel
+
+
+def test_send_records_the_turn_and_shows_the_reply(hub, server, oa):
+    panel = ChatPanel(hub, "c", sync=True)
+    assert panel.connection.value == ("model", "oa")  # a new chat starts on the default connection
+    assert "New chat" in panel.conversation.value
+    server.script(Reply(text="Hi **there** <script>", prompt_tokens=7, completion_tokens=3))
+    panel.message.value = "hello"
+    panel.send_button.click()
+
+    assert panel.error.value == ""
+    messages = hub.get_chat("c").messages()
+    assert [(m["type"], m["content"]) for m in messages] == [("user", "hello"), ("chatModel", "Hi **there** <script>")]
+    assert "Hi <b>there</b> &lt;script&gt;" in panel.conversation.value  # Markdown, escaped
+    assert "7 → 3 tokens" in panel.status.value and "oa (local-chat)" in panel.status.value
+    assert panel.message.value == "" and not panel.send_button.disabled and panel.stop_button.disabled
+    assert panel.last_reply.text == "Hi **there** <script>"
+    assert hub.store.find("Jobs")[-1]["status"] == "completed"
+
+
+def test_second_send_continues_the_thread(hub, server, oa):
+    hub.connect("OLLAMA", "local-chat", name="ol", host=server.ollama_host)
+    first = ChatPanel(hub, "c", sync=True)
+    server.script(Reply(text="first answer"))
+    first.message.value = "one"
+    first.send_button.click()
+
+    panel = ChatPanel(hub, sync=True)
+    assert panel.chat_name.options == ("c",)
+    panel.chat_name.value = "c"  # picking an existing chat shows it and what it talks to
+    assert panel.connection.value == ("model", "oa") and "first answer" in panel.conversation.value
+    server.script(Reply(text="second answer"))
+    panel.message.value = "two"
+    panel.send_button.click()
+
+    assert panel.error.value == ""
+    sent = server.requests[-1].json["messages"]
+    assert [(m["role"], m["content"]) for m in sent] == [
+        ("user", "one"), ("assistant", "first answer"), ("user", "two"),
+    ]
+    assert _types(hub, "c") == ["user", "chatModel", "user", "chatModel"]
+    assert panel.conversation.value.index("first answer") < panel.conversation.value.index("second answer")
+
+    panel.connection.value = ("model", "ol")  # switching the connection takes effect on Send
+    panel.message.value = "three"
+    panel.send_button.click()
+    assert server.requests[-1].path == "/api/chat"
+    assert hub.get_chat("c")._row["sourceId"] == hub.connection("ol")["id"]
+
+
+def test_removed_connection_shows_in_the_error_line(hub, server, oa):
+    ChatPanel(hub, "c", sync=True).submit("hello")
+    hub.connect("OLLAMA", "local-chat", name="ol", host=server.ollama_host)
+    hub.remove_connection("oa")
+    panel = ChatPanel(hub, "c", sync=True)
+    assert panel.connection.value == DEFAULT  # its connection is gone
+    panel.message.value = "still there?"
+    panel.send_button.click()  # must not raise
+
+    assert "uses a connection that was removed" in panel.error.value
+    assert "\n" not in panel.error.value
+    assert _types(hub, "c") == ["user", "chatModel"]  # nothing new recorded
+    assert not panel.send_button.disabled and not panel.busy
+
+
+def test_server_errors_show_in_the_error_line(hub, server, oa, monkeypatch):
+    monkeypatch.setattr(chat_module, "_backoff", lambda attempt, retry_after: 0)
+    server.script(*[Reply(fault="500") for _ in range(chat_module.MAX_RETRIES + 1)])
+    panel = ChatPanel(hub, "c", sync=True)
+    panel.message.value = "hello"
+    panel.send_button.click()
+
+    assert "the server failed (500" in panel.error.value and "oa" in panel.error.value
+    assert "failed" in panel.status.value
+    assert _types(hub, "c") == ["user"]
+    assert hub.store.find("Jobs")[-1]["status"] == "failed"
+    assert not panel.send_button.disabled
+
+    panel.message.value = "   "
+    panel.send_button.click()
+    assert "Nothing to send" in panel.error.value
+    assert len(hub.store.find("Jobs")) == 1
+
+
+def test_stop_interrupts_a_threaded_turn(hub, server, oa):
+    server.script(Reply.lorem(300, token_delay=0.01))
+    panel = ChatPanel(hub, "c")
+    panel.message.value = "talk for a while"
+    panel.send_button.click()
+    _until(lambda: "lorem ipsum" in panel.conversation.value)  # streamed in while the turn runs
+    assert panel.busy and panel.send_button.disabled and not panel.stop_button.disabled
+    panel.stop_button.click()
+    assert panel.wait(5)
+
+    stream = hub.store.find("ResponseStream")[-1]
+    assert stream["status"] == "interrupted"
+    partial = hub.get_chat("c").messages()[-1]
+    assert partial["data"] == {"status": "interrupted"} and 0 < len(partial["content"].split()) < 300
+    job = hub.store.find("Jobs")[-1]
+    assert job["status"] == "failed" and "interrupted" in job["error"]
+    assert "(interrupted)" in panel.conversation.value and "stopped" in panel.status.value
+    assert panel.error.value == ""
+
+    server.script(Reply(text="back again"))  # usable again
+    assert not panel.send_button.disabled
+    panel.message.value = "are you there?"
+    panel.send_button.click()
+    assert panel.wait(5)
+    assert hub.get_chat("c").messages()[-1]["content"] == "back again"
+    assert hub.store.get("MessageThread", hub.get_chat("c").thread_id)["lockingJob"] is None
+
+
+def test_tool_needing_permission_asks_in_the_panel(hub, server):
+    hub.connect("OPENAI", "local-tools", name="oa", base_url=server.openai_base_url)
+    hub.tool(add)
+    hub.agent("careful", model="oa", tools=[add], permission="user-permitted")
+    server.script(Reply(tool_calls=[{"name": "add", "arguments": {"a": 2, "b": 3}}]), Reply(text="It is 5."))
+    panel = ChatPanel(hub, "perm")
+    panel.connection.value = ("agent", "careful")
+    panel.message.value = "2 + 3?"
+    panel.send_button.click()
+    _until(lambda: panel.approval.layout.display == "flex")
+    assert "add" in panel.approval_prompt.value and "running" in panel.conversation.value
+    panel.allow_button.click()
+    assert panel.wait(5)
+
+    assert panel.error.value == ""
+    [invocation] = hub.store.find("ToolInvocation")
+    assert invocation["status"] == "completed"
+    assert _types(hub, "perm") == ["user", "toolCall", "toolResult", "agent"]
+    assert "<details" in panel.conversation.value and "✅" in panel.conversation.value
+    assert "It is 5." in panel.conversation.value and "1 tool call" in panel.status.value
+    assert panel.approval.layout.display == "none"
+
+
+def test_markdown_html_escapes_and_formats():
+    out = markdown_html("**bold** and `a<b>` and *it*\n```\nx = '<tag>'\n```\n- item")
+    assert "<b>bold</b>" in out and "<code>a&lt;b&gt;</code>" in out and "<i>it</i>" in out
+    assert "<pre" in out and "&lt;tag&gt;" in out and "• item" in out and "<tag>" not in out
+
+
+# ---------------------------------------------------------------- HubPanel
+
+
+def test_connections_tab_adds_removes_and_makes_default(hub, server):
+    panel = HubPanel(hub)
+    assert "No connections yet" in panel.connections_table.value
+    panel.new_provider.value = "OPENAI"
+    panel.new_model_id.value = "local-chat"
+    panel.new_name.value = "oa"
+    panel.new_endpoint.value = server.openai_base_url
+    panel.new_key_env.value = "AIHUB_WIDGET_KEY"
+    panel.add_button.click()
+    assert panel.error.value == ""
+    row = hub.store.first("ModelConnections", name="oa")
+    assert row["data"] == {"base_url": server.openai_base_url, "api_key_env": "AIHUB_WIDGET_KEY"}
+    assert "$AIHUB_WIDGET_KEY (not set)" in panel.connections_table.value and panel.new_name.value == ""
+
+    panel.new_provider.value = "OLLAMA"
+    assert panel.new_endpoint.description == "host"
+    panel.new_model_id.value = "local-chat"
+    panel.new_name.value = "ol"
+    panel.new_endpoint.value = server.ollama_host
+    panel.add_button.click()
+    assert hub.store.first("ModelConnections", name="ol")["data"] == {"host": server.ollama_host}
+    assert hub.default_connection()["name"] == "oa"  # the first one stays the default
+
+    panel.connection_pick.value = "ol"
+    panel.default_button.click()
+    assert hub.default_connection()["name"] == "ol"
+
+    panel.connection_pick.value = "oa"
+    panel.remove_button.click()
+    assert [r["name"] for r in hub.store.find("ModelConnections")] == ["ol"]
+    assert panel.connection_pick.options == ("ol",) and "Removed" in panel.status.value
+
+    panel.new_provider.value = "OPENAI"
+    panel.add_button.click()  # no model id: an error line, no row, no exception
+    assert "needs a model id" in panel.error.value
+    assert hub.store.count("ModelConnections") == 1
+
+
+def test_chats_tab_opens_a_chat_panel_and_jobs_tab_lists_its_turn(hub, server, oa):
+    server.script(Reply(text="from before"))
+    hub.chat("c").send("hello")
+    panel = HubPanel(hub, sync=True)
+    panel.select("Chats")
+    assert "<td style=\"text-align:left\">c</td>" in panel.chats_table.value
+    panel.chat_pick.value = "c"
+    panel.open_button.click()
+    chat_panel = panel.chat_area.children[0]
+    assert isinstance(chat_panel, ChatPanel) and chat_panel is panel.chat_panel
+    assert chat_panel.chat_name.value == "c" and "from before" in chat_panel.conversation.value
+
+    chat_panel.message.value = "and now?"
+    chat_panel.send_button.click()
+    panel.select("Jobs")
+    assert panel.jobs_table.value.count("chat turn: c") == 2 and "completed" in panel.jobs_table.value
+
+    panel.chat_pick.value = ""  # (new chat): the same panel, emptied for a new name
+    panel.open_button.click()
+    assert panel.chat_area.children == (chat_panel,) and chat_panel.chat_name.value == ""
+
+
+def test_agents_and_tools_tab_marks_unavailable_tools(hub, server, oa):
+    hub.tool(add)
+    hub.agent("helper", model="oa", tools=[add])
+    other = Hub(hub.home)  # another session: the python tool's function is not defined there
+    try:
+        panel = HubPanel(other)
+        panel.select("Agents & tools")
+        assert "helper" in panel.agents_table.value and "add" in panel.agents_table.value
+        assert "not defined in this session" in panel.tools_table.value
+        assert "not defined" not in HubPanel(hub).tools_table.value
+    finally:
+        other.close()
+
+
+def test_dashboard_tab_is_built_when_first_shown(hub, monkeypatch):
+    panel = HubPanel(hub)
+    assert panel.dashboard is None
+    panel.select("Dashboard")
+    from aihub_nb.widgets.dashboard import Dashboard
+
+    assert isinstance(panel.dashboard, Dashboard) and panel.dashboard_area.children == (panel.dashboard,)
+
+    def missing():
+        raise ModuleNotFoundError("No module named 'aihub_nb.widgets.dashboard'")
+
+    monkeypatch.setattr(hub, "dashboard", missing)
+    bare = HubPanel(hub)
+    bare.tabs.selected_index = TABS.index("Dashboard")
+    assert bare.dashboard is None and "not available" in bare.dashboard_area.children[0].value
+    assert bare.error.value == ""
