@@ -50,6 +50,10 @@ class Hub:
         return self.store.path
 
     def close(self) -> None:
+        """Write pending metrics, close provider clients and the store."""
+        from . import monitoring
+
+        monitoring.close(self.store)
         for _, provider in self._providers.values():
             provider.close()
         self._providers.clear()
@@ -268,15 +272,11 @@ class Hub:
 
     def record_metrics(self, values: dict[str, float], dimensions: dict[str, str], *, references: dict[str, str] | None = None) -> None:
         """Write several metrics that share dimensions, in one transaction."""
-        from .monitoring import note_dimension_keys
-
         rows = [
             {"name": name, "value": float(value), "dimensions": dimensions, "references": references or {}}
             for name, value in values.items()
         ]
         self.store.create_many("Metric", rows)
-        for name in values:
-            note_dimension_keys(self.store, name, dimensions)
 
     # ------------------------------------------------------------ chats
 

@@ -1,0 +1,222 @@
+"""Dashboard: a panel of the hub's metrics, with a summary per model.
+
+    >>> Dashboard(hub.store)                 # or hub.dashboard()
+    >>> dash.metric.value = "ttft_ms"; dash.group.value = "model"     # plots follow
+    >>> dash.auto_refresh(5)                 # redraw every 5 s while turns run; dash.stop()
+
+Choose a metric, a dimension to group it by ("(none)" for no grouping) and a time window. The
+panel draws the metric over time (a line per group), by group as bars (or its distribution with
+p50/p95 when ungrouped), and tokens and cost per model; under it, the per-model summary. Figures
+are rendered to PNG into an `ipywidgets.Image`, so refreshing from a timer thread is safe. Errors
+show in the panel's own error line, never as a traceback from a callback.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+
+from .. import monitoring, plots
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from ..store import Store
+
+__all__ = ["Dashboard"]
+
+NO_GROUP = "(none)"
+WINDOWS = ("15m", "1h", "24h", "7d", "all")
+# the bucket of the over-time plot per window; "all" picks one from the data's span
+_BUCKETS = {"15m": "1m", "1h": "5m", "24h": "1h", "7d": "6h"}
+_SPANS = (("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3600), ("6h", 21600), ("1d", 86400), ("7d", 604800))
+
+
+class Dashboard(widgets.VBox):
+    """Metric, grouping and window choices, three plots and a summary table of one store."""
+
+    def __init__(self, store: "Store", *, metric: str | None = None, window: str = "all", **kwargs: Any) -> None:
+        self.store = store
+        self.figure: Figure | None = None
+        self.summary_frame: pd.DataFrame | None = None
+        self.frame: pd.DataFrame | None = None
+        self._syncing = False
+        self._refresh_lock = threading.Lock()
+        self._timer: threading.Thread | None = None
+        self._stop = threading.Event()
+
+        self.metric = widgets.Dropdown(description="metric", options=[], layout=widgets.Layout(width="260px"))
+        self.group = widgets.Dropdown(description="group by", options=[NO_GROUP], value=NO_GROUP,
+                                      layout=widgets.Layout(width="220px"))
+        self.window = widgets.Dropdown(description="window", options=list(WINDOWS), value=window,
+                                       layout=widgets.Layout(width="160px"))
+        self.refresh_button = widgets.Button(description="Refresh", icon="refresh", layout=widgets.Layout(width="100px"))
+        self.status = widgets.HTML()
+        self.error = widgets.HTML()
+        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+        self.table = widgets.HTML()
+        super().__init__(**kwargs)
+        self.children = [
+            widgets.HBox([self.metric, self.group, self.window, self.refresh_button]),
+            self.error,
+            self.image,
+            self.table,
+            self.status,
+        ]
+        self.refresh_button.on_click(lambda _button: self.refresh())
+        for control in (self.metric, self.group, self.window):
+            control.observe(self._on_change, names="value")
+        self._wanted_metric = metric
+        self.refresh()
+
+    # -- drawing
+
+    def _on_change(self, change: dict[str, Any]) -> None:
+        if not self._syncing:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Query the store again and redraw everything; a failure shows in the error line."""
+        with self._refresh_lock:
+            started = time.perf_counter()
+            try:
+                self._refresh()
+            except Exception as exc:  # shown in the panel, not raised into a widget callback
+                self.error.value = (
+                    f'<div style="color:#b00020"><b>{html.escape(type(exc).__name__)}</b>: {html.escape(str(exc))}</div>'
+                )
+                return
+            self.error.value = ""
+            self.status.value = (
+                f'<small style="color:#666">refreshed {time.strftime("%H:%M:%S")} '
+                f"in {time.perf_counter() - started:.2f} s</small>"
+            )
+
+    def _refresh(self) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        since = None if self.window.value == "all" else self.window.value
+        names = monitoring.metric_names(self.store)
+        self._sync(self.metric, names, self._wanted_metric or self.metric.value or _first_choice(names))
+        self._wanted_metric = None
+        name = self.metric.value
+        frame = monitoring.metrics(self.store, name=name, since=since) if name else None
+        dims = plots._dimension_columns(frame) if frame is not None else []
+        if frame is not None and frame.empty:  # nothing in this window: keep the choices there were
+            dims = [d for d in self.group.options if d != NO_GROUP]
+        self._sync(self.group, [NO_GROUP, *dims], self.group.value if self.group.value in dims else NO_GROUP)
+        table = monitoring.summary(self.store, since=since)
+        group = None if self.group.value == NO_GROUP else self.group.value
+
+        fig = Figure(figsize=(11, 7.5), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplot_mosaic([["time", "time"], ["by", "tokens"]])
+        top, left, right = axes["time"], axes["by"], axes["tokens"]
+        if name is None:
+            for ax in (top, left, right):
+                ax.set_axis_off()
+            top.text(0.5, 0.5, "No metrics recorded yet: chat with a model, or log_metric(...)",
+                     ha="center", va="center", transform=top.transAxes)
+        else:
+            freq = _BUCKETS.get(self.window.value) or _bucket_for(frame)
+            plots.metric_over_time(frame, name, freq=freq, ax=top, by=group)
+            if group is None:
+                plots.latency_distribution(frame, name=name, ax=left)
+            else:
+                plots.metric_by(frame, name, group, ax=left)
+            plots.tokens_and_cost_by_model(table, ax=right)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=80)
+        self.frame, self.summary_frame, self.figure = frame, table, fig
+        self.image.value = png.getvalue()
+        self.table.value = summary_html(table)
+
+    def _sync(self, dropdown: widgets.Dropdown, options: list[str], value: str | None) -> None:
+        """Set a dropdown's options and value without firing a refresh."""
+        self._syncing = True
+        try:
+            if list(dropdown.options) != list(options):
+                dropdown.options = options
+            dropdown.value = value if value in options else (options[0] if options else None)
+        finally:
+            self._syncing = False
+
+    # -- timer
+
+    def auto_refresh(self, seconds: float = 5.0) -> "Dashboard":
+        """Refresh every `seconds` from a background thread until stop()."""
+        self.stop()
+        stop = self._stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(seconds):
+                self.refresh()
+
+        self._timer = threading.Thread(target=loop, name="aihub-dashboard", daemon=True)
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the auto-refresh timer (no-op when none runs)."""
+        self._stop.set()
+        timer, self._timer = self._timer, None
+        if timer is not None and timer is not threading.current_thread():
+            timer.join(timeout=10)
+
+    @property
+    def refreshing(self) -> bool:
+        return self._timer is not None and self._timer.is_alive()
+
+    def close(self) -> None:
+        self.stop()
+        super().close()
+
+
+def _first_choice(names: list[str]) -> str | None:
+    return "latency_ms" if "latency_ms" in names else (names[0] if names else None)
+
+
+def _bucket_for(frame: "pd.DataFrame | None") -> str:
+    """A bucket giving about 50 points over the frame's time span."""
+    if frame is None or len(frame) < 2:
+        return "1h"
+    span = (frame["createdAt"].iloc[-1] - frame["createdAt"].iloc[0]).total_seconds()
+    for label, seconds in _SPANS:
+        if span / seconds <= 60:
+            return label
+    return "7d"
+
+
+def summary_html(table: "pd.DataFrame") -> str:
+    """The summary as an HTML table: counts with separators, cost as "$…", "unpriced" or
+    "≥ $… (+N unpriced)", latencies in ms."""
+    if table is None or table.empty:
+        return '<p style="color:#666">No chat turns in this window.</p>'
+    rows = []
+    for r in table.itertuples(index=False):
+        if r.cost_usd != r.cost_usd:  # NaN: no turn of this model had a price
+            cost = "unpriced"
+        elif r.unpriced_calls:
+            cost = f"≥ ${r.cost_usd:,.4f} (+{r.unpriced_calls} unpriced)"
+        else:
+            cost = f"${r.cost_usd:,.4f}"
+        rows.append([
+            r.provider, r.model, f"{r.calls:,}", f"{r.errors:,}", f"{r.error_rate:.1%}", f"{r.prompt_tokens:,}",
+            f"{r.completion_tokens:,}", cost, _ms(r.latency_p50_ms), _ms(r.latency_p95_ms),
+        ])
+    head = ["provider", "model", "calls", "errors", "error rate", "prompt tokens", "completion tokens", "cost (USD)",
+            "p50 latency", "p95 latency"]
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="aihub-summary"><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _ms(value: float) -> str:
+    return "–" if value != value else f"{value:,.0f} ms"
