@@ -175,3 +175,30 @@ def test_config_traits(ip, nb, server):
         assert server.requests[-1].json["messages"][-1]["content"] == "About {topic}"
     finally:
         ip.run_line_magic("config", "AihubMagics.interpolate = True")
+
+
+def test_monitoring_magics_keep_frames(nb, hub, server):
+    server.script(Reply(text="one", prompt_tokens=4, completion_tokens=1))
+    _run_cell(nb, "chat mon --model oa", "hi")
+    frame = nb.run_line_magic("aihub", "metrics latency_ms --since 1h -o lat")
+    assert nb.user_ns["lat"] is frame
+    assert list(frame["name"].unique()) == ["latency_ms"] and len(frame) == 1
+    assert frame.loc[0, "connection"] == "oa" and str(frame["createdAt"].dtype).startswith("datetime64")
+    calls = nb.run_line_magic("aihub", "calls --status success -o calls")
+    assert (calls["status"] == "success").all() and calls["endpoint"].str.endswith("/chat/completions").any()
+    jobs = nb.run_line_magic("aihub", "jobs")
+    assert list(jobs["status"]) == ["completed"]
+    with pytest.raises(UsageError, match="-o takes a variable name"):
+        nb.run_line_magic("aihub", "jobs -o 1bad")
+
+
+def test_price_magic_gives_cost(nb, hub, server):
+    nb.run_line_magic("aihub", "price set local-chat 1000000 2000000")
+    server.script(Reply(text="priced", prompt_tokens=3, completion_tokens=2))
+    _run_cell(nb, "chat cost --model oa", "hi")
+    (cost,) = hub.store.find("Metric", name="cost_usd")
+    assert cost["value"] == pytest.approx(3 * 1.0 + 2 * 2.0)
+    prices = nb.run_line_magic("aihub", "prices")
+    assert list(prices["model"]) == ["local-chat"]
+    nb.run_line_magic("aihub", "price remove local-chat")
+    assert len(hub.prices()) == 0
