@@ -96,6 +96,20 @@ class Reply:
     def _repr_markdown_(self) -> str:
         return self.text or "*(empty reply)*"
 
+    def summary_line(self, label: str) -> str:
+        """`label · 12 → 40 tokens · 0.84 s · $0.000031 · 1 tool call`, for under a reply."""
+        bits = [label]
+        usage = self.usage or {}
+        if usage.get("completion_tokens") is not None:
+            bits.append(f"{usage.get('prompt_tokens') or 0} → {usage['completion_tokens']} tokens")
+        if "latency_ms" in self.metrics:
+            bits.append(f"{self.metrics['latency_ms'] / 1000:.2f} s")
+        if "cost_usd" in self.metrics:
+            bits.append(f"${self.metrics['cost_usd']:.6f}")
+        if self.tool_calls:
+            bits.append(f"{len(self.tool_calls)} tool call{'s' if len(self.tool_calls) != 1 else ''}")
+        return " · ".join(bits)
+
 
 @dataclass
 class _CallResult:

@@ -24,6 +24,7 @@ from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Bool, Float, Unicode
 
+from .display import html_table
 from .errors import AihubError
 
 if TYPE_CHECKING:
@@ -97,24 +98,7 @@ def interpolate(text: str, namespace: dict[str, Any]) -> str:
 def _table(rows: list[dict[str, Any]], columns: list[str] | None = None, empty: str = "Nothing yet.") -> Any:
     from IPython.display import HTML
 
-    if not rows:
-        return HTML(f"<p><em>{html.escape(empty)}</em></p>")
-    columns = columns or list(rows[0])
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows
-    )
-    return HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
+    return HTML(html_table(rows, columns, empty=empty))
 
 
 class _TurnView:
@@ -178,15 +162,7 @@ def _tool_html(data: dict[str, Any], status: str) -> str:
 def _footer(reply, connection: str) -> Any:
     from IPython.display import HTML
 
-    bits = [connection]
-    usage = reply.usage or {}
-    if usage.get("completion_tokens") is not None:
-        bits.append(f"{usage.get('prompt_tokens', 0)} → {usage['completion_tokens']} tokens")
-    if "latency_ms" in reply.metrics:
-        bits.append(f"{reply.metrics['latency_ms'] / 1000:.2f} s")
-    if "cost_usd" in reply.metrics:
-        bits.append(f"${reply.metrics['cost_usd']:.6f}")
-    return HTML(f"<small style='opacity:.6'>{html.escape(' · '.join(bits))}</small>")
+    return HTML(f"<small style='opacity:.6'>{html.escape(reply.summary_line(connection))}</small>")
 
 
 @magics_class

@@ -263,7 +263,7 @@ class ChatPanel(widgets.VBox):
             self.last_reply = reply if reply is not None else self.last_reply
             self._show_thread()
             if reply is not None:
-                self.status.value = _small(_status_line(reply, label))
+                self.status.value = _small(reply.summary_line(label))
             elif stopped:
                 self.status.value = _small(f"⏹ stopped: {label} — the partial reply ({len(live.text)} characters) is kept, marked interrupted")
             else:
@@ -499,15 +499,3 @@ def _small(text: str) -> str:
     return f'<small style="color:#666">{html.escape(text)}</small>'
 
 
-def _status_line(reply: Reply, label: str) -> str:
-    bits = [label]
-    usage = reply.usage or {}
-    if usage.get("completion_tokens") is not None:
-        bits.append(f"{usage.get('prompt_tokens') or 0} → {usage['completion_tokens']} tokens")
-    if "latency_ms" in reply.metrics:
-        bits.append(f"{reply.metrics['latency_ms'] / 1000:.2f} s")
-    if "cost_usd" in reply.metrics:
-        bits.append(f"${reply.metrics['cost_usd']:.6f}")
-    if reply.tool_calls:
-        bits.append(f"{len(reply.tool_calls)} tool call{'s' if len(reply.tool_calls) != 1 else ''}")
-    return " · ".join(bits)

@@ -18,12 +18,12 @@ panel's error line, never out of a callback.
 from __future__ import annotations
 
 import html
-import json
 import traceback
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from ..display import html_table
 from ..errors import AihubError
 from .chat import ChatPanel
 
@@ -138,7 +138,7 @@ class HubPanel(widgets.VBox):
         rows = self.hub.connections()
         for row in rows:
             row["default"] = "★" if row["default"] else ""
-        self.connections_table.value = _table(
+        self.connections_table.value = html_table(
             rows, ["name", "provider", "modelId", "endpoint", "api key", "default"],
             empty="No connections yet: add one below.",
         )
@@ -203,7 +203,7 @@ class HubPanel(widgets.VBox):
 
     def refresh_chats(self) -> None:
         rows = self.hub.chats()
-        self.chats_table.value = _table(rows, ["name", "type", "with", "messages", "lastMessageAt"],
+        self.chats_table.value = html_table(rows, ["name", "type", "with", "messages", "lastMessageAt"],
                                         empty="No chats yet: Open a new one below.")
         current = self.chat_pick.value
         options = [_NEW_CHAT] + [(row["name"], row["name"]) for row in rows]
@@ -225,14 +225,14 @@ class HubPanel(widgets.VBox):
     # ------------------------------------------------------------ agents and tools
 
     def refresh_agents(self) -> None:
-        self.agents_table.value = _table(
+        self.agents_table.value = html_table(
             self.hub.agents(), ["name", "model", "tools", "maxRounds", "description"],
             empty="No agents yet: hub.agent(NAME, model=CONNECTION, tools=[...]).",
         )
         rows = self.hub.tools()
         for row in rows:
             row["available"] = "yes" if row["available"] else "⚠ not defined in this session"
-        self.tools_table.value = _table(
+        self.tools_table.value = html_table(
             rows, ["name", "type", "description", "parameters", "available"],
             empty="No tools yet: decorate a function with @hub.tool.",
             dim=lambda row: row["available"] != "yes",
@@ -249,7 +249,7 @@ class HubPanel(widgets.VBox):
                 "started": _time(job.get("startedAt")), "finished": _time(job.get("finishedAt")),
                 "error": job.get("error") if isinstance(job.get("error"), str) else "",
             })
-        self.jobs_table.value = _table(rows, ["name", "type", "status", "started", "finished", "error"],
+        self.jobs_table.value = html_table(rows, ["name", "type", "status", "started", "finished", "error"],
                                        empty="No jobs yet: a chat turn or hub.submit(...) makes one.")
 
     # ------------------------------------------------------------ dashboard
@@ -292,28 +292,6 @@ class HubPanel(widgets.VBox):
 
 class _PanelError(Exception):
     """A mistake in the panel's inputs."""
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str], *, empty: str, dim=None) -> str:
-    if not rows:
-        return f'<p style="color:#666"><em>{html.escape(empty)}</em></p>'
-    head = "".join(f'<th style="text-align:left">{html.escape(c)}</th>' for c in columns)
-    body = []
-    for row in rows:
-        style = ' style="opacity:.55"' if dim is not None and dim(row) else ""
-        cells = "".join(f'<td style="text-align:left">{html.escape(_cell(row.get(c)))}</td>' for c in columns)
-        body.append(f"<tr{style}>{cells}</tr>")
-    return f'<table class="aihub-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
 
 
 def _time(value: Any) -> str:

@@ -1,0 +1,1 @@
+"""ipywidgets panels: one per file."""
