@@ -462,7 +462,7 @@ class Hub:
 
         return monitoring.metrics(self.store, name=name, since=since, until=until, **dimension_filters)
 
-    def log_metric(self, name: str, value: float, **dimensions: Any) -> None:
+    def log_metric(self, name: str, value: float, /, **dimensions: Any) -> None:
         """Record one of your own metrics (an eval score, a rating); batched, so many are cheap."""
         from . import monitoring
 

@@ -401,14 +401,20 @@ class AihubMagics(Magics):
         p.add_argument("name")
         p.add_argument("--model")
         p.add_argument("--tools", default="")
-        p.add_argument("--permission", default="automatic")
+        p.add_argument("--permission", default="automatic", help="automatic, user-permitted, or TOOL=STANCE,...")
         p.add_argument("--instructions")
         p.add_argument("--max-rounds", type=int)
         ns = p.parse_args(args)
         if ns.action == "create":
             tools = [t.strip() for t in ns.tools.split(",") if t.strip()]
+            permission: str | dict[str, str] = ns.permission
+            if "=" in ns.permission:  # per tool: add=automatic,search=user-permitted
+                pairs = [item.split("=", 1) for item in ns.permission.split(",") if item.strip()]
+                if any(len(pair) != 2 for pair in pairs):
+                    p.error("--permission takes one stance, or TOOL=STANCE pairs separated by commas")
+                permission = {tool.strip(): stance.strip() for tool, stance in pairs}
             self.hub.agent(
-                ns.name, model=ns.model, tools=tools, permission=ns.permission,
+                ns.name, model=ns.model, tools=tools, permission=permission,
                 instructions=ns.instructions, max_rounds=ns.max_rounds,
             )
         info = self.hub.describe_agent(ns.name)

@@ -202,3 +202,34 @@ def test_price_magic_gives_cost(nb, hub, server):
     assert list(prices["model"]) == ["local-chat"]
     nb.run_line_magic("aihub", "price remove local-chat")
     assert len(hub.prices()) == 0
+
+
+def test_agent_magics_and_a_tool_call_in_the_cell(nb, hub, server):
+    @hub.tool
+    def add(a: int, b: int = 0) -> int:
+        """Add two numbers."""
+        return a + b
+
+    @hub.tool
+    def shout(text: str) -> str:
+        """Upper-case a text."""
+        return text.upper()
+
+    nb.run_line_magic(
+        "aihub", 'agent create calc --model oa --tools add,shout --permission add=automatic,shout=user-permitted --instructions "Be exact."'
+    )
+    info = hub.describe_agent("calc")
+    assert {t["name"]: t["permission"] for t in info["tools"]} == {"add": "automatic", "shout": "user-permitted"}
+    assert info["instructions"] == "Be exact."
+    assert "calc" in nb.run_line_magic("aihub", "agents").data
+    assert "shout" in nb.run_line_magic("aihub", "tools").data
+    with pytest.raises(UsageError, match="TOOL=STANCE"):
+        nb.run_line_magic("aihub", "agent create bad --model oa --tools add --permission add=automatic,oops")
+
+    server.script(Reply(tool_calls=[{"name": "add", "arguments": {"a": 2, "b": 3}}]), Reply(text="It is 5."))
+    captured = _run_cell(nb, "chat maths --agent calc", "What is 2 + 3?")
+    shown = "\n".join(_texts(captured))
+    assert "<details>" in shown and "add(" in shown and "completed" in shown and "It is 5." in shown
+    (invocation,) = hub.store.find("ToolInvocation")
+    assert (invocation["status"], invocation["parameters"], invocation["result"]) == ("completed", {"a": 2, "b": 3}, {"value": 5})
+    assert server.requests[-1].json["messages"][0] == {"role": "system", "content": "Be exact."}
