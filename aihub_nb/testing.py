@@ -54,10 +54,12 @@ import argparse
 import ast
 import hashlib
 import json
+import os
 import re
 import secrets
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -66,7 +68,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["DEFAULT_MODELS", "LocalServer", "RecordedRequest", "Reply"]
+__all__ = ["DEFAULT_MODELS", "LocalServer", "RecordedRequest", "Reply", "offline_environment"]
 
 DEFAULT_MODELS = ("local-chat", "local-tools")
 
@@ -929,3 +931,16 @@ def _main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+def offline_environment(home: str | None = None) -> str:
+    """Point aihub_nb in this process (and the processes it starts, such as notebook kernels)
+    at a throw-away hub and away from real providers: AIHUB_HOME = `home` (default: a new
+    temporary folder), no OPENAI_API_KEY, an OLLAMA_HOST where nothing listens, and a non-GUI
+    matplotlib. `%aihub connect auto` then picks the built-in local server. Returns the home."""
+    home = home or tempfile.mkdtemp(prefix="aihub-offline-")
+    os.environ["AIHUB_HOME"] = home
+    os.environ.pop("OPENAI_API_KEY", None)
+    os.environ["OLLAMA_HOST"] = "http://127.0.0.1:9"
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    return home

@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import pytest
 
 from aihub_nb.store import Store
+from aihub_nb.testing import offline_environment
 
 
 def pytest_configure(config):
-    """Tests and notebooks run offline and away from the user's own hub: a throw-away
-    AIHUB_HOME, no OpenAI key, an Ollama host where nothing listens, a non-GUI matplotlib.
-    Notebook kernels (nbval) inherit this environment."""
-    os.environ["AIHUB_HOME"] = tempfile.mkdtemp(prefix="aihub-test-home-")
-    os.environ.pop("OPENAI_API_KEY", None)
-    os.environ["OLLAMA_HOST"] = "http://127.0.0.1:9"
-    os.environ.setdefault("MPLBACKEND", "Agg")
-
-
-_notebook_homes: dict[str, str] = {}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item):
-    """Each notebook's kernel starts with an AIHUB_HOME of its own, so notebooks don't see
-    each other's chats (nbval starts the kernel while setting up the notebook's first cell)."""
-    path = str(item.path)
-    if path.endswith(".ipynb") and path not in _notebook_homes:
-        _notebook_homes[path] = os.environ["AIHUB_HOME"] = tempfile.mkdtemp(prefix="aihub-nb-home-")
+    """Tests run offline and away from the user's own hub (see notebooks/conftest.py too)."""
+    offline_environment()
 
 
 @pytest.fixture
