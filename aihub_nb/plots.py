@@ -85,12 +85,19 @@ def _times(index) -> Any:
     return index.tz_convert("UTC").tz_localize(None).to_numpy() if getattr(index, "tz", None) else index.to_numpy()
 
 
-def _date_axis(ax: "Axes") -> None:
+def _date_axis(ax: "Axes", freq: str | None = None) -> None:
+    """Concise date ticks; a single time bucket gets one bucket of room on each side (else
+    matplotlib spreads the axis over years around one point)."""
     import matplotlib.dates as mdates
+    import pandas as pd
 
     locator = mdates.AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    xs = [x for line in ax.get_lines() for x in line.get_xdata()]
+    if freq and xs and len(set(xs)) == 1:
+        t, span = pd.Timestamp(xs[0]), pd.Timedelta(freq)
+        ax.set_xlim(t - span, t + span)
 
 
 def _no_data(ax: "Axes", message: str) -> None:
@@ -136,7 +143,7 @@ def metric_over_time(
         ax.plot(_times(line.index), line.to_numpy(dtype=float), marker="o" if len(line) <= 48 else None, ms=3, label=label)
     if by is not None:
         ax.legend(title=by, fontsize="small")
-    _date_axis(ax)
+    _date_axis(ax, f)
     return ax
 
 
@@ -275,7 +282,7 @@ def error_rate_over_time(
     finite = rate.to_numpy(dtype=float)
     finite = finite[np.isfinite(finite)]
     ax.set_ylim(0, max(5.0, float(finite.max(initial=0)) * 1.15))
-    _date_axis(ax)
+    _date_axis(ax, f)
     return ax
 
 

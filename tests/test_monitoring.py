@@ -472,3 +472,19 @@ def test_real_chats_show_up_in_every_frame(tmp_path, server):
         assert list(mon.streams(hub.store)["status"]) == ["completed", "completed", "completed", "failed"]
     finally:
         hub.close()
+
+
+def test_a_single_time_bucket_keeps_a_readable_axis(store):
+    import matplotlib.dates as mdates
+    import pandas as pd
+
+    from aihub_nb import plots
+    from aihub_nb.monitoring import log_metric
+
+    log_metric(store, "latency_ms", 120.0, provider="OPENAI", model="m")
+    ax = plots.metric_over_time(store, "latency_ms", freq="1h")
+    left, right = (pd.Timestamp(mdates.num2date(x)) for x in ax.get_xlim())
+    assert right - left == pd.Timedelta("2h")  # one bucket of room each side, not years
+    ax = plots.error_rate_over_time(store, freq="1h")
+    left, right = (pd.Timestamp(mdates.num2date(x)) for x in ax.get_xlim())
+    assert right - left == pd.Timedelta("2h")
