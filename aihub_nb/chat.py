@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import NotFoundError, ProviderError, RoundLimitError, UsageError
 from .jobs import JobRun, lock_thread, release_thread
-from .netlog import streaming_into
+from .netlog import close_stream, streaming_into
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -319,7 +319,7 @@ class Chat:
         run.log(f"model call to {conn['provider']} {conn['modelId']} ({len(messages)} messages), stream {stream['id']}")
         parts: list[str] = []
         try:
-            with streaming_into(stream["id"], job=run.id):
+            with streaming_into(stream["id"], job=run.id, hold_tail=True):
                 for attempt in range(MAX_RETRIES + 1):
                     events = provider.chat(conn["modelId"], messages, tools=tools, stream=stream, options=options or None)
                     try:
@@ -365,7 +365,7 @@ class Chat:
         message: dict[str, Any] = {"role": "assistant", "content": result.text}
         if result.tool_calls:
             message["tool_calls"] = [_call_dict(c) for c in result.tool_calls]
-        store.update("ResponseStream", stream_id, status=result.status, resultMessages=[message])
+        close_stream(store, stream_id, status=result.status, result_messages=[message])
         if result.status != "completed" and result.text and not reply.text:
             partial = store.create(
                 "Message", threadId=self.thread_id, type=target.message_type, sourceId=target.source_id,

@@ -75,7 +75,7 @@ class JobRun:
     def start(self) -> JobRun:
         with _ACTIVE_LOCK:
             _ACTIVE.add(self.id)
-        self.store.update("Jobs", self.id, status="running", pid=_PID, processStart=_START, startedAt=now_iso())
+        self.store.set("Jobs", self.id, status="running", pid=_PID, processStart=_START, startedAt=now_iso())
         self.status = "running"
         return self
 
@@ -95,7 +95,7 @@ class JobRun:
                 self.log("".join(traceback.format_exception(error)).rstrip())
             else:
                 self.log(self.error)
-        self.store.update("Jobs", self.id, status=self.status, finishedAt=now_iso(), error=self.error)
+        self.store.set("Jobs", self.id, status=self.status, finishedAt=now_iso(), error=self.error)
         with _ACTIVE_LOCK:
             _ACTIVE.discard(self.id)
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import codecs
 import contextvars
+import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,17 +25,27 @@ from .store import now_iso
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["StoreSink", "streaming_into"]
+__all__ = ["StoreSink", "close_stream", "streaming_into"]
 
 _CURRENT_STREAM: contextvars.ContextVar[str | None] = contextvars.ContextVar("aihub_stream", default=None)
 _REFERENCES: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("aihub_refs", default=None)
+_HOLD_TAIL: contextvars.ContextVar[bool] = contextvars.ContextVar("aihub_hold_tail", default=False)
+# stream id -> raw output that arrived after the stream's last timed flush, kept for close_stream
+_HELD: dict[str, list[str]] = {}
+_HELD_LOCK = threading.Lock()
 
 
 @contextmanager
-def streaming_into(stream_id: str | None, **references: str) -> Iterator[None]:
+def streaming_into(stream_id: str | None, *, hold_tail: bool = False, **references: str) -> Iterator[None]:
     """Within the block, recorded responses also feed ResponseStream `stream_id`, and new
-    NetworkCall rows carry `references` (for example job=..., stream=...)."""
+    NetworkCall rows carry `references` (for example job=..., stream=...).
+
+    With `hold_tail`, the raw output that arrives after the last timed flush is not written when
+    the response ends but kept for `close_stream`, which writes it together with the stream's
+    status: the row, by then holding the whole reply, is rewritten once instead of twice.
+    Whoever passes `hold_tail=True` must call `close_stream`, also on failure."""
     token = _CURRENT_STREAM.set(stream_id)
+    htoken = _HOLD_TAIL.set(hold_tail)
     refs = {k: v for k, v in references.items() if v}
     if stream_id:
         refs["stream"] = stream_id
@@ -43,16 +55,31 @@ def streaming_into(stream_id: str | None, **references: str) -> Iterator[None]:
     finally:
         _CURRENT_STREAM.reset(token)
         _REFERENCES.reset(rtoken)
+        _HOLD_TAIL.reset(htoken)
+
+
+def close_stream(store: Store, stream_id: str, *, status: str, result_messages: list) -> None:
+    """Finish ResponseStream `stream_id`: the raw output held for it, its status and its result
+    messages, in one UPDATE (no read-back of the row)."""
+    with _HELD_LOCK:
+        tail = "".join(_HELD.pop(stream_id, ()))
+    with store.transaction() as conn:
+        conn.execute(
+            'UPDATE "ResponseStream" SET rawOutput = rawOutput || ?, status = ?, resultMessages = ?, updatedAt = ? '
+            "WHERE id = ?",
+            (tail, status, json.dumps(result_messages, ensure_ascii=False, default=str), now_iso(), stream_id),
+        )
 
 
 class _Call:
-    __slots__ = ("id", "stream_id", "decoder", "pending", "last_flush", "ok")
+    __slots__ = ("id", "stream_id", "hold", "decoder", "pending", "last_flush", "ok")
 
-    def __init__(self, call_id: str, stream_id: str | None) -> None:
+    def __init__(self, call_id: str, stream_id: str | None, hold: bool = False) -> None:
         self.id = call_id
         self.stream_id = stream_id
+        self.hold = hold
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.pending: list[str] = []
+        self.pending: list[bytes] = []  # decoded once per flush, not once per chunk
         self.last_flush = time.monotonic()
         self.ok = False
 
@@ -74,40 +101,52 @@ class StoreSink:
             requestHeaders=headers,
             references=dict(_REFERENCES.get() or {}),
         )
-        return _Call(row["id"], _CURRENT_STREAM.get())
+        return _Call(row["id"], _CURRENT_STREAM.get(), _HOLD_TAIL.get())
 
     def response(self, handle: _Call, *, status_code: int, headers: dict[str, str]) -> None:
         handle.ok = status_code < 400
-        self.store.update("NetworkCall", handle.id, statusCode=status_code, responseHeaders=headers)
+        self.store.set("NetworkCall", handle.id, statusCode=status_code, responseHeaders=headers)
 
     def chunk(self, handle: _Call, data: bytes) -> None:
-        text = handle.decoder.decode(data)
-        if text:
-            handle.pending.append(text)
+        handle.pending.append(data)
         now = time.monotonic()
         if now - handle.last_flush >= self.flush_interval:
             handle.last_flush = now
             self._flush(handle)
 
     def finish(self, handle: _Call, *, error: str | None, duration_ms: float) -> None:
-        tail = handle.decoder.decode(b"", final=True)
-        if tail:
-            handle.pending.append(tail)
-        self._flush(handle)
+        """The last of the response and the call's outcome in one UPDATE: the row, by now holding
+        the whole response, is rewritten once, and not read back."""
+        text = self._take(handle, final=True)
         failed = error is not None or not handle.ok
-        self.store.update(
-            "NetworkCall",
-            handle.id,
-            status="error" if failed else "success",
-            durationMs=round(duration_ms, 3),
-            error=error,
-        )
+        to_stream = bool(text and handle.stream_id and handle.ok)
+        if to_stream and handle.hold:
+            with _HELD_LOCK:
+                _HELD.setdefault(handle.stream_id, []).append(text)
+            to_stream = False
+        now = now_iso()
+        with self.store.transaction() as conn:
+            conn.execute(
+                'UPDATE "NetworkCall" SET response = response || ?, status = ?, durationMs = ?, error = ?, '
+                "updatedAt = ? WHERE id = ?",
+                (text, "error" if failed else "success", round(duration_ms, 3), error, now, handle.id),
+            )
+            if to_stream:
+                conn.execute(
+                    'UPDATE "ResponseStream" SET rawOutput = rawOutput || ?, updatedAt = ? WHERE id = ?',
+                    (text, now, handle.stream_id),
+                )
+
+    @staticmethod
+    def _take(handle: _Call, *, final: bool = False) -> str:
+        data = b"".join(handle.pending)
+        handle.pending.clear()
+        return handle.decoder.decode(data, final=final)
 
     def _flush(self, handle: _Call) -> None:
-        if not handle.pending:
+        text = self._take(handle)
+        if not text:
             return
-        text = "".join(handle.pending)
-        handle.pending.clear()
         now = now_iso()
         with self.store.transaction() as conn:
             conn.execute(

@@ -434,6 +434,12 @@ class Store:
 
     def update(self, model_name: str, id: str, **fields: Any) -> dict[str, Any]:
         """Change fields of one record (updatedAt moves) and return the record as it now is."""
+        self.set(model_name, id, **fields)
+        return self.get(model_name, id)
+
+    def set(self, model_name: str, id: str, **fields: Any) -> None:
+        """Change fields of one record (updatedAt moves) without reading it back: for hot paths
+        and for rows that hold large text."""
         model = self.model(model_name)
         self._check_fields(model, fields)
         fields = {k: v for k, v in fields.items() if not model.fields[k].is_id}
@@ -446,7 +452,6 @@ class Store:
             cursor = self.conn.execute(f"UPDATE {_quote(model.table)} SET {sets} WHERE id = ?", [*params, id])
             if cursor.rowcount == 0:
                 raise RecordNotFoundError(model_name, id)
-        return self.get(model_name, id)
 
     def append_text(self, model_name: str, id: str, field_name: str, text: str) -> None:
         """Append to a String field in place (a stream's raw output, a log), without reading it."""

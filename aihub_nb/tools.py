@@ -298,7 +298,7 @@ def invoke_tool(
     except ToolArgumentsError as exc:
         return call.finish("failed", error=f"Tool {tool['name']!r} was not run: {exc} Call it again with arguments that fit its schema.")
     if args != row["parameters"]:
-        store.update("ToolInvocation", row["id"], parameters=args)
+        store.set("ToolInvocation", row["id"], parameters=args)
     if permission != "automatic":
         refusal = call.ask(approve, args)
         if refusal:
@@ -356,7 +356,7 @@ class _Call:
         return "denied", f"The user denied running tool {self.name!r}; do not call it again for this request, continue without it."
 
     def run(self, args: dict[str, Any]) -> ToolOutcome:
-        self.hub.store.update("ToolInvocation", self.id, status="running")
+        self.hub.store.set("ToolInvocation", self.id, status="running")
         printed = io.StringIO()
         started = time.perf_counter()
         try:
@@ -395,7 +395,7 @@ class _Call:
             value = _jsonable(value)
             result = {"value": value}
             content = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        self.hub.store.update("ToolInvocation", self.id, status=status, result=result, durationMs=self.duration_ms)
+        self.hub.store.set("ToolInvocation", self.id, status=status, result=result, durationMs=self.duration_ms)
         values = {"tool_failures": 1.0 if status == "failed" else 0.0}
         if self.duration_ms is not None:
             values["tool_duration_ms"] = self.duration_ms

@@ -591,3 +591,14 @@ def test_importing_the_package_loads_no_heavy_modules():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_set_changes_fields_without_reading_back(store):
+    row = store.create("Jobs", name="j", type="t", textLogId="x")
+    assert store.set("Jobs", row["id"], status="running") is None
+    again = store.get("Jobs", row["id"])
+    assert again["status"] == "running" and again["updatedAt"] >= row["updatedAt"]
+    with pytest.raises(RecordNotFoundError):
+        store.set("Jobs", "missing", status="x")
+    with pytest.raises(UnknownFieldError):
+        store.set("Jobs", row["id"], nope=1)
