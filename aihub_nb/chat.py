@@ -362,9 +362,15 @@ class Chat:
     def _finish_call(self, target: _Target, run: JobRun, reply: Reply, stream_id: str, result: _CallResult) -> None:
         store = self.hub.store
         conn = target.connection
-        message: dict[str, Any] = {"role": "assistant", "content": result.text}
+        # The parsed reply, shaped like a Message row (type, sourceId, content, data) plus its role.
+        message: dict[str, Any] = {
+            "type": "toolCall" if result.tool_calls else target.message_type,
+            "role": "assistant",
+            "sourceId": target.source_id,
+            "content": result.text,
+        }
         if result.tool_calls:
-            message["tool_calls"] = [_call_dict(c) for c in result.tool_calls]
+            message["data"] = {"tool_calls": [_call_dict(c) for c in result.tool_calls]}
         close_stream(store, stream_id, status=result.status, result_messages=[message])
         if result.status != "completed" and result.text and not reply.text:
             partial = store.create(

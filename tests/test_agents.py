@@ -118,6 +118,9 @@ def test_single_call_round_trip(hub, server, provider, agent):
 
     streams = hub.store.find("ResponseStream")
     assert [s["status"] for s in streams] == ["completed", "completed"]
+    (asked,), (answered,) = (s["resultMessages"] for s in streams)
+    assert asked["type"] == "toolCall" and asked["data"]["tool_calls"][0]["function"]["name"] == "add"
+    assert (answered["type"], answered["sourceId"]) == ("agent", hub.store.first("Agent")["id"])
     assert _job(hub)["status"] == "completed"
     dims = {"tool": "add", "agent": "helper", "status": "completed"}
     assert _metrics(hub, "tool_failures") == [(0.0, dims)]

@@ -91,7 +91,9 @@ def test_one_turn_leaves_every_record(hub, server, provider):
 
     (stream,) = store.find("ResponseStream")
     assert stream["sourceId"] == conn["id"] and stream["status"] == "completed"
-    assert stream["resultMessages"] == [{"role": "assistant", "content": "One two three."}]
+    assert stream["resultMessages"] == [
+        {"type": "chatModel", "role": "assistant", "sourceId": conn["id"], "content": "One two three."}
+    ]
     assert model["references"]["stream"] == stream["id"]
 
     calls = [c for c in store.find("NetworkCall") if c["endpoint"].endswith(("/chat/completions", "/api/chat"))]
