@@ -149,6 +149,14 @@ def _find_agent(hub: Hub, name_or_id: str) -> dict[str, Any]:
     return row
 
 
+def remove_agent(hub: Hub, name: str) -> None:
+    """Delete an agent and its tool connections; chats with it keep their history."""
+    row = _find_agent(hub, name)
+    with hub.store.transaction() as conn:
+        conn.execute('DELETE FROM "AgentToolConnection" WHERE agentId = ?', (row["id"],))
+        conn.execute('DELETE FROM "Agent" WHERE id = ?', (row["id"],))
+
+
 def _connected_tools(hub: Hub, agent_id: str) -> list[tuple[dict[str, Any], str]]:
     """(Tool row, permission) for each of the agent's tools that still exists, in order."""
     out = []

@@ -448,6 +448,12 @@ class Hub:
 
         return list_agents(self)
 
+    def remove_agent(self, name: str) -> None:
+        """Delete an agent; chats that talked to it keep their history and need --agent or --model to go on."""
+        from .agents import remove_agent
+
+        remove_agent(self, name)
+
     def describe_agent(self, name: str) -> dict[str, Any]:
         """An agent with its model and tools (name, permission, available)."""
         from .agents import describe_agent

@@ -186,6 +186,7 @@ class AihubMagics(Magics):
             "chats": self._chats,
             "render": self._render,
             "tools": self._tools,
+            "tool": self._tool,
             "agent": self._agent,
             "agents": self._agents,
             "metrics": self._metrics,
@@ -363,7 +364,11 @@ class AihubMagics(Magics):
     def _show_chat(self, args: list[str]) -> Any:
         p = _parser("%aihub chat", "Show a chat's conversation (to send, use the cell magic %%aihub chat NAME).")
         p.add_argument("name")
+        p.add_argument("--delete", action="store_true", help="delete the chat and its messages")
         ns = p.parse_args(args)
+        if ns.delete:
+            self.hub.delete_chat(ns.name)
+            return self._chats([])
         from IPython.display import Markdown
 
         return Markdown(self.hub.get_chat(ns.name)._repr_markdown_())
@@ -390,14 +395,34 @@ class AihubMagics(Magics):
         _parser("%aihub tools").parse_args(args)
         return _table(self.hub.tools(), ["name", "type", "description", "available"], empty="No tools yet: decorate a function with @hub.tool.")
 
+    def _tool(self, args: list[str]) -> Any:
+        p = _parser("%aihub tool", "Show or remove a tool.")
+        p.add_argument("action", choices=["show", "remove"])
+        p.add_argument("name")
+        ns = p.parse_args(args)
+        if ns.action == "remove":
+            self.hub.remove_tool(ns.name)
+            return self._tools([])
+        from .tools import get_tool
+
+        row = get_tool(self.hub, ns.name)
+        info = {k: v for k, v in row.items() if k in ("name", "type", "description", "schema")}
+        source = (row.get("data") or {}).get("source")
+        if source:
+            from IPython.display import Markdown, display
+
+            display(_table([info]))
+            return Markdown(f"```python\n{source}\n```")
+        return _table([info])
+
     def _agents(self, args: list[str]) -> Any:
         _parser("%aihub agents").parse_args(args)
         rows = self.hub.agents()
         return _table(rows, empty="No agents yet: %aihub agent create NAME --model CONNECTION --tools a,b.")
 
     def _agent(self, args: list[str]) -> Any:
-        p = _parser("%aihub agent", "Create or show an agent.")
-        p.add_argument("action", choices=["create", "show"])
+        p = _parser("%aihub agent", "Create, show or remove an agent.")
+        p.add_argument("action", choices=["create", "show", "remove"])
         p.add_argument("name")
         p.add_argument("--model")
         p.add_argument("--tools", default="")
@@ -405,6 +430,9 @@ class AihubMagics(Magics):
         p.add_argument("--instructions")
         p.add_argument("--max-rounds", type=int)
         ns = p.parse_args(args)
+        if ns.action == "remove":
+            self.hub.remove_agent(ns.name)
+            return self._agents([])
         if ns.action == "create":
             tools = [t.strip() for t in ns.tools.split(",") if t.strip()]
             permission: str | dict[str, str] = ns.permission
@@ -503,8 +531,8 @@ _HELP = """\
 | `connect PROVIDER MODEL_ID [--name N] [--base-url URL] [--host URL] [--api-key-env VAR] [--default]` | connect a model (OPENAI or OLLAMA) |
 | `connect local [MODEL]` / `connect auto` | the built-in local server / the best one this machine has |
 | `connections` · `connection show\\|edit\\|remove\\|default NAME` · `models CONNECTION` | manage connections |
-| `chat NAME` · `chats` · `render NAME` | show a conversation, list chats, store a snapshot |
-| `tools` · `agents` · `agent create NAME --model C --tools a,b [--permission P] [--instructions T]` · `agent show NAME` | tools and agents |
+| `chat NAME [--delete]` · `chats` · `render NAME` | show (or delete) a conversation, list chats, store a snapshot |
+| `tools` · `tool show\|remove NAME` · `agents` · `agent create NAME --model C --tools a,b [--permission P or TOOL=P,...] [--instructions T]` · `agent show\|remove NAME` | tools and agents |
 | `metrics [NAME] [--since 1h] [-o VAR]` · `calls` · `jobs` | monitoring as DataFrames |
 | `price set MODEL IN OUT [--provider P]` · `prices` | the price table (USD per million tokens) |
 | `dashboard` · `hub` · `panel [NAME]` | panels: monitoring, the whole hub, a chat |

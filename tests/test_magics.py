@@ -233,3 +233,23 @@ def test_agent_magics_and_a_tool_call_in_the_cell(nb, hub, server):
     (invocation,) = hub.store.find("ToolInvocation")
     assert (invocation["status"], invocation["parameters"], invocation["result"]) == ("completed", {"a": 2, "b": 3}, {"value": 5})
     assert server.requests[-1].json["messages"][0] == {"role": "system", "content": "Be exact."}
+
+
+def test_remove_agent_tool_and_chat(nb, hub, server):
+    @hub.tool
+    def echo(text: str) -> str:
+        """Say it back."""
+        return text
+
+    nb.run_line_magic("aihub", "agent create parrot --model oa --tools echo")
+    shown = nb.run_line_magic("aihub", "tool show echo")
+    assert "def echo" in shown.data
+    nb.run_line_magic("aihub", "agent remove parrot")
+    assert hub.agents() == [] and hub.store.find("AgentToolConnection") == []
+    nb.run_line_magic("aihub", "tool remove echo")
+    assert hub.tools() == []
+    _run_cell(nb, "chat gone --model oa", "hi")
+    nb.run_line_magic("aihub", "chat gone --delete")
+    assert hub.store.find("Chat") == [] and hub.store.find("Message") == []
+    with pytest.raises(UsageError, match="No agent named 'parrot'"):
+        nb.run_line_magic("aihub", "agent show parrot")
