@@ -522,15 +522,15 @@ class AihubMagics(Magics):
         return self.hub.panel()
 
 
-_HELP = """\
+_HELP = r"""
 **aihub** — subcommands (`%aihub SUBCOMMAND ...`):
 
 | | |
 |---|---|
-| `%%aihub chat NAME [--model CONNECTION \\| --agent AGENT] [--system TEXT] [--no-interpolate]` | send the cell, stream the reply |
+| `%%aihub chat NAME [--model CONNECTION \| --agent AGENT] [--system TEXT] [--no-interpolate]` | send the cell, stream the reply |
 | `connect PROVIDER MODEL_ID [--name N] [--base-url URL] [--host URL] [--api-key-env VAR] [--default]` | connect a model (OPENAI or OLLAMA) |
 | `connect local [MODEL]` / `connect auto` | the built-in local server / the best one this machine has |
-| `connections` · `connection show\\|edit\\|remove\\|default NAME` · `models CONNECTION` | manage connections |
+| `connections` · `connection show\|edit\|remove\|default NAME` · `models CONNECTION` | manage connections |
 | `chat NAME [--delete]` · `chats` · `render NAME` | show (or delete) a conversation, list chats, store a snapshot |
 | `tools` · `tool show\|remove NAME` · `agents` · `agent create NAME --model C --tools a,b [--permission P or TOOL=P,...] [--instructions T]` · `agent show\|remove NAME` | tools and agents |
 | `metrics [NAME] [--since 1h] [-o VAR]` · `calls` · `jobs` | monitoring as DataFrames |
