@@ -172,23 +172,31 @@ class Chat:
     def send(self, text: str, **options: Any) -> Reply:
         """Send `text`, wait for the whole reply, and return it."""
         turn = self.turn(text, **options)
-        while True:
-            try:
-                next(turn)
-            except StopIteration as done:
-                return done.value
+        try:
+            while True:
+                try:
+                    next(turn)
+                except StopIteration as done:
+                    return done.value
+        finally:
+            turn.close()  # after Ctrl-C between two steps: record the turn as interrupted now
 
     def stream(self, text: str, **options: Any) -> Iterator[str]:
-        """Send `text` and yield the reply's text as it arrives; `.last_reply` holds the Reply."""
+        """Send `text` and yield the reply's text as it arrives; `.last_reply` holds the Reply.
+
+        Leaving the loop early stops the turn; it is recorded as interrupted."""
         turn = self.turn(text, **options)
-        while True:
-            try:
-                event = next(turn)
-            except StopIteration as done:
-                self.last_reply = done.value
-                return
-            if event.kind == "text":
-                yield event.text
+        try:
+            while True:
+                try:
+                    event = next(turn)
+                except StopIteration as done:
+                    self.last_reply = done.value
+                    return
+                if event.kind == "text":
+                    yield event.text
+        finally:
+            turn.close()
 
     def turn(
         self,

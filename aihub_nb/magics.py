@@ -336,6 +336,7 @@ class AihubMagics(Magics):
                     break
                 view.event(event)
         except KeyboardInterrupt:
+            turn.close()  # records the turn as interrupted and releases the chat
             view.flush()
             raise IPythonUsageError(
                 f"Interrupted: chat {ns.name!r} keeps the partial reply ({len(''.join(view.parts))} characters), marked interrupted."
@@ -343,6 +344,8 @@ class AihubMagics(Magics):
         except AihubError:
             view.flush()
             raise
+        finally:
+            turn.close()
         view.flush()
         if view.handle is None and not view.tools:
             display(_markdown(reply.text))

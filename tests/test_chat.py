@@ -465,3 +465,17 @@ def test_env_key_picked_up_after_it_is_set(tmp_path, monkeypatch):
         os.environ["LATE_KEY"] = "sk-late-key-000000000000"
         assert hub.chat("l").send("hi").status == "completed"
         hub.close()
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_leaving_a_stream_early_records_it_as_interrupted(hub, server, provider):
+    _connect(hub, server, provider)
+    server.script(Reply.lorem(100))
+    chat = hub.chat("early")
+    for i, _ in enumerate(chat.stream("go")):
+        if i == 4:
+            break
+    stream = hub.store.find("ResponseStream")[-1]
+    assert stream["status"] == "interrupted"
+    assert hub.store.find("Jobs")[-1]["status"] == "failed"
+    assert hub.store.get("MessageThread", chat.thread_id)["lockingJob"] is None

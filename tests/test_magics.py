@@ -253,3 +253,17 @@ def test_remove_agent_tool_and_chat(nb, hub, server):
     assert hub.store.find("Chat") == [] and hub.store.find("Message") == []
     with pytest.raises(UsageError, match="No agent named 'parrot'"):
         nb.run_line_magic("aihub", "agent show parrot")
+
+
+def test_ctrl_c_while_the_cell_shows_the_reply(nb, hub, server, monkeypatch):
+    def interrupted(self, event):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(magics._TurnView, "event", interrupted)
+    server.script(Reply.lorem(50))
+    with pytest.raises(UsageError, match="Interrupted: chat 'stopped' keeps the partial reply"):
+        nb.run_cell_magic("aihub", "chat stopped --model oa", "talk")
+    assert hub.store.find("ResponseStream")[-1]["status"] == "interrupted"
+    assert hub.store.find("Jobs")[-1]["status"] == "failed"
+    thread_id = hub.get_chat("stopped").thread_id
+    assert hub.store.get("MessageThread", thread_id)["lockingJob"] is None
