@@ -42,15 +42,10 @@ ADD_TOOL = {
 }
 
 
-@pytest.fixture(scope="module")
-def srv():
-    with LocalServer() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _fresh(srv):
-    srv.reset()
+@pytest.fixture
+def srv(server):
+    """The session's local server (tests/conftest.py), with no queued replies."""
+    return server
 
 
 def _make(kind: str, srv: LocalServer | None = None, *, url: str | None = None, **kwargs):

@@ -22,15 +22,10 @@ LIBS = ("httpx", "httpx2")
 CHAT = {"model": "local-chat", "messages": [{"role": "user", "content": "héllo"}], "stream": True}
 
 
-@pytest.fixture(scope="module")
-def srv():
-    with LocalServer() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _fresh(srv):
-    srv.reset()
+@pytest.fixture
+def srv(server):
+    """The session's local server (tests/conftest.py), with no queued replies."""
+    return server
 
 
 @pytest.fixture(params=LIBS)
