@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "AihubError",
+    "Chat",
     "Hub",
+    "LocalServer",
+    "Reply",
     "Store",
     "__version__",
     "load_ipython_extension",
@@ -21,13 +25,20 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AihubError": ("aihub_nb.errors", "AihubError"),
+    "Chat": ("aihub_nb.chat", "Chat"),
     "Hub": ("aihub_nb.hub", "Hub"),
+    "LocalServer": ("aihub_nb.testing", "LocalServer"),
+    "Reply": ("aihub_nb.chat", "Reply"),
     "Store": ("aihub_nb.store", "Store"),
 }
 
 if TYPE_CHECKING:
+    from .chat import Chat, Reply
+    from .errors import AihubError
     from .hub import Hub
     from .store import Store
+    from .testing import LocalServer
 
 
 def __getattr__(name: str) -> Any:
