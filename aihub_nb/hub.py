@@ -39,6 +39,9 @@ class Hub:
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = Store(self.home / DB_FILENAME)
+        from .jobs import fail_orphaned_jobs
+
+        fail_orphaned_jobs(self.store)
         self._providers: dict[str, tuple[str, Provider]] = {}
         self._providers_lock = threading.Lock()
         self._sink = None

@@ -26,7 +26,17 @@ from .store import now_iso
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["BackgroundJob", "JobRun", "lock_thread", "process_start", "release_thread", "run_in_background"]
+__all__ = [
+    "BackgroundJob",
+    "JobRun",
+    "fail_orphaned_jobs",
+    "lock_thread",
+    "process_start",
+    "release_thread",
+    "run_in_background",
+]
+
+ORPHANED = "its process ended before the job finished"
 
 _ACTIVE: set[str] = set()  # ids of jobs running in this process
 _ACTIVE_LOCK = threading.Lock()
@@ -128,6 +138,16 @@ def _lock_is_stale(store: Store, job_id: str) -> bool:
     if job["status"] == "pending":
         return False
     return not _process_alive(job["pid"], job["processStart"])
+
+
+def fail_orphaned_jobs(store: Store) -> int:
+    """Mark failed the running jobs whose process is gone (a crashed or killed kernel); return
+    how many. Their thread locks are then recovered by the next turn."""
+    rows = store.query('SELECT id, pid, processStart FROM "Jobs" WHERE status = \'running\'')
+    orphans = [r["id"] for r in rows if not (r["pid"] == _PID and r["processStart"] == _START) and not _process_alive(r["pid"], r["processStart"])]
+    for job_id in orphans:
+        store.set("Jobs", job_id, status="failed", error=ORPHANED, finishedAt=now_iso())
+    return len(orphans)
 
 
 def lock_thread(store: Store, thread_id: str, job_id: str, *, label: str = "This thread") -> None:

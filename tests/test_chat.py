@@ -479,3 +479,18 @@ def test_leaving_a_stream_early_records_it_as_interrupted(hub, server, provider)
     assert stream["status"] == "interrupted"
     assert hub.store.find("Jobs")[-1]["status"] == "failed"
     assert hub.store.get("MessageThread", chat.thread_id)["lockingJob"] is None
+
+
+def test_a_job_left_running_by_a_dead_process_is_marked_failed_on_open(tmp_path, server):
+    hub = Hub(tmp_path)
+    log = hub.store.create("TextLog")
+    ghost = hub.store.create("Jobs", name="ghost", type="chat.turn", status="running", textLogId=log["id"], pid=2**22 + 4321)
+    mine = hub.submit(lambda: 1, name="alive")
+    mine.result(timeout=5)
+    hub.close()
+    again = Hub(tmp_path)
+    row = again.store.get("Jobs", ghost["id"])
+    assert (row["status"], row["error"]) == ("failed", "its process ended before the job finished")
+    assert row["finishedAt"]
+    assert again.store.get("Jobs", mine.id)["status"] == "completed"
+    again.close()
