@@ -37,6 +37,7 @@ __all__ = ["Approver", "Chat", "Reply", "ToolBox", "ToolOutcome", "TurnEvent"]
 Approver = Callable[[str, dict[str, Any]], bool]
 
 MAX_RETRIES = 3
+_ADDITIVE = ("latency_ms", "prompt_tokens", "completion_tokens", "cost_usd", "error")
 MAX_BACKOFF = 30.0
 
 # Message.type for each role the providers speak
@@ -416,8 +417,13 @@ class Chat:
         if target.agent:
             dims["agent"] = target.agent
         self.hub.record_metrics(values, dims, references={"stream": stream_id, "job": run.id})
-        for key, value in values.items():
-            reply.metrics[key] = reply.metrics.get(key, 0) + value if key in ("prompt_tokens", "completion_tokens") else value
+        for key, value in values.items():  # over an agent's rounds: totals, the first ttft, the last rate
+            if key in _ADDITIVE:
+                reply.metrics[key] = round(reply.metrics.get(key, 0) + value, 6)
+            elif key == "ttft_ms":
+                reply.metrics.setdefault(key, value)
+            else:
+                reply.metrics[key] = value
         if prompt is not None or completion is not None:
             reply.usage = {
                 "prompt_tokens": (reply.usage.get("prompt_tokens") or 0) + (prompt or 0),

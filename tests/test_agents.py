@@ -464,3 +464,26 @@ def test_input_approver_denies_without_stdin(monkeypatch, capsys, error):
     monkeypatch.setattr(builtins, "input", no_stdin)
     assert input_approver("add", {}) is False
     assert capsys.readouterr().out == "Tool 'add' needs your permission, but this session cannot ask for input; it was denied.\n"
+
+
+def test_reply_metrics_add_up_over_rounds(hub, server):
+    hub.connect("OPENAI", "local-tools", name="oa", base_url=server.openai_base_url)
+
+    @hub.tool
+    def add(a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+    hub.agent("summer", model="oa", tools=["add"])
+    server.script(
+        Reply(tool_calls=[{"name": "add", "arguments": {"a": 1, "b": 2}}], prompt_tokens=10, completion_tokens=4),
+        Reply(text="3", prompt_tokens=20, completion_tokens=1),
+    )
+    reply = hub.chat("sum", agent="summer").send("1+2?")
+    assert reply.usage == {"prompt_tokens": 30, "completion_tokens": 5}
+    latencies = [m["value"] for m in hub.store.find("Metric", name="latency_ms")]
+    ttfts = [m["value"] for m in hub.store.find("Metric", name="ttft_ms")]
+    assert len(latencies) == 2
+    assert reply.metrics["latency_ms"] == pytest.approx(sum(latencies))
+    assert reply.metrics["ttft_ms"] == ttfts[0]
+    assert (reply.metrics["prompt_tokens"], reply.metrics["completion_tokens"]) == (30, 5)
