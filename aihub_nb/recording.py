@@ -108,6 +108,12 @@ def _ignore(*_: object) -> None:
     """Stands in for a sink method that failed once, so a broken sink is logged only once."""
 
 
+def _ends_event_stream(data: bytes) -> bool:
+    """Whether the last bytes read end an OpenAI-style event stream (`data: [DONE]`): a client
+    that stops there has read all there is, whatever the server's framing after it."""
+    return data.rstrip().endswith((b"data: [DONE]", b"data:[DONE]"))
+
+
 def _rest_of_body_arrived(stream: object) -> bool:
     """Whether a response body that the client stopped reading had in fact fully arrived.
 
@@ -143,6 +149,7 @@ class _RecordingStream:
         self._handle = handle
         self._started = started
         self._finished = False
+        self._last = b""
 
     def __iter__(self) -> Iterator[bytes]:
         record, handle = self._sink.chunk, self._handle
@@ -151,6 +158,7 @@ class _RecordingStream:
         chunks = iter(self._inner)
         try:
             for data in chunks:
+                self._last = data
                 try:
                     record(handle, data)
                 except Exception:
@@ -172,7 +180,8 @@ class _RecordingStream:
     def _stopped(self) -> None:
         """The client stopped reading: the call is complete only if the whole body had arrived."""
         if not self._finished:
-            self._finish(None if _rest_of_body_arrived(self._inner) else CLOSED_EARLY)
+            complete = _ends_event_stream(self._last) or _rest_of_body_arrived(self._inner)
+            self._finish(None if complete else CLOSED_EARLY)
 
     def _finish(self, error: str | None) -> None:
         if not self._finished:

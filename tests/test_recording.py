@@ -262,3 +262,58 @@ def test_redact_headers():
 )
 def test_redact_url(url, expected):
     assert redact_url(url) == expected
+
+
+def test_event_stream_that_lingers_after_done_is_complete_without_waiting():
+    """A server may hold the connection open after `data: [DONE]` before it ends the body (a
+    proxy, another server's framing): the client has all it needs, and so is the record."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx2
+
+    chunk = (
+        'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
+        '"choices":[{"index":0,"delta":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}\n\n'
+        "data: [DONE]\n\n"
+    ).encode()
+
+    class Lingering(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.flush()
+            time.sleep(1.0)
+            self.wfile.write(b"0\r\n\r\n")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Lingering)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sink = MemorySink()
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key="x", max_retries=0,
+            http_client=httpx2.Client(transport=recording_transport(sink, lib="httpx2")),
+        )
+        started = time.perf_counter()
+        text = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
+            if c.choices
+        )
+        assert text == "hi"
+        (call,) = sink.calls
+        assert call.error is None and call.finish_count == 1
+        assert time.perf_counter() - started < 0.9  # not held until the server ends the body
+    finally:
+        server.shutdown()
+        server.server_close()
