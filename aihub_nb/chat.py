@@ -319,16 +319,16 @@ class Chat:
         store = self.hub.store
         conn = target.connection
         provider = self.hub._provider(conn)
-        stream = store.create(
+        stream_row = store.create(
             "ResponseStream", sourceId=conn["id"], status="streaming",
             references={"job": run.id, "thread": self.thread_id, "chat": self.id},
         )
-        result = _CallResult(stream_id=stream["id"], started=time.perf_counter())
-        reply.ids.setdefault("streams", []).append(stream["id"])
-        run.log(f"model call to {conn['provider']} {conn['modelId']} ({len(messages)} messages), stream {stream['id']}")
+        result = _CallResult(stream_id=stream_row["id"], started=time.perf_counter())
+        reply.ids.setdefault("streams", []).append(stream_row["id"])
+        run.log(f"model call to {conn['provider']} {conn['modelId']} ({len(messages)} messages), stream {stream_row['id']}")
         parts: list[str] = []
         try:
-            with streaming_into(stream["id"], job=run.id, hold_tail=True):
+            with streaming_into(stream_row["id"], job=run.id, hold_tail=True):
                 for attempt in range(MAX_RETRIES + 1):
                     events = provider.chat(conn["modelId"], messages, tools=tools, stream=stream, options=options or None)
                     try:
@@ -365,7 +365,7 @@ class Chat:
         finally:
             result.text = "".join(parts)
             result.ended = time.perf_counter()
-            self._finish_call(target, run, reply, stream["id"], result)
+            self._finish_call(target, run, reply, stream_row["id"], result)
         return result
 
     def _finish_call(self, target: _Target, run: JobRun, reply: Reply, stream_id: str, result: _CallResult) -> None:

@@ -318,7 +318,12 @@ class AihubMagics(Magics):
         p.add_argument("--agent")
         p.add_argument("--system")
         p.add_argument("--no-interpolate", action="store_true")
+        p.add_argument("--temperature", type=float)
+        p.add_argument("--max-tokens", type=int)
+        p.add_argument("--seed", type=int)
+        p.add_argument("--no-stream", action="store_true", help="ask for the whole reply at once")
         ns = p.parse_args(args)
+        options = {k: v for k, v in (("temperature", ns.temperature), ("max_tokens", ns.max_tokens), ("seed", ns.seed)) if v is not None}
         text = cell.strip("\n")
         if self.interpolate and not ns.no_interpolate:
             text = interpolate(text, self.shell.user_ns if self.shell else {})
@@ -326,7 +331,7 @@ class AihubMagics(Magics):
         view = _TurnView(self.refresh_interval)
         from .agents import input_approver
 
-        turn = chat.turn(text, approve=self.hub.approver or input_approver)
+        turn = chat.turn(text, options=options, approve=self.hub.approver or input_approver, stream=not ns.no_stream)
         try:
             while True:
                 try:
@@ -530,7 +535,7 @@ _HELP = r"""
 
 | | |
 |---|---|
-| `%%aihub chat NAME [--model CONNECTION \| --agent AGENT] [--system TEXT] [--no-interpolate]` | send the cell, stream the reply |
+| `%%aihub chat NAME [--model CONNECTION \| --agent AGENT] [--system TEXT] [--no-interpolate] [--temperature T] [--max-tokens N] [--seed N] [--no-stream]` | send the cell, stream the reply |
 | `connect PROVIDER MODEL_ID [--name N] [--base-url URL] [--host URL] [--api-key-env VAR] [--default]` | connect a model (OPENAI or OLLAMA) |
 | `connect local [MODEL]` / `connect auto` | the built-in local server / the best one this machine has |
 | `connections` · `connection show\|edit\|remove\|default NAME` · `models CONNECTION` | manage connections |

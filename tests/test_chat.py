@@ -56,6 +56,8 @@ def test_two_turns_continue_in_a_fresh_hub(tmp_path, server, provider, stream):
     server.script(Reply(text="Your name is Ada."))
     second = again.chat("intro").send("What is my name?", stream=stream)
     assert second.text == "Your name is Ada."
+    # absent, "stream" means false to OpenAI and true to Ollama
+    assert [bool(r.json.get("stream", r.api == "ollama")) for r in _chat_requests(server)] == [stream, stream]
     sent = _chat_requests(server)[-1].json["messages"]
     assert [(m["role"], m["content"]) for m in sent] == [
         ("user", "My name is Ada."),

@@ -267,3 +267,16 @@ def test_ctrl_c_while_the_cell_shows_the_reply(nb, hub, server, monkeypatch):
     assert hub.store.find("Jobs")[-1]["status"] == "failed"
     thread_id = hub.get_chat("stopped").thread_id
     assert hub.store.get("MessageThread", thread_id)["lockingJob"] is None
+
+
+@pytest.mark.parametrize("connection", ["oa", "ol"])
+def test_model_options_reach_the_model(nb, server, connection):
+    _run_cell(nb, f"chat opts --model {connection} --temperature 0.2 --max-tokens 50 --seed 7", "hi")
+    body = server.requests[-1].json
+    if connection == "oa":
+        assert (body["temperature"], body["max_tokens"], body["seed"]) == (0.2, 50, 7)
+        assert body["stream"] is True
+    else:
+        assert body["options"] == {"temperature": 0.2, "num_predict": 50, "seed": 7}
+    _run_cell(nb, f"chat opts --model {connection} --no-stream", "again")
+    assert server.requests[-1].json.get("stream", False) is False
