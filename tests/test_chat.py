@@ -496,3 +496,52 @@ def test_a_job_left_running_by_a_dead_process_is_marked_failed_on_open(tmp_path,
     assert row["finishedAt"]
     assert again.store.get("Jobs", mine.id)["status"] == "completed"
     again.close()
+
+
+def test_connect_checks_its_arguments_and_replaces_by_name(hub, server):
+    with pytest.raises(UsageError, match="--host is for OLLAMA"):
+        hub.connect("OPENAI", "m", host="http://x")
+    with pytest.raises(UsageError, match="--base-url is for OPENAI"):
+        hub.connect("OLLAMA", "m", base_url="http://x")
+    with pytest.raises(UsageError, match="timeout must be a positive"):
+        hub.connect("OPENAI", "m", timeout=0)
+    with pytest.raises(UsageError, match="model id"):
+        hub.connect("OPENAI", " ")
+    first = _connect(hub, server, "OPENAI", name="same")
+    second = _connect(hub, server, "OLLAMA", name="same")
+    assert first["id"] == second["id"] and second["provider"] == "OLLAMA"
+    assert len(hub.connections()) == 1
+    with pytest.raises(UsageError, match="Cannot change colour"):
+        hub.edit_connection("same", colour="red")
+    _connect(hub, server, "OPENAI", name="other")
+    with pytest.raises(UsageError, match="exists already"):
+        hub.edit_connection("other", new_name="same")
+    with pytest.raises(UsageError, match="not both"):
+        hub.chat("x", model="same", agent="a")
+
+
+def test_autoconnect_prefers_openai_then_a_running_ollama(hub, server, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("OLLAMA_HOST", server.ollama_host)  # the local server answers /api/tags
+    ollama_view = hub.autoconnect()
+    assert (ollama_view["name"], ollama_view["provider"]) == ("ollama", "OLLAMA")
+    assert ollama_view["modelId"].startswith("local-chat")
+    assert hub.chat("via-ollama").send("hi").status == "completed"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-" + "a" * 20)
+    openai_view = hub.autoconnect()
+    assert (openai_view["name"], openai_view["provider"], openai_view["modelId"]) == ("openai", "OPENAI", "gpt-4o-mini")
+    assert [c["name"] for c in hub.connections() if c["default"]] == ["openai"]
+    assert hub.autoconnect()["id"] == openai_view["id"]
+
+
+def test_hub_frames_follow_the_store(hub, server):
+    _connect(hub, server, "OPENAI")
+    server.script(Reply(text="pong", prompt_tokens=2, completion_tokens=1))
+    hub.chat("frames").send("ping")
+    assert list(hub.messages("frames")["content"]) == ["ping", "pong"]
+    assert list(hub.streams()["status"]) == ["completed"]
+    assert hub.tool_invocations().empty
+    summary = hub.summary()
+    assert summary.loc[0, "calls"] == 1 and bool(summary.loc[0, "unpriced"])
+    hub.log_metric("rating", 5, chat="frames")
+    assert hub.metrics("rating")["chat"].tolist() == ["frames"]
