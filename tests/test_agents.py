@@ -487,3 +487,34 @@ def test_reply_metrics_add_up_over_rounds(hub, server):
     assert reply.metrics["latency_ms"] == pytest.approx(sum(latencies))
     assert reply.metrics["ttft_ms"] == ttfts[0]
     assert (reply.metrics["prompt_tokens"], reply.metrics["completion_tokens"]) == (30, 5)
+
+
+def test_a_turn_cut_between_tool_request_and_result_leaves_a_usable_history(hub, server):
+    hub.connect("OPENAI", "local-tools", name="oa", base_url=server.openai_base_url)
+
+    @hub.tool
+    def add(a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+    hub.agent("asker", model="oa", tools=["add"], permission="user-permitted")
+
+    def interrupt(tool, arguments):
+        raise KeyboardInterrupt
+
+    server.script(Reply(text="Let me add.", tool_calls=[{"name": "add", "arguments": {"a": 1, "b": 2}}]))
+    with pytest.raises(KeyboardInterrupt):
+        hub.chat("cut", agent="asker").send("1+2?", approve=interrupt)
+    chat = hub.get_chat("cut")
+    assert [m["type"] for m in chat.messages()] == ["user", "toolCall"]
+    assert "Tool call" in chat._repr_markdown_() and "add(" in chat._repr_markdown_()
+
+    server.script(Reply(text="Fine."))
+    assert chat.send("never mind").text == "Fine."
+    sent = _chat_requests(server)[-1].json["messages"]
+    # the unanswered call is left out (APIs refuse a tool call without its result); its text stays
+    assert [(m["role"], m.get("content"), "tool_calls" in m) for m in sent[-3:]] == [
+        ("user", "1+2?", False),
+        ("assistant", "Let me add.", False),
+        ("user", "never mind", False),
+    ]
