@@ -545,3 +545,29 @@ def test_hub_frames_follow_the_store(hub, server):
     assert summary.loc[0, "calls"] == 1 and bool(summary.loc[0, "unpriced"])
     hub.log_metric("rating", 5, chat="frames")
     assert hub.metrics("rating")["chat"].tolist() == ["frames"]
+
+
+def test_a_lock_held_by_a_live_process_refuses_and_an_ended_job_does_not(hub, server):
+    import subprocess
+    import sys
+
+    from aihub_nb.jobs import process_start
+
+    _connect(hub, server, "OPENAI")
+    chat = hub.chat("shared")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        log = hub.store.create("TextLog")
+        theirs = hub.store.create(
+            "Jobs", name="other kernel", type="chat.turn", status="running", textLogId=log["id"],
+            pid=other.pid, processStart=process_start(other.pid),
+        )
+        hub.store.update("MessageThread", chat.thread_id, lockingJob=theirs["id"])
+        with pytest.raises(ThreadBusyError, match="still answering"):
+            chat.send("mine")
+        assert hub.store.get("MessageThread", chat.thread_id)["lockingJob"] == theirs["id"]
+        hub.store.update("Jobs", theirs["id"], status="completed")
+        assert chat.send("now mine").status == "completed"
+    finally:
+        other.kill()
+        other.wait()
