@@ -280,3 +280,31 @@ def test_model_options_reach_the_model(nb, server, connection):
         assert body["options"] == {"temperature": 0.2, "num_predict": 50, "seed": 7}
     _run_cell(nb, f"chat opts --model {connection} --no-stream", "again")
     assert server.requests[-1].json.get("stream", False) is False
+
+
+def test_default_hub_from_aihub_home_and_the_panels(ip, tmp_path, monkeypatch):
+    import ipywidgets
+
+    monkeypatch.setenv("AIHUB_HOME", str(tmp_path / "nb-home"))
+    magics.use_hub(None)
+    try:
+        shown = ip.run_line_magic("aihub", "connect local")
+        assert "built-in local server" in shown.data
+        hub = magics.default_hub()
+        assert hub.path == tmp_path / "nb-home" / "aihub.db"
+        captured = _run_cell(ip, "chat offline", "Hello")
+        assert any("You said" in t for t in _texts(captured))
+        ip.run_line_magic("aihub", "connect local local-tools --name tools")
+        ip.run_line_magic("aihub", "connection default tools")
+        assert hub.default_connection()["name"] == "tools"
+        assert "local-tools" in ip.run_line_magic("aihub", "connection show tools").data
+        with pytest.raises(UsageError, match="say what to change"):
+            ip.run_line_magic("aihub", "connection edit tools")
+        with pytest.raises(UsageError, match="give both prices"):
+            ip.run_line_magic("aihub", "price set local-chat 1")
+        for line in ("dashboard", "hub", "panel offline"):
+            assert isinstance(ip.run_line_magic("aihub", line), ipywidgets.VBox), line
+    finally:
+        if magics._DEFAULT_HUB is not None:
+            magics._DEFAULT_HUB.close()
+        magics.use_hub(None)
