@@ -5,7 +5,8 @@ httpx2 (openai's client) that reports each exchange to a `CallSink`:
 
     request(...)  -> handle      before the request is sent (headers and URL redacted)
     response(handle, ...)        when the status line and headers arrive
-    chunk(handle, data)          for every piece of the body, as the client reads it
+    chunk(handle, data)          for every piece of the body, as the client reads it, with its
+                                 Content-Encoding (gzip, ...) undone as the client undoes it
     finish(handle, ...)          exactly once: at the end of the body, on an error,
                                  or when the client closes the response early
 
@@ -83,13 +84,14 @@ def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> di
 
 
 def redact_url(url: str) -> str:
-    """`url` with secret query parameters (key, api_key, token, ...) and any password redacted."""
+    """`url` with secret query parameters (key, api_key, token, ...) and any password redacted;
+    a user name alone (`https://TOKEN@host`) is redacted too, as it is often a token."""
     parts = urlsplit(str(url))
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")
-        if ":" in userinfo:
-            netloc = f"{userinfo.split(':', 1)[0]}:{REDACTED}@{host}"
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:{REDACTED}@{host}" if colon else f"{REDACTED}@{host}"
     query = "&".join(_redact_param(pair) for pair in parts.query.split("&"))
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
@@ -140,30 +142,62 @@ def _rest_of_body_arrived(stream: object) -> bool:
         return False
 
 
-class _RecordingStream:
-    """Response body wrapper: passes each chunk to the sink, then on to the client."""
+class _BodyDecoder:
+    """Undoes a response's Content-Encoding for the record, with the lib's own decoders: the
+    client gets the bytes as they came, and decodes them itself."""
 
-    def __init__(self, inner: Any, sink: CallSink, handle: object, started: float) -> None:
+    def __init__(self, decoders: list[Any]) -> None:
+        self._decoders = decoders  # in decoding order: the last coding applied first
+
+    @classmethod
+    def for_response(cls, supported: Mapping[str, type], headers: Any) -> _BodyDecoder | None:
+        """The decoder for `headers`' Content-Encoding, or None for a body sent as it is."""
+        codings = [c.strip().lower() for c in headers.get_list("content-encoding", split_commas=True)]
+        codings = [c for c in codings if c != "identity" and c in supported]
+        return cls([supported[coding]() for coding in reversed(codings)]) if codings else None
+
+    def decode(self, data: bytes) -> bytes:
+        for decoder in self._decoders:
+            data = _joined(decoder.decode(data))
+        return data
+
+    def flush(self) -> bytes:
+        data = b""
+        for decoder in self._decoders:
+            data = _joined(decoder.decode(data)) + _joined(decoder.flush())
+        return data
+
+
+def _joined(out: bytes | Iterable[bytes]) -> bytes:
+    """httpx's decoders return bytes, httpx2's an iterator of them."""
+    return out if isinstance(out, bytes) else b"".join(out)
+
+
+class _RecordingStream:
+    """Response body wrapper: passes each chunk (decoded) to the sink, then on to the client."""
+
+    def __init__(
+        self, inner: Any, sink: CallSink, handle: object, started: float, decoder: _BodyDecoder | None = None
+    ) -> None:
         self._inner = inner
         self._sink = sink
         self._handle = handle
         self._started = started
+        self._decoder = decoder
         self._finished = False
         self._last = b""
 
     def __iter__(self) -> Iterator[bytes]:
-        record, handle = self._sink.chunk, self._handle
+        record = self._sink.chunk
         # Held here, the inner stream outlives the handlers below: a loop's own reference
         # is dropped on entering them, which would close the connection before `_stopped`.
         chunks = iter(self._inner)
         try:
             for data in chunks:
-                self._last = data
-                try:
-                    record(handle, data)
-                except Exception:
-                    _log.exception("Recording sink failed on a response chunk; chunks are no longer recorded")
-                    record = _ignore
+                text = self._decode(data)
+                self._last = text or self._last
+                if text:
+                    record = self._record(record, text)
                 yield data
         except GeneratorExit:  # the client stopped reading
             self._stopped()
@@ -171,7 +205,30 @@ class _RecordingStream:
         except BaseException as exc:
             self._finish(_describe(exc))
             raise
+        rest = self._decode(b"", final=True)
+        if rest:
+            self._record(record, rest)
         self._finish(None)
+
+    def _record(self, record: Any, data: bytes) -> Any:
+        """Pass `data` to the sink's `record`; the method to use next (`_ignore` once it failed)."""
+        try:
+            record(self._handle, data)
+        except Exception:
+            _log.exception("Recording sink failed on a response chunk; chunks are no longer recorded")
+            return _ignore
+        return record
+
+    def _decode(self, data: bytes, *, final: bool = False) -> bytes:
+        """`data` with the Content-Encoding undone (with `final`, what the decoder still holds);
+        as it came without a decoder, or once decoding failed: the client reports that itself."""
+        if self._decoder is None:
+            return b"" if final else data
+        try:
+            return self._decoder.flush() if final else self._decoder.decode(data)
+        except Exception:
+            self._decoder = None
+            return b"" if final else data
 
     def close(self) -> None:
         self._stopped()
@@ -200,6 +257,7 @@ class _RecordingTransport:
     """Mixed in before `HTTPTransport` of httpx or httpx2; `_stream_class` matches the lib."""
 
     _stream_class: type[_RecordingStream]
+    _decoders: Mapping[str, type]  # the lib's content decoders, by Content-Encoding
 
     def __init__(self, sink: CallSink, **transport_kwargs: Any) -> None:
         super().__init__(**transport_kwargs)
@@ -228,8 +286,21 @@ class _RecordingTransport:
             sink.response(handle, status_code=response.status_code, headers=redact_headers(response.headers))
         except Exception:
             _log.exception("Recording sink failed to record a response")
-        response.stream = self._stream_class(response.stream, sink, handle, started)
+        try:
+            decoder = _BodyDecoder.for_response(self._decoders, response.headers)
+        except Exception:  # an encoding the lib's decoders cannot even start on: record it as it came
+            decoder = None
+        response.stream = self._stream_class(response.stream, sink, handle, started, decoder)
         return response
+
+
+def _lib_decoders(lib: str) -> dict[str, type]:
+    """The lib's own content decoders by Content-Encoding (a private module, the same in httpx
+    and httpx2); none, so bodies are recorded as they came, should it ever move."""
+    try:
+        return dict(importlib.import_module(f"{lib}._decoders").SUPPORTED_DECODERS)
+    except (ImportError, AttributeError):
+        return {}
 
 
 @functools.cache
@@ -237,13 +308,14 @@ def _transport_class(lib: str) -> type:
     if lib not in _LIBS:
         raise ValueError(f"lib must be one of {', '.join(_LIBS)}, not {lib!r}")
     module = importlib.import_module(lib)
+    decoders = _lib_decoders(lib)
     stream_class = type(
         "RecordingStream", (_RecordingStream, module.SyncByteStream), {"__module__": __name__}
     )
     return type(
         "RecordingTransport",
         (_RecordingTransport, module.HTTPTransport),
-        {"__module__": __name__, "_stream_class": stream_class},
+        {"__module__": __name__, "_stream_class": stream_class, "_decoders": decoders},
     )
 
 

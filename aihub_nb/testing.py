@@ -19,7 +19,9 @@ deterministic demo model answers. Every request is recorded in `LocalServer.requ
 
 Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``,
 ``GET /``, ``GET /api/version``, ``GET /api/tags``, ``POST /api/chat``. Model names match with
-or without ``:latest``; ``/api/tags`` lists them with the tag, as Ollama does.
+or without ``:latest``; ``/api/tags`` lists them with the tag, as Ollama does. Every GET also
+answers HEAD (the ``ollama`` CLI checks the server with ``HEAD /``); request bodies may come
+with a Content-Length or chunked.
 
 Faults, one request each (a client's retry gets the next reply):
 
@@ -386,14 +388,21 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch()
 
+    def do_HEAD(self) -> None:  # the ollama CLI's heartbeat is `HEAD /`
+        self._dispatch()
+
+    @property
+    def _method(self) -> str:
+        """The method to route by: HEAD is answered as GET, without the body."""
+        return "GET" if self.command == "HEAD" else self.command
+
     # -- routing ----------------------------------------------------------------------------------
     def _dispatch(self) -> None:
         started = time.perf_counter_ns()
         owner = self.server.owner
         path = self.path.split("?", 1)[0]
         api = "openai" if path == "/v1" or path.startswith("/v1/") else "ollama"
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = _parse_object(raw)
+        body = _parse_object(self._read_body())
         owner._record(
             RecordedRequest(
                 method=self.command,
@@ -411,6 +420,23 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
+    def _read_body(self) -> bytes:
+        """The request body, sent with a Content-Length or chunked; a malformed one reads as empty
+        (a 400 follows) and ends the connection."""
+        if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        parts = []
+        try:
+            while size := int(self.rfile.readline(1024).split(b";", 1)[0], 16):
+                parts.append(self.rfile.read(size))
+                self.rfile.readline(1024)
+        except ValueError:
+            self.close_connection = True
+            return b""
+        while self.rfile.readline(1024).strip():  # trailer fields, up to the blank line
+            pass
+        return b"".join(parts)
+
     def _route_openai(self, path: str, body: dict | None) -> None:
         owner = self.server.owner
         if not owner._authorized(self.headers.get("Authorization")):
@@ -423,11 +449,11 @@ class _Handler(BaseHTTPRequestHandler):
                 "invalid_request_error",
                 "invalid_api_key",
             )
-        route = (self.command, path)
+        route = (self._method, path)
         if route == ("GET", "/v1/models"):
             data = [_openai_model(m, owner._started_at) for m in owner.models]
             return self._send_json(200, {"object": "list", "data": data})
-        if self.command == "GET" and path.startswith("/v1/models/"):
+        if self._method == "GET" and path.startswith("/v1/models/"):
             model = owner._find_model(path.removeprefix("/v1/models/"))
             if model is None:
                 return self._openai_model_not_found(path.removeprefix("/v1/models/"))
@@ -440,7 +466,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route_ollama(self, path: str, body: dict | None, started: int) -> None:
         owner = self.server.owner
-        route = (self.command, path)
+        route = (self._method, path)
         if route == ("GET", "/"):
             return self._send(200, b"Ollama is running", "text/plain; charset=utf-8")
         if route == ("GET", "/api/version"):
@@ -571,7 +597,8 @@ class _Handler(BaseHTTPRequestHandler):
         if retry_after is not None:
             self.send_header("Retry-After", _seconds(retry_after))
         self.end_headers()
-        self.wfile.write(payload)
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
     def _send_json(self, status: int, obj: object, *, retry_after: float | None = None) -> None:
         self._send(status, _dumps(obj), "application/json; charset=utf-8", retry_after=retry_after)

@@ -331,6 +331,7 @@ def test_openai_server_rejecting_stream_options():
 
 
 def test_openai_tool_call_deltas_without_finish_reason():
+    """Some compatible servers send no finish reason: the calls are yielded at the end of the stream."""
     arguments = ['{"a"', ": 1}"]
     deltas = [
         {"index": 0, "id": "c0", "type": "function", "function": {"name": "add", "arguments": ""}},

@@ -257,6 +257,7 @@ def test_redact_headers():
             "&access_token=[redacted]&model=x",
         ),
         ("https://user:pw@h/p?q=a%20b&flag", "https://user:[redacted]@h/p?q=a%20b&flag"),
+        ("https://sk-abc@h/p", "https://[redacted]@h/p"),
         ("http://127.0.0.1:11434/api/chat", "http://127.0.0.1:11434/api/chat"),
     ],
 )

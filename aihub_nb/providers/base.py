@@ -11,6 +11,7 @@ import contextlib
 import email.utils
 import json
 import math
+import secrets
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ __all__ = [
     "ToolCall",
     "Usage",
     "error_detail",
+    "json_text",
     "retry_after_seconds",
     "tool_call",
 ]
@@ -54,6 +56,10 @@ _MALFORMED = (json.JSONDecodeError, pydantic.ValidationError, httpx.DecodingErro
 _DETAIL_LIMIT = 200
 
 
+class _ReportedError(Exception):
+    """An error the endpoint sent inside a reply, in a shape its client library lets through."""
+
+
 @dataclass
 class ToolCall:
     """A complete tool call; `arguments` is JSON text."""
@@ -63,9 +69,19 @@ class ToolCall:
     arguments: str
 
 
-def tool_call(index: int, name: str, arguments: str, id: str | None = None) -> ToolCall:
-    """The `index`-th call of a reply; servers that give no id get "call_<index>"."""
-    return ToolCall(id=id or f"call_{index}", name=name, arguments=arguments or "{}")
+def tool_call(index: int, name: str, arguments: object, id: str | None = None) -> ToolCall:
+    """The `index`-th call of a reply; servers that give no id get "call_<index>_<random hex>",
+    unique in the chat, since tool results are matched to their calls by id. `arguments` sent
+    as an object (llama.cpp, TGI) become JSON text."""
+    id = id or f"call_{index}_{secrets.token_hex(6)}"
+    return ToolCall(id=id, name=name, arguments=json_text(arguments) or "{}")
+
+
+def json_text(value: object) -> str:
+    """Tool-call arguments as JSON text: a string as it is, None as "", anything else dumped."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    return json.dumps(value)
 
 
 @dataclass
@@ -103,9 +119,22 @@ class Provider:
         stream: bool = True,
         options: dict | None = None,
     ) -> Iterator[Event]:
-        """Send `messages` (OpenAI chat format) to `model`; yield the reply as `Event`s."""
+        """Send `messages` (OpenAI chat format) to `model`; yield the reply as `Event`s.
+
+        A stream that ends with neither a finish reason nor any text or tool call carried
+        nothing but an error sent outside the wire format (such as llama.cpp's `error:` field):
+        that raises `StreamError`. A stream with content but no finish reason is taken as it
+        came, since some compatible servers never send one.
+        """
         with self._errors_mapped(model):
-            yield from self._chat(model, messages, tools=tools or None, stream=stream, options=options or {})
+            finished = received = False
+            events = self._chat(model, messages, tools=tools or None, stream=stream, options=options or {})
+            for event in events:
+                finished = finished or bool(event.finish_reason)
+                received = received or bool(event.text or event.tool_calls)
+                yield event
+            if stream and not finished and not received:
+                raise self._stream_error("the stream ended before any reply arrived")
 
     def list_models(self) -> list[dict]:
         """The models the endpoint offers, as dicts with at least an "id"."""
@@ -129,6 +158,8 @@ class Provider:
 
         Subclasses map their client's own exceptions first, then defer to this.
         """
+        if isinstance(exc, _ReportedError):
+            return self._reported_error(str(exc))
         if isinstance(exc, _MALFORMED):
             return self._malformed(exc)
         return self._transport_error(exc)
@@ -165,11 +196,14 @@ class Provider:
                 status_code=status,
             )
         if status == 404:
-            message = (
-                f"{where}: the endpoint has no model '{model}'; {self._model_hint(model)}."
-                if model
-                else f"{where}: {self.url} answered 404 ({detail}); check the connection's URL."
-            )
+            # A missing model's 404 names it; any other 404 is a path the server does not serve.
+            if model and (model in detail or "model" in detail.lower()):
+                message = f"{where}: the endpoint has no model '{model}'; {self._model_hint(model)}."
+            else:
+                for_model = f" for model '{model}'" if model else ""
+                message = (
+                    f"{where}: {self.url} answered 404 ({detail}){for_model}; check the connection's URL."
+                )
             return ModelNotFoundError(message, connection=self.connection, status_code=status)
         if status == 429:
             retry_after = retry_after_seconds(headers or {})

@@ -2,11 +2,13 @@
 
 The client runs on httpx2 and never retries (`max_retries=0`): retrying is the caller's
 business. Streams ask for usage with `stream_options`, and cope with servers that reject
-it, put usage in the last content chunk, or send chunks without choices.
+it, put usage in the last content chunk, send chunks without choices, or send an error
+as a bare `{"object": "error", ...}` chunk (vLLM).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -16,7 +18,7 @@ import httpx2
 import openai
 
 from aihub_nb.errors import AuthenticationError, ProviderError
-from aihub_nb.providers.base import Event, Provider, ToolCall, Usage, tool_call
+from aihub_nb.providers.base import Event, Provider, ToolCall, Usage, _ReportedError, json_text, tool_call
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider"]
 
@@ -80,8 +82,8 @@ class OpenAIProvider(Provider):
         if self._stream_options:
             try:
                 return create(stream=True, stream_options={"include_usage": True}, **request)
-            except openai.BadRequestError as exc:
-                if "stream_options" not in f"{exc.message} {exc.body}":
+            except openai.APIStatusError as exc:  # 400, or 422 from strict validators (axum, FastAPI)
+                if exc.status_code not in (400, 422) or "stream_options" not in f"{exc.message} {exc.body}":
                     raise
                 self._stream_options = False
         return create(stream=True, **request)
@@ -108,9 +110,15 @@ def _is_openai_host(base_url: str) -> bool:
 
 
 def _detail(exc: openai.APIStatusError) -> str:
+    """The server's own words: the error's message, else the body (`{"error": "..."}`, a
+    validator's `{"detail": ...}`, a proxy's page), else the client's "Error code: N"."""
     body = exc.body
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return body["message"]
+    if isinstance(body, str) and body.strip():
+        return body
+    if body:
+        return json.dumps(body)
     return exc.message
 
 
@@ -135,13 +143,17 @@ def _completion_event(completion: Any) -> Event:
 
 
 def _chunk_events(chunks: Iterable[Any]) -> Iterator[Event]:
-    """Events from streamed chunks; tool-call deltas are assembled by index, yielded at the finish."""
+    """Events from streamed chunks; tool-call deltas are assembled by index and yielded at the
+    finish, or at the end of a stream from a server that sends no finish reason."""
     calls: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
+        if getattr(chunk, "object", None) == "error":
+            raise _ReportedError(getattr(chunk, "message", None) or "error")
         usage = _usage(chunk.usage)
         text, finish_reason, tool_calls = "", None, None
-        if chunk.choices:
-            choice = chunk.choices[0]
+        # The reply is choice 0; a server asked for `n` > 1 interleaves the others.
+        choice = next((c for c in chunk.choices or () if not c.index), None)
+        if choice is not None:
             delta = choice.delta
             if delta is not None:
                 text = delta.content or ""
@@ -152,14 +164,16 @@ def _chunk_events(chunks: Iterable[Any]) -> Iterator[Event]:
                 tool_calls, calls = _assembled(calls), {}
         if text or tool_calls or usage or finish_reason:
             yield Event(text=text, tool_calls=tool_calls, usage=usage, finish_reason=finish_reason)
-    if calls:  # the server never sent a finish reason
+    if calls:
         yield Event(tool_calls=_assembled(calls))
 
 
 def _add_delta(calls: dict[int, dict[str, Any]], part: Any) -> None:
     index = part.index
-    if index is None:  # servers that omit the index: a delta with an id starts the next call
-        index = len(calls) if part.id or not calls else max(calls)
+    if index is None:  # servers that omit the index: a delta with a new id starts the next call
+        index = next((i for i, call in calls.items() if part.id and call["id"] == part.id), None)
+        if index is None:
+            index = len(calls) if part.id or not calls else max(calls)
     call = calls.setdefault(index, {"id": None, "name": "", "arguments": []})
     if part.id:
         call["id"] = part.id
@@ -167,7 +181,7 @@ def _add_delta(calls: dict[int, dict[str, Any]], part: Any) -> None:
     if function is not None:
         call["name"] = call["name"] or function.name or ""
         if function.arguments:
-            call["arguments"].append(function.arguments)
+            call["arguments"].append(json_text(function.arguments))
 
 
 def _assembled(calls: dict[int, dict[str, Any]]) -> list[ToolCall]:
