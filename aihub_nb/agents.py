@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from .chat import Approver, ToolOutcome
 from .connections import check_name
 from .errors import NotFoundError, UsageError
-from .tools import PERMISSIONS, define_python_tool, get_tool, invoke_tool, is_available, tool_dimensions, tool_spec
+from .tools import PERMISSIONS, define_python_tool, get_tool, invoke_tool, is_available, registered_name, tool_dimensions, tool_spec
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -111,7 +111,7 @@ def _tool_rows(hub: Hub, tools: list[Any]) -> list[dict[str, Any]]:
         elif isinstance(item, dict) and isinstance(item.get("name"), str):
             row = get_tool(hub, item["name"])
         elif callable(item):
-            registered = next((n for n, fn in hub._functions.items() if fn is item), None)
+            registered = registered_name(hub, item)
             row = get_tool(hub, registered) if registered else define_python_tool(hub, item)
         else:
             raise UsageError(f"An agent's tools are tool names, functions or tool rows, not {type(item).__name__}.")

@@ -17,8 +17,9 @@ A Tool row keeps, per tool:
   columns, and `tool_spec` puts the three together for a provider.
 * `data`: for type ``python`` the function's module, qualname, signature and source (for display
   only); for type ``http`` the method, the URL template (``{param}`` filled from the arguments) and
-  the headers, whose secrets are references to environment variables (``"Bearer ${MY_TOKEN}"``),
-  expanded when the tool is called and never stored.
+  the headers. Secrets in headers or in the URL are references to environment variables
+  (``"Bearer ${MY_TOKEN}"``, ``?appid=${OWM_KEY}``), expanded when the tool is called and never
+  stored, nor recorded in its NetworkCall.
 
 A python tool runs only the function registered in this session (`hub._functions`): code is never
 rebuilt from the database, so after a restart a stored python tool is listed as unavailable until
@@ -29,16 +30,21 @@ Every call is a ToolInvocation: pending -> running -> completed / failed / denie
 a `result` of ``{"value": <the result as JSON>}`` or ``{"error": "<one line>"}``, `durationMs`
 (how long the tool itself ran; none when it did not run), the model's `callId`, and a TextLog
 holding what the tool printed, the traceback when it raised, and why it failed or was denied.
+Only the thread running the tool is captured: other threads (a notebook's main thread while a
+panel runs a turn in the background) keep printing where they did.
 A failure never propagates (only Ctrl-C does, once the call is recorded as failed): the model
-reads the result's value (a string as it is, anything else as JSON text) or the error text.
+reads the result's value (a string as it is, anything else as JSON text) or the error text,
+cut to `MAX_RESULT_CHARS` characters (the stored result is kept whole).
 Each call also records the metrics ``tool_failures`` (1 for failed, else 0) and, when the tool
 ran, ``tool_duration_ms``, with dimensions tool, agent (when an agent called it) and status.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import dataclasses
+import datetime
 import enum
 import inspect
 import io
@@ -46,15 +52,17 @@ import json
 import os
 import re
 import string
+import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from .chat import Approver, ToolOutcome
 from .errors import NotFoundError, ToolArgumentsError, ToolError
-from .recording import redact_headers, redact_url
+from .recording import REDACTED, redact_headers, redact_url
 from .toolschema import call_kwargs, coerce_arguments, function_spec
 
 if TYPE_CHECKING:
@@ -68,6 +76,7 @@ __all__ = [
     "invoke_tool",
     "is_available",
     "list_tools",
+    "registered_name",
     "remove_tool",
     "tool_dimensions",
     "tool_spec",
@@ -77,6 +86,7 @@ PERMISSIONS = ("automatic", "user-permitted")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 HTTP_TIMEOUT = 30.0
+MAX_RESULT_CHARS = 20_000  # of a tool's result, as the model reads it
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # OpenAI's rule for function names
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SNIPPET = 300
@@ -90,7 +100,7 @@ def define_python_tool(hub: Hub, fn: Callable[..., Any], *, name: str | None = N
     and register it for this session. Defining the same name again updates the same row."""
     if not callable(fn):
         raise ToolError(f"A python tool must be a function, got {type(fn).__name__}; decorate a def with @hub.tool.")
-    if inspect.iscoroutinefunction(fn):
+    if _is_async(fn):
         raise ToolError(f"Tool {getattr(fn, '__name__', fn)!r} is async; define it with a plain def.")
     spec = function_spec(fn, name=name, description=description)
     data = {
@@ -102,6 +112,24 @@ def define_python_tool(hub: Hub, fn: Callable[..., Any], *, name: str | None = N
     row = _save_tool(hub, spec["name"], "python", spec["description"], spec["parameters"], data)
     hub._functions[spec["name"]] = fn
     return row
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """An `async def` (a coroutine or async generator function), also as a callable object's __call__."""
+    targets = [fn] if inspect.isroutine(fn) or isinstance(fn, type) else [fn, type(fn).__call__]
+    return any(inspect.iscoroutinefunction(t) or inspect.isasyncgenfunction(t) for t in targets)
+
+
+def registered_name(hub: Hub, fn: Callable[..., Any]) -> str | None:
+    """The name `fn` is registered under as a python tool in this session, if it is (a bound
+    method counts as the same function: `obj.method` is a new object at every access)."""
+    for name, registered in hub._functions.items():
+        if registered is fn or (
+            inspect.ismethod(fn) and inspect.ismethod(registered)
+            and registered.__func__ is fn.__func__ and registered.__self__ is fn.__self__
+        ):
+            return name
+    return None
 
 
 def define_http_tool(
@@ -117,8 +145,9 @@ def define_http_tool(
     """Store a tool that calls an HTTP endpoint; `{param}` in `url` is filled from the arguments.
 
     `parameters` is the arguments' JSON Schema; by default each `{param}` of the URL is a required
-    string. Header values that hold a credential must reference an environment variable, as in
-    ``{"Authorization": "Bearer ${MY_TOKEN}"}``; it is read when the tool is called.
+    string. Header values and URL query values that hold a credential must reference an environment
+    variable, as in ``{"Authorization": "Bearer ${MY_TOKEN}"}`` or ``?key=${MY_KEY}``; it is read
+    when the tool is called.
     """
     _check_tool_name(name)
     method = str(method).upper()
@@ -127,6 +156,12 @@ def define_http_tool(
     if not re.match(r"^https?://[^/{}]+", str(url)):
         raise ToolError(f"HTTP tool {name!r}: {url!r} is not an http(s) URL; give one like https://api.example.com/items/{{id}}.")
     placeholders = _url_fields(name, url)
+    credential = _url_credential(url)
+    if credential:
+        raise ToolError(
+            f"HTTP tool {name!r}: the URL holds a credential; reference an environment variable instead of "
+            f"the secret itself, e.g. {credential}."
+        )
     if parameters is None:
         parameters = {
             "type": "object",
@@ -149,7 +184,9 @@ def define_http_tool(
                 f"instead of the secret itself, e.g. {header!r}: 'Bearer ${{MY_TOKEN}}'."
             )
     data = {"method": method, "url": url, "headers": headers}
-    return _save_tool(hub, name, "http", description, parameters, data)
+    row = _save_tool(hub, name, "http", description, parameters, data)
+    hub._functions.pop(name, None)  # a python tool of that name is gone: its function must not stand for it
+    return row
 
 
 def _save_tool(hub: Hub, name: str, type: str, description: str, schema: dict, data: dict) -> dict[str, Any]:
@@ -166,15 +203,32 @@ def _check_tool_name(name: str) -> None:
 
 
 def _url_fields(name: str, url: str) -> list[str]:
-    """The `{param}` names of a URL template, in order, each once."""
+    """The `{param}` names of a URL template, in order, each once (`${VAR}` is no parameter)."""
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(url) if f is not None]
+        fields = [f for _, f, _, _ in string.Formatter().parse(_ENV_REF.sub("", url)) if f is not None]
     except ValueError as exc:
         raise ToolError(f"HTTP tool {name!r}: the URL template {url!r} is malformed ({exc}).") from None
     bad = [f for f in fields if not f.isidentifier()]
     if bad:
         raise ToolError(f"HTTP tool {name!r}: URL placeholders must be plain names like {{city}}, not {{{bad[0]}}}.")
     return list(dict.fromkeys(fields))
+
+
+def _url_credential(url: str) -> str | None:
+    """If a URL template holds a literal secret (`?api_key=abc`, a password), how to reference it instead."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # httpx says what is wrong with it when the tool is called
+        return None
+    if parts.password and not _ENV_REF.fullmatch(parts.password):
+        return f"{parts.scheme}://{parts.username}:${{MY_PASSWORD}}@{parts.hostname}"
+    for pair in parts.query.split("&"):
+        key, _, value = pair.partition("=")
+        if value and not _ENV_REF.search(value) and not re.fullmatch(r"\{\w+\}", value):
+            probe = f"http://host/?{key}=x"
+            if redact_url(probe) != probe:
+                return f"?{key}=${{MY_KEY}}"
+    return None
 
 
 def _signature(fn: Callable[..., Any]) -> str:
@@ -188,7 +242,7 @@ def _signature(fn: Callable[..., Any]) -> str:
 def _source(fn: Callable[..., Any]) -> str | None:
     try:
         return inspect.getsource(fn)
-    except (OSError, TypeError):
+    except Exception:  # no file (exec, a REPL), a builtin or callable object, a stale cell cache
         return None
 
 
@@ -297,6 +351,8 @@ def invoke_tool(
         args = coerce_arguments(tool["schema"] or {}, arguments)
     except ToolArgumentsError as exc:
         return call.finish("failed", error=f"Tool {tool['name']!r} was not run: {exc} Call it again with arguments that fit its schema.")
+    except ToolError as exc:  # the tool's own schema is broken (a bad pattern or $ref)
+        return call.finish("failed", error=f"Tool {tool['name']!r} was not run: its arguments could not be checked ({exc})")
     if args != row["parameters"]:
         store.set("ToolInvocation", row["id"], parameters=args)
     if permission != "automatic":
@@ -346,11 +402,11 @@ class _Call:
             )
         try:
             approved = approve(self.name, args)
-        except Exception as exc:
-            return "failed", f"Asking the user about tool {self.name!r} failed ({_one_line(exc)}), so it was not run."
-        except BaseException:
+        except KeyboardInterrupt:
             self.finish("failed", error="interrupted by the user")
             raise
+        except BaseException as exc:  # SystemExit too: a failure of this call, not of the session
+            return "failed", f"Asking the user about tool {self.name!r} failed ({_one_line(exc)}), so it was not run."
         if approved is True:
             return None
         return "denied", f"The user denied running tool {self.name!r}; do not call it again for this request, continue without it."
@@ -360,20 +416,20 @@ class _Call:
         printed = io.StringIO()
         started = time.perf_counter()
         try:
-            with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-                value = self._execute(args)
-        except Exception as exc:
+            with _capture_output(printed):
+                value = _jsonable(self._execute(args))
+        except KeyboardInterrupt:
+            self.duration_ms = _since(started)
+            self.log(printed.getvalue())
+            self.finish("failed", error="interrupted by the user")
+            raise
+        except BaseException as exc:  # SystemExit too: sys.exit() in a tool ends the call, not the session
             self.duration_ms = _since(started)
             self.log(printed.getvalue())
             if self.tool["type"] == "python":
                 self.log(_user_traceback(exc))
             reason = " ".join(str(exc).split()) if isinstance(exc, ToolError) else _one_line(exc)
             return self.finish("failed", error=f"Tool {self.name!r} failed: {reason}")
-        except BaseException:
-            self.duration_ms = _since(started)
-            self.log(printed.getvalue())
-            self.finish("failed", error="interrupted by the user")
-            raise
         self.duration_ms = _since(started)
         self.log(printed.getvalue())
         return self.finish("completed", value=value)
@@ -382,7 +438,13 @@ class _Call:
         kind = self.tool["type"]
         if kind == "python":
             fn = self.hub._functions[self.name]
-            return fn(**call_kwargs(fn, args))
+            value = fn(**call_kwargs(fn, args))
+            if inspect.isgenerator(value):
+                return list(value)
+            if inspect.isawaitable(value):
+                getattr(value, "close", lambda: None)()
+                raise ToolError("it returned an awaitable; a tool must be a plain function that returns its result")
+            return value
         if kind == "http":
             return _call_http(self.hub, self.tool, args, {"invocation": self.id, **self.references})
         raise ToolError(f"tool type {kind!r} cannot run in this version of aihub_nb")
@@ -391,10 +453,14 @@ class _Call:
         if error is not None:
             self.log(f"{status}: {error}")
             result, content = {"error": error}, error
-        else:
-            value = _jsonable(value)
+        else:  # `value` is JSON data already (see run)
             result = {"value": value}
             content = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        if len(content) > MAX_RESULT_CHARS:
+            content = (
+                f"{content[:MAX_RESULT_CHARS]}\n[cut: the model is shown the first {MAX_RESULT_CHARS} of "
+                f"{len(content)} characters]"
+            )
         self.hub.store.set("ToolInvocation", self.id, status=status, result=result, durationMs=self.duration_ms)
         values = {"tool_failures": 1.0 if status == "failed" else 0.0}
         if self.duration_ms is not None:
@@ -430,9 +496,14 @@ def _user_traceback(exc: BaseException) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """`value` as JSON data: dataclasses and pydantic models as objects, sets as lists, Enums as
-    their value, anything else JSON cannot hold as its str()."""
-    return json.loads(json.dumps(value, default=_json_fallback, ensure_ascii=False))
+    """`value` as JSON data: dataclasses and pydantic models as objects, sets, dict views and
+    numpy arrays as lists, numpy numbers as numbers, Enums as their value, dates as ISO text,
+    UTF-8 bytes as text, anything else JSON cannot hold (a DataFrame, a dict with tuple keys,
+    a list that contains itself) as its str()."""
+    try:
+        return json.loads(json.dumps(value, default=_json_fallback, ensure_ascii=False))
+    except (TypeError, ValueError, RecursionError):
+        return str(value)
 
 
 def _json_fallback(value: Any) -> Any:
@@ -442,10 +513,88 @@ def _json_fallback(value: Any) -> Any:
         return value.value
     if isinstance(value, (set, frozenset)):
         return sorted(value, key=repr)
+    if isinstance(value, (collections.abc.MappingView, range)):
+        return list(value)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return str(value)
+    if type(value).__module__ == "numpy" and callable(getattr(value, "tolist", None)):
+        return value.tolist()  # numpy scalars and arrays
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         return dump(mode="json")
     return str(value)
+
+
+class _OutputRouter:
+    """Stands in for sys.stdout or sys.stderr while tools run: what a thread running a tool writes
+    goes to that call's buffer; what any other thread writes goes to the stream that was there."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.buffers: dict[int, io.StringIO] = {}
+
+    def _target(self) -> Any:
+        return self.buffers.get(threading.get_ident(), self.stream)
+
+    def write(self, text: str) -> int:
+        target = self._target()
+        return len(text) if target is None else target.write(text)  # None: no console (pythonw)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        target = self._target()
+        if target is not None:
+            target.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+_ROUTING_LOCK = threading.Lock()
+_STREAMS = ("stdout", "stderr")
+
+
+@contextlib.contextmanager
+def _capture_output(buffer: io.StringIO) -> Iterator[None]:
+    """Within the block, what this thread prints (stdout and stderr) goes to `buffer`.
+
+    Unlike contextlib.redirect_stdout, which swaps sys.stdout for every thread (so the notebook's
+    own prints vanish into a tool's log, and two overlapping calls restore each other's buffer),
+    this routes by thread, and puts the original streams back once no call is capturing."""
+    me = threading.get_ident()
+    with _ROUTING_LOCK:
+        routers = [_router(name) for name in _STREAMS]
+        saved = [router.buffers.get(me) for router in routers]
+        for router in routers:
+            router.buffers[me] = buffer
+    try:
+        yield
+    finally:
+        with _ROUTING_LOCK:
+            for name, router, previous in zip(_STREAMS, routers, saved):
+                if previous is None:
+                    router.buffers.pop(me, None)
+                else:
+                    router.buffers[me] = previous
+                if not router.buffers and getattr(sys, name) is router:
+                    setattr(sys, name, router.stream)
+
+
+def _router(name: str) -> _OutputRouter:
+    current = getattr(sys, name)
+    if isinstance(current, _OutputRouter):
+        return current
+    router = _OutputRouter(current)
+    setattr(sys, name, router)
+    return router
 
 
 # ---------------------------------------------------------------- http tools
@@ -465,20 +614,35 @@ def _call_http(hub: Hub, tool: dict[str, Any], args: dict[str, Any], references:
     missing = [f for f in fields if args.get(f) is None]
     if missing:
         raise ToolError(f"the URL needs {', '.join(missing)}")
-    url = template.format(**{f: quote(_text(args[f]), safe="") for f in fields})
+    filled = {f: quote(_text(args[f]), safe="") for f in fields}
+    pieces = _ENV_REF.split(template)  # text, variable name, text, ...
+    in_url = [quote(_env("the URL", var), safe="") for var in pieces[1::2]]
+    url = "".join(
+        piece.format(**filled) if i % 2 == 0 else in_url[i // 2] for i, piece in enumerate(pieces)
+    )
     rest = {k: v for k, v in args.items() if k not in fields}
-    headers = {k: _expand_env(k, v) for k, v in data.get("headers", {}).items()}
+    stored = data.get("headers", {})
+    headers = {k: _expand_env(k, v) for k, v in stored.items()}
     request: dict[str, Any] = {"headers": headers}
     if method in _BODY_METHODS:
         request["json"] = rest
     elif rest:
         request["params"] = {k: _text(v) for k, v in rest.items() if v is not None}
-    transport = recording_transport(hub.sink, lib="httpx")
-    with httpx.Client(transport=transport, timeout=HTTP_TIMEOUT) as client, streaming_into(None, **references):
-        response = client.request(method, url, **request)
+    secret = {k.lower(): v for k, v in stored.items() if _ENV_REF.search(v)}
+    hiding = _HidingSink(hub.sink, secret, [v for v in in_url if v])
+    transport = recording_transport(hiding, lib="httpx")
+    try:
+        with (
+            httpx.Client(transport=transport, timeout=HTTP_TIMEOUT, follow_redirects=True) as client,
+            streaming_into(None, **references),
+        ):
+            response = client.request(method, url, **request)
+    except httpx.HTTPError as exc:
+        raise ToolError(hiding.hide(_one_line(exc))) from None
     if not response.is_success:
         body = " ".join(response.text.split())[:_SNIPPET]
-        raise ToolError(f"HTTP {response.status_code} {response.reason_phrase} from {method} {redact_url(str(response.url))}: {body}")
+        where = hiding.hide(redact_url(str(response.url)))
+        raise ToolError(f"HTTP {response.status_code} {response.reason_phrase} from {method} {where}: {body}")
     if "json" in response.headers.get("content-type", ""):
         try:
             return response.json()
@@ -487,16 +651,48 @@ def _call_http(hub: Hub, tool: dict[str, Any], args: dict[str, Any], references:
     return response.text
 
 
+class _HidingSink:
+    """Passes recorded calls on to `sink` without the values read from environment variables:
+    a header that references one is recorded as defined (`Bearer ${TOKEN}`) unless already
+    redacted, whatever its name; such a value in the URL becomes [redacted]."""
+
+    def __init__(self, sink: Any, headers: dict[str, str], in_url: list[str]) -> None:
+        self._sink = sink
+        self._headers = headers  # lower-cased header name -> its value as defined
+        self._in_url = in_url  # the URL-encoded values put into the URL
+
+    def hide(self, text: str) -> str:
+        for value in self._in_url:
+            text = text.replace(value, REDACTED)
+        return text
+
+    def request(self, *, method: str, url: str, headers: dict[str, str], body: str) -> Any:
+        shown = {
+            name: self._headers[name.lower()] if name.lower() in self._headers and REDACTED not in value else value
+            for name, value in headers.items()
+        }
+        return self._sink.request(method=method, url=self.hide(url), headers=shown, body=body)
+
+    def response(self, handle: Any, *, status_code: int, headers: dict[str, str]) -> None:
+        self._sink.response(handle, status_code=status_code, headers=headers)
+
+    def chunk(self, handle: Any, data: bytes) -> None:
+        self._sink.chunk(handle, data)
+
+    def finish(self, handle: Any, *, error: str | None, duration_ms: float) -> None:
+        self._sink.finish(handle, error=error, duration_ms=duration_ms)
+
+
 def _text(value: Any) -> str:
     """An argument as it goes into a URL: strings as they are, booleans as true/false, else JSON."""
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _expand_env(header: str, value: str) -> str:
-    def sub(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise ToolError(f"header {header!r} needs the environment variable {name}, which is not set; set it (os.environ[{name!r}] = ...) and try again")
-        return os.environ[name]
+    return _ENV_REF.sub(lambda match: _env(f"header {header!r}", match.group(1)), value)
 
-    return _ENV_REF.sub(sub, value)
+
+def _env(where: str, name: str) -> str:
+    if name not in os.environ:
+        raise ToolError(f"{where} needs the environment variable {name}, which is not set; set it (os.environ[{name!r}] = ...) and try again")
+    return os.environ[name]

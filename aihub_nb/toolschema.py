@@ -107,6 +107,8 @@ def function_spec(fn: Any, *, name: str | None = None, description: str | None =
         if param.default is inspect.Parameter.empty:
             required.append(param.name)
         else:
+            if param.default is None and _problems(schema, None, "", schema):
+                schema = _nullable(schema)  # `x: int = None`: the model may send the default back
             default = _json_default(param.default)
             if default is not _MISSING:
                 schema["default"] = default

@@ -393,6 +393,58 @@ def test_a_function_given_as_a_tool_is_defined_first(hub, server):
     assert hub.chat("c", agent="loud").send('Please call shout(text="hi")').text == "The tool returned: HI"
 
 
+def test_a_method_registered_under_its_own_name_is_not_defined_again(hub, server):
+    _connect(hub, server, "OPENAI")
+
+    class Counter:
+        def __init__(self) -> None:
+            self.count = 0
+
+        def bump(self, by: int) -> int:
+            """Add to the counter."""
+            self.count += by
+            return self.count
+
+    counter = Counter()
+    hub.tool(counter.bump, name="counter_bump")
+    hub.agent("counting", tools=[counter.bump])  # `counter.bump` is a new object at every access
+    assert [t["name"] for t in hub.tools()] == ["counter_bump"]
+    assert [t["name"] for t in hub.describe_agent("counting")["tools"]] == ["counter_bump"]
+    assert hub.chat("c", agent="counting").send("Please call counter_bump(by=2)").text == "The tool returned: 2"
+
+
+def test_a_function_whose_tool_became_an_http_tool_is_defined_again(hub, server):
+    _connect(hub, server, "OPENAI")
+    hub.tool(add)
+    hub.http_tool("add", "GET", "http://127.0.0.1:1/add")  # the name now belongs to an HTTP tool
+    hub.agent("calc", tools=[add])  # the function: a python tool again, not the HTTP one
+    [row] = hub.store.find("Tool")
+    assert (row["name"], row["type"]) == ("add", "python")
+    assert hub.chat("c", agent="calc").send("Please call add(a=2, b=3)").text == "The tool returned: 5"
+
+
+def test_a_huge_tool_result_reaches_the_model_cut(hub, server, provider):
+    from aihub_nb.tools import MAX_RESULT_CHARS
+
+    _connect(hub, server, provider)
+
+    @hub.tool
+    def read_log() -> str:
+        """The whole log."""
+        return "line\n" * MAX_RESULT_CHARS
+
+    hub.agent("reader", tools=[read_log])
+    server.script(Reply(tool_calls=[_call("read_log")]), Reply(text="The log repeats one line."))
+    reply = hub.chat("logs", agent="reader").send("What is in the log?")
+    assert reply.text == "The log repeats one line."
+    [(_, sent)] = _tool_messages(server, provider)
+    assert len(sent) < MAX_RESULT_CHARS + 100
+    assert sent.endswith(f"[cut: the model is shown the first {MAX_RESULT_CHARS} of {5 * MAX_RESULT_CHARS} characters]")
+    assert hub.get_chat("logs").messages()[2]["content"] == sent
+    [inv] = hub.store.find("ToolInvocation")
+    assert inv["result"] == {"value": "line\n" * MAX_RESULT_CHARS}
+
+
 def test_agent_definition_errors(hub, server):
     with pytest.raises(UsageError, match="needs a model: connect one first"):
         hub.agent("helper")

@@ -6,16 +6,19 @@ Tool calls inside agent turns (over both providers) are in test_agents.py.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 
+import numpy as np
 import pytest
 
 from aihub_nb import Hub
 from aihub_nb.errors import NotFoundError, ToolError
-from aihub_nb.tools import get_tool, invoke_tool, list_tools, remove_tool, tool_spec
+from aihub_nb.tools import MAX_RESULT_CHARS, get_tool, invoke_tool, list_tools, remove_tool, tool_spec
 from aihub_nb.toolschema import function_spec
 
 
@@ -118,6 +121,21 @@ def test_bad_tool_definitions_say_how_to_fix_them(hub):
     assert hub.store.count("Tool") == 0
 
 
+def test_async_generators_and_async_callables_are_rejected_too(hub):
+    async def ticks(n: int):
+        yield n
+
+    class Fetcher:
+        async def __call__(self, url: str) -> str:
+            return url
+
+    with pytest.raises(ToolError, match="'ticks' is async; define it with a plain def"):
+        hub.tool(ticks)
+    with pytest.raises(ToolError, match="is async; define it with a plain def"):
+        hub.tool(Fetcher(), name="fetch")
+    assert hub.store.count("Tool") == 0
+
+
 def test_stored_tool_without_its_function_is_unavailable_and_never_rebuilt(tmp_path):
     ran = []
 
@@ -197,6 +215,126 @@ def test_results_become_json_for_the_store_and_the_model(hub):
     assert invoke_tool(hub, get_tool(hub, "tags"), None).content == '["a", "b"]'
 
 
+def test_values_json_cannot_hold_reach_the_model_as_values_or_text(hub):
+    results = {
+        "np_int": np.int64(5),
+        "np_array": np.arange(3),
+        "np_bool": np.bool_(True),
+        "when": datetime.datetime(2024, 5, 1, 12, 30),
+        "raw": b"caf\xc3\xa9",
+        "keys": {"b": 1, "a": 2}.keys(),
+        "pairs": {(1, 2): "x"},  # keys JSON cannot hold
+    }
+    circular: list = []
+    circular.append(circular)
+    results["loop"] = circular
+    for name, value in results.items():
+        hub.tool(lambda value=value: value, name=name)
+    stored = {}
+    for name in results:
+        outcome = invoke_tool(hub, get_tool(hub, name), {})
+        assert outcome.status == "completed", outcome.content
+        stored[name] = (hub.store.get("ToolInvocation", outcome.invocation_id)["result"]["value"], outcome.content)
+    assert stored == {
+        "np_int": (5, "5"),
+        "np_array": ([0, 1, 2], "[0, 1, 2]"),
+        "np_bool": (True, "true"),
+        "when": ("2024-05-01T12:30:00", "2024-05-01T12:30:00"),
+        "raw": ("café", "café"),
+        "keys": (["b", "a"], '["b", "a"]'),
+        "pairs": ("{(1, 2): 'x'}", "{(1, 2): 'x'}"),
+        "loop": ("[[...]]", "[[...]]"),
+    }
+
+
+def test_a_generator_tool_returns_what_it_yields(hub):
+    @hub.tool
+    def countdown(n: int):
+        """Count down from n."""
+        for i in range(n, 0, -1):
+            print("tick")
+            yield i
+
+    outcome = invoke_tool(hub, get_tool(hub, "countdown"), {"n": 3})
+    assert (outcome.status, outcome.content) == ("completed", "[3, 2, 1]")
+    inv = hub.store.get("ToolInvocation", outcome.invocation_id)
+    assert (inv["result"], _log(hub, inv)) == ({"value": [3, 2, 1]}, "tick\ntick\ntick\n")
+
+
+def test_a_huge_result_is_cut_for_the_model_and_kept_whole(hub):
+    @hub.tool
+    def dump() -> str:
+        return "x" * (MAX_RESULT_CHARS + 5000)
+
+    outcome = invoke_tool(hub, get_tool(hub, "dump"), {})
+    assert outcome.status == "completed"
+    assert outcome.content == "x" * MAX_RESULT_CHARS + (
+        f"\n[cut: the model is shown the first {MAX_RESULT_CHARS} of {MAX_RESULT_CHARS + 5000} characters]"
+    )
+    inv = hub.store.get("ToolInvocation", outcome.invocation_id)
+    assert inv["result"] == {"value": "x" * (MAX_RESULT_CHARS + 5000)}
+
+
+def test_sys_exit_in_a_tool_is_a_failed_call_not_the_end_of_the_session(hub):
+    @hub.tool
+    def quit_early(code: int) -> None:
+        print("giving up")
+        sys.exit(code)
+
+    outcome = invoke_tool(hub, get_tool(hub, "quit_early"), {"code": 3})
+    assert (outcome.status, outcome.content) == ("failed", "Tool 'quit_early' failed: SystemExit: 3")
+    log = _log(hub, hub.store.get("ToolInvocation", outcome.invocation_id))
+    assert log.startswith("giving up\nTraceback (most recent call last):\n")
+    assert log.endswith("SystemExit: 3\nfailed: Tool 'quit_early' failed: SystemExit: 3\n")
+
+    def leave(name, arguments):
+        raise SystemExit("no")
+
+    outcome = invoke_tool(hub, get_tool(hub, "quit_early"), {"code": 1}, permission="user-permitted", approve=leave)
+    assert (outcome.status, outcome.content) == (
+        "failed", "Asking the user about tool 'quit_early' failed (SystemExit: no), so it was not run.",
+    )
+
+
+def test_a_broken_schema_fails_the_call_instead_of_raising(hub):
+    schema = {"type": "object", "properties": {"q": {"type": "string", "pattern": "("}}}
+    hub.http_tool("search", "GET", "http://127.0.0.1:1/search", parameters=schema)
+    outcome = invoke_tool(hub, get_tool(hub, "search"), {"q": "pens"})
+    assert outcome.status == "failed"
+    assert outcome.content.startswith("Tool 'search' was not run: its arguments could not be checked (The schema's pattern '(' is not")
+    assert hub.store.get("ToolInvocation", outcome.invocation_id)["status"] == "failed"
+
+
+def test_what_other_threads_print_stays_out_of_a_tools_log(hub, capsys):
+    started = threading.Event()
+    release = threading.Event()
+
+    @hub.tool
+    def wait(label: str) -> str:
+        print(f"{label} waiting")
+        started.set()
+        release.wait(5)
+        print(f"{label} done", file=sys.stderr)
+        return label
+
+    before = sys.stdout, sys.stderr
+    first = threading.Thread(target=invoke_tool, args=(hub, get_tool(hub, "wait"), {"label": "one"}))
+    first.start()
+    assert started.wait(5)
+    started.clear()
+    second = threading.Thread(target=invoke_tool, args=(hub, get_tool(hub, "wait"), {"label": "two"}))
+    second.start()
+    assert started.wait(5)
+    print("the notebook goes on")  # the main thread while two tools run in the background
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert (sys.stdout, sys.stderr) == before  # both put back, whatever order the calls ended in
+    assert capsys.readouterr().out == "the notebook goes on\n"
+    logs = {inv["result"]["value"]: _log(hub, inv) for inv in hub.store.find("ToolInvocation")}
+    assert logs == {"one": "one waiting\none done\n", "two": "two waiting\ntwo done\n"}
+
+
 def test_arguments_that_are_not_json_are_kept_raw(hub):
     hub.tool(add)
     outcome = invoke_tool(hub, get_tool(hub, "add"), '{"a": 2,')
@@ -240,12 +378,21 @@ class _Echo(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        if self.path.startswith("/moved"):
+            self.send_response(302)
+            self.send_header("Location", self.path.replace("/moved", "/items", 1))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.path.startswith("/fail"):
             payload, status, kind = b'{"detail": "no such item"}', 404, "application/json"
         elif self.path.startswith("/text"):
             payload, status, kind = b"plain words", 200, "text/plain"
         else:
-            seen = {"method": self.command, "path": self.path, "body": body, "auth": self.headers.get("Authorization")}
+            seen = {
+                "method": self.command, "path": self.path, "body": body, "auth": self.headers.get("Authorization"),
+                "x-auth": self.headers.get("X-Auth"),
+            }
             payload, status, kind = json.dumps(seen).encode(), 200, "application/json"
         self.send_response(status)
         self.send_header("Content-Type", kind)
@@ -314,6 +461,57 @@ def test_http_post_sends_a_json_body_and_a_secret_header_from_the_environment(hu
     [call] = hub.store.find("NetworkCall")
     assert call["requestHeaders"]["authorization"] == "Bearer [redacted]"
     assert "s3cret" not in json.dumps([hub.store.find("Tool"), call["requestHeaders"], call["endpoint"]])
+
+
+def test_a_secret_header_is_never_recorded_whatever_its_name(hub, echo_url, monkeypatch):
+    monkeypatch.setenv("ECHO_TOKEN", "s3cret-token-value")
+    hub.http_tool("me", "GET", echo_url + "/me", headers={"X-Auth": "${ECHO_TOKEN}", "Accept": "application/json"})
+    outcome = invoke_tool(hub, get_tool(hub, "me"), {})
+    assert json.loads(outcome.content)["x-auth"] == "s3cret-token-value"
+    [call] = hub.store.find("NetworkCall")
+    assert (call["requestHeaders"]["x-auth"], call["requestHeaders"]["accept"]) == ("${ECHO_TOKEN}", "application/json")
+    assert "s3cret" not in json.dumps([call["requestHeaders"], call["endpoint"], hub.store.find("Tool")])  # the echo's body has it
+
+
+def test_a_secret_in_the_url_is_read_from_the_environment_and_never_recorded(hub, echo_url, monkeypatch):
+    monkeypatch.setenv("ECHO_KEY", "k3y/value")
+    row = hub.http_tool("find", "GET", echo_url + "/items/{item_id}?appid=${ECHO_KEY}")
+    assert row["schema"]["required"] == ["item_id"]  # the key is not something the model fills in
+    outcome = invoke_tool(hub, get_tool(hub, "find"), {"item_id": "7"})
+    assert outcome.status == "completed", outcome.content
+    assert json.loads(outcome.content)["path"] == "/items/7?appid=k3y%2Fvalue"
+    [call] = hub.store.find("NetworkCall")
+    assert call["endpoint"] == echo_url + "/items/7?appid=[redacted]"
+
+    hub.http_tool("gone", "GET", echo_url + "/fail/{item_id}?appid=${ECHO_KEY}")
+    outcome = invoke_tool(hub, get_tool(hub, "gone"), {"item_id": "7"})
+    assert outcome.content.startswith(f"Tool 'gone' failed: HTTP 404 Not Found from GET {echo_url}/fail/7?appid=[redacted]:")
+
+    monkeypatch.delenv("ECHO_KEY")
+    outcome = invoke_tool(hub, get_tool(hub, "find"), {"item_id": "7"})
+    assert outcome.content == (
+        "Tool 'find' failed: the URL needs the environment variable ECHO_KEY, which is not set; "
+        "set it (os.environ['ECHO_KEY'] = ...) and try again"
+    )
+    assert "k3y" not in json.dumps([hub.store.find("Tool"), [c["endpoint"] for c in hub.store.find("NetworkCall")]])
+
+
+def test_a_literal_secret_in_the_url_is_refused(hub, echo_url):
+    with pytest.raises(ToolError, match=r"the URL holds a credential; .* e\.g\. \?api_key=\$\{MY_KEY\}\."):
+        hub.http_tool("x", "GET", echo_url + "/w?q={city}&api_key=abc123")
+    with pytest.raises(ToolError, match=r"the URL holds a credential; .* e\.g\. http://me:\$\{MY_PASSWORD\}@127\.0\.0\.1"):
+        hub.http_tool("x", "GET", echo_url.replace("http://", "http://me:hunter2@") + "/w")
+    assert hub.store.count("Tool") == 0
+    hub.http_tool("x", "GET", echo_url + "/w?q={city}&api_key={key}&token=${TOKEN}")  # filled in, or referenced
+    assert get_tool(hub, "x")["schema"]["required"] == ["city", "key"]
+
+
+def test_http_tool_follows_redirects(hub, echo_url):
+    hub.http_tool("old", "GET", echo_url + "/moved/{item_id}")
+    outcome = invoke_tool(hub, get_tool(hub, "old"), {"item_id": "7"})
+    assert outcome.status == "completed", outcome.content
+    assert json.loads(outcome.content)["path"] == "/items/7"
+    assert [c["statusCode"] for c in hub.store.find("NetworkCall")] == [302, 200]
 
 
 def test_http_tool_without_its_environment_variable_fails_clearly(hub, echo_url, monkeypatch):

@@ -380,6 +380,19 @@ def google_style(city: str, days: int = 1, units: str = "metric"):
     """
 
 
+def test_a_none_default_accepts_null_whatever_the_annotation():
+    def f(limit: int = None, unit: Literal["c", "f"] = None, label: Annotated[str, "A label."] = None):
+        return limit, unit, label
+
+    props = function_spec(f)["parameters"]["properties"]
+    assert props["limit"] == {"type": ["integer", "null"], "default": None}
+    assert props["unit"] == {"type": ["string", "null"], "enum": ["c", "f", None], "default": None}
+    assert props["label"] == {"type": ["string", "null"], "description": "A label.", "default": None}
+    schema = function_spec(f)["parameters"]
+    args = coerce_arguments(schema, '{"limit": null, "unit": null, "label": null}')  # the defaults sent back
+    assert f(**call_kwargs(f, args)) == (None, None, None)
+
+
 def test_google_docstring():
     spec = function_spec(google_style)
     assert spec["description"] == "Get the weather forecast.\n\nLooks the city up first, then\nasks the weather service."
