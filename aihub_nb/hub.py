@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +22,17 @@ if TYPE_CHECKING:
     from .chat import Chat
     from .providers.base import Provider
 
-__all__ = ["Hub", "default_home"]
+__all__ = ["Hub", "default_home", "open_hub"]
 
 DB_FILENAME = "aihub.db"
+_OPEN_HUBS: weakref.WeakValueDictionary[Path, Hub] = weakref.WeakValueDictionary()
+
+
+def open_hub(home: str | os.PathLike | None = None) -> Hub | None:
+    """The Hub already open in this process on `home` (default: default_home()), if any: the
+    magics use it, so `hub = Hub()` in a notebook and `%aihub` share tools and connections."""
+    home = Path(home).expanduser() if home is not None else default_home()
+    return _OPEN_HUBS.get((home / DB_FILENAME).resolve())
 
 
 def default_home() -> Path:
@@ -47,6 +56,7 @@ class Hub:
         self._sink = None
         self._functions: dict[str, Any] = {}  # python tools defined in this session, by name
         self.approver = None  # approve(tool_name, arguments) -> bool, for user-permitted tools
+        _OPEN_HUBS[self.path.resolve()] = self
 
     @property
     def path(self) -> Path:
@@ -57,6 +67,8 @@ class Hub:
         from . import monitoring
 
         monitoring.close(self.store)
+        if _OPEN_HUBS.get(self.path.resolve()) is self:
+            del _OPEN_HUBS[self.path.resolve()]
         for _, provider in self._providers.values():
             provider.close()
         self._providers.clear()

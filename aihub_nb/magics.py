@@ -36,12 +36,14 @@ _DEFAULT_HUB: Hub | None = None
 
 
 def default_hub() -> Hub:
-    """The notebook's hub ($AIHUB_HOME, else ~/.aihub), opened on first use."""
+    """The notebook's hub ($AIHUB_HOME, else ~/.aihub), opened on first use; the same object as
+    a `Hub()` the notebook opened on that file itself."""
     global _DEFAULT_HUB
     if _DEFAULT_HUB is None:
-        from .hub import Hub
+        from .hub import Hub, open_hub
 
-        _DEFAULT_HUB = Hub(_MAGICS.home or None if _MAGICS is not None else None)
+        home = _MAGICS.home or None if _MAGICS is not None else None
+        _DEFAULT_HUB = open_hub(home) or Hub(home)  # a Hub the user opened on the same file
     return _DEFAULT_HUB
 
 

@@ -308,3 +308,27 @@ def test_default_hub_from_aihub_home_and_the_panels(ip, tmp_path, monkeypatch):
         if magics._DEFAULT_HUB is not None:
             magics._DEFAULT_HUB.close()
         magics.use_hub(None)
+
+
+def test_a_hub_the_notebook_opened_is_the_one_the_magics_use(ip, tmp_path, monkeypatch, server):
+    from aihub_nb import Hub
+
+    monkeypatch.setenv("AIHUB_HOME", str(tmp_path / "shared"))
+    magics.use_hub(None)
+    mine = Hub()
+    try:
+        @mine.tool
+        def double(x: int) -> int:
+            """Twice x."""
+            return 2 * x
+
+        mine.connect("OPENAI", "local-tools", name="oa", base_url=server.openai_base_url)
+        assert magics.default_hub() is mine
+        ip.run_line_magic("aihub", "agent create twice --model oa --tools double")
+        server.script(Reply(tool_calls=[{"name": "double", "arguments": {"x": 4}}]), Reply(text="8"))
+        _run_cell(ip, "chat d --agent twice", "double 4")
+        (call,) = mine.store.find("ToolInvocation")
+        assert (call["status"], call["result"]) == ("completed", {"value": 8})
+    finally:
+        magics.use_hub(None)
+        mine.close()
