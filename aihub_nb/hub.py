@@ -25,14 +25,19 @@ if TYPE_CHECKING:
 __all__ = ["Hub", "default_home", "open_hub"]
 
 DB_FILENAME = "aihub.db"
-_OPEN_HUBS: weakref.WeakValueDictionary[Path, Hub] = weakref.WeakValueDictionary()
+_OPEN_HUBS: dict[Path, list[weakref.ref[Hub]]] = {}  # per database file, in the order opened
 
 
 def open_hub(home: str | os.PathLike | None = None) -> Hub | None:
-    """The Hub already open in this process on `home` (default: default_home()), if any: the
-    magics use it, so `hub = Hub()` in a notebook and `%aihub` share tools and connections."""
+    """The Hub most recently opened (and not closed) in this process on `home` (default:
+    default_home()): the magics use it, so `hub = Hub()` in a notebook and `%aihub` share tools
+    and connections."""
     home = Path(home).expanduser() if home is not None else default_home()
-    return _OPEN_HUBS.get((home / DB_FILENAME).resolve())
+    for ref in reversed(_OPEN_HUBS.get((home / DB_FILENAME).resolve(), [])):
+        hub = ref()
+        if hub is not None:
+            return hub
+    return None
 
 
 def default_home() -> Path:
@@ -56,7 +61,8 @@ class Hub:
         self._sink = None
         self._functions: dict[str, Any] = {}  # python tools defined in this session, by name
         self.approver = None  # approve(tool_name, arguments) -> bool, for user-permitted tools
-        _OPEN_HUBS[self.path.resolve()] = self
+        refs = _OPEN_HUBS.setdefault(self.path.resolve(), [])
+        refs[:] = [ref for ref in refs if ref() is not None] + [weakref.ref(self)]
 
     @property
     def path(self) -> Path:
@@ -67,8 +73,8 @@ class Hub:
         from . import monitoring
 
         monitoring.close(self.store)
-        if _OPEN_HUBS.get(self.path.resolve()) is self:
-            del _OPEN_HUBS[self.path.resolve()]
+        refs = _OPEN_HUBS.get(self.path.resolve(), [])
+        refs[:] = [ref for ref in refs if ref() not in (None, self)]
         for _, provider in self._providers.values():
             provider.close()
         self._providers.clear()

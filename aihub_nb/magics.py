@@ -32,25 +32,31 @@ if TYPE_CHECKING:
 
 __all__ = ["AihubMagics", "default_hub", "load_ipython_extension", "unload_ipython_extension", "use_hub"]
 
-_DEFAULT_HUB: Hub | None = None
+_DEFAULT_HUB: Hub | None = None  # the hub the magics opened, or the one use_hub() pinned
+_PINNED = False
 
 
 def default_hub() -> Hub:
-    """The notebook's hub ($AIHUB_HOME, else ~/.aihub), opened on first use; the same object as
-    a `Hub()` the notebook opened on that file itself."""
+    """The notebook's hub ($AIHUB_HOME, else ~/.aihub, or `%config AihubMagics.home`): the Hub
+    most recently opened on that file in this process (so `hub = Hub()` in the notebook is the
+    one %aihub and @aihub_nb.tool use from then on), else one opened now."""
     global _DEFAULT_HUB
-    if _DEFAULT_HUB is None:
-        from .hub import Hub, open_hub
+    if _PINNED and _DEFAULT_HUB is not None:
+        return _DEFAULT_HUB
+    from .hub import Hub, open_hub
 
-        home = _MAGICS.home or None if _MAGICS is not None else None
-        _DEFAULT_HUB = open_hub(home) or Hub(home)  # a Hub the user opened on the same file
-    return _DEFAULT_HUB
+    home = _MAGICS.home or None if _MAGICS is not None else None
+    hub = open_hub(home)
+    if hub is None:
+        hub = Hub(home)
+    _DEFAULT_HUB = hub
+    return hub
 
 
 def use_hub(hub: Hub | None) -> None:
     """Point the magics (and `aihub_nb.tool`) at this hub; None goes back to the default one."""
-    global _DEFAULT_HUB
-    _DEFAULT_HUB = hub
+    global _DEFAULT_HUB, _PINNED
+    _DEFAULT_HUB, _PINNED = hub, hub is not None
 
 
 class _Parser(argparse.ArgumentParser):

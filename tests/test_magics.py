@@ -332,3 +332,19 @@ def test_a_hub_the_notebook_opened_is_the_one_the_magics_use(ip, tmp_path, monke
     finally:
         magics.use_hub(None)
         mine.close()
+
+
+def test_a_hub_opened_after_the_magics_takes_over(ip, tmp_path, monkeypatch):
+    from aihub_nb import Hub
+
+    monkeypatch.setenv("AIHUB_HOME", str(tmp_path / "later"))
+    magics.use_hub(None)
+    first = magics.default_hub()
+    mine = Hub()
+    try:
+        assert magics.default_hub() is mine
+        mine.close()
+        assert magics.default_hub() is first
+    finally:
+        magics.use_hub(None)
+        first.close()
