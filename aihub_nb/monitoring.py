@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import re
 import sqlite3
 import threading
@@ -128,15 +129,17 @@ def _time_where(column: str, since: Any, until: Any, where: list[str], params: l
 
 
 def _in(expr: str, value: Any, where: list[str], params: list[Any]) -> None:
-    """`expr = value`, `expr IN (...)` for a list/tuple/set, `expr IS NULL` for None."""
+    """`expr = value`, `expr IN (...)` for a list/tuple/set, `expr IS NULL` for None (in a list too)."""
     if value is None:
         where.append(f"{expr} IS NULL")
     elif isinstance(value, (list, tuple, set, frozenset)):
-        values = list(value)
+        values = [v for v in value if v is not None]
+        null = len(values) < len(value)
         if not values:
-            where.append("0")
+            where.append(f"{expr} IS NULL" if null else "0")
             return
-        where.append(f"{expr} IN ({', '.join('?' for _ in values)})")
+        test = f"{expr} IN ({', '.join('?' for _ in values)})"
+        where.append(f"({test} OR {expr} IS NULL)" if null else test)
         params.extend(values)
     else:
         where.append(f"{expr} = ?")
@@ -153,11 +156,26 @@ def _ms(column: str, table: str = "") -> str:
 
 # ---------------------------------------------------------------- reading
 
+class _Reader:
+    """One thread's read connection, closed when the thread ends and its locals are freed."""
+
+    __slots__ = ("conn", "__weakref__")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:  # at interpreter exit sqlite3 may be gone already
+            pass
+
+
 class _Readers(threading.local):
-    conn: sqlite3.Connection | None = None
+    reader: _Reader | None = None
 
 
-_readers: "weakref.WeakKeyDictionary[Store, tuple[_Readers, list[sqlite3.Connection]]]" = weakref.WeakKeyDictionary()
+_readers: "weakref.WeakKeyDictionary[Store, tuple[_Readers, weakref.WeakSet[_Reader]]]" = weakref.WeakKeyDictionary()
 _readers_lock = threading.Lock()
 
 
@@ -166,28 +184,40 @@ def _read_connection(store: "Store") -> sqlite3.Connection:
     with _readers_lock:
         entry = _readers.get(store)
         if entry is None:
-            entry = _readers[store] = (_Readers(), [])
+            entry = _readers[store] = (_Readers(), weakref.WeakSet())
     local, opened = entry
-    if local.conn is None:
+    if local.reader is None:
         uri = store.path.resolve().as_uri() + "?mode=ro"
-        local.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        local.conn.execute("PRAGMA busy_timeout = 60000")
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 60000")
+        local.reader = _Reader(conn)
         with _readers_lock:
-            opened.append(local.conn)
-    return local.conn
+            opened.add(local.reader)
+    return local.reader.conn
 
 
 def close(store: "Store") -> None:
     """Write pending metrics and close this module's read connections to the store (Hub.close)."""
-    flush_metrics(store)
+    with _writers_lock:
+        writer = _writers.pop(store, None)
+    if writer is not None:
+        writer.close()
     with _readers_lock:
         entry = _readers.pop(store, None)
     if entry is not None:
-        for conn in entry[1]:
-            conn.close()
+        for reader in list(entry[1]):
+            reader.conn.close()
+
+
+def _check_open(store: "Store") -> None:
+    try:
+        _ = store.conn.in_transaction  # raises on a closed connection
+    except sqlite3.ProgrammingError:
+        raise UsageError(f"{store.path} was closed; open it again (Hub() or Store()) to read or log metrics.") from None
 
 
 def _fetch(store: "Store", sql: str, params: Iterable[Any] = ()) -> tuple[list[str], list[tuple]]:
+    _check_open(store)
     flush_metrics(store)
     try:
         cursor = _read_connection(store).execute(sql, list(params))
@@ -253,12 +283,12 @@ def _parse_json(value: Any) -> Any:
         return value
 
 
-_SECRET = re.compile(r"(sk-(?:proj-|ant-|svcacct-)?)[A-Za-z0-9_\-]{6,}|(Bearer\s+)[A-Za-z0-9_\-.~+/=]{6,}")
+_SECRET = re.compile(r"(sk-(?:proj-|ant-|svcacct-)?)[A-Za-z0-9_\-]{6,}|((?i:bearer)\s+)[A-Za-z0-9_\-.~+/=]{6,}")
 
 
 def mask_secrets(text: Any) -> Any:
-    """Text with anything that looks like an API key (`sk-...`, `Bearer ...`) replaced by `***`."""
-    if not isinstance(text, str) or ("sk-" not in text and "Bearer" not in text):
+    """Text with anything that looks like an API key (`sk-...`, `Bearer ...`, any case) replaced by `***`."""
+    if not isinstance(text, str) or ("sk-" not in text and "earer" not in text and "EARER" not in text):
         return text
     return _SECRET.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
 
@@ -291,8 +321,8 @@ def _frame(names: list[str], rows: list[tuple], kinds: dict[str, str]) -> "pd.Da
             column = _objects([mask_secrets(v) for v in column])
         data[name] = column
     frame = pd.DataFrame(data, copy=False)
-    for name in names:  # an empty object column would otherwise stay untyped
-        if kinds.get(name) is None and len(frame) == 0:
+    for name in names:  # an empty text column would otherwise stay untyped
+        if kinds.get(name) in (None, "masked") and len(frame) == 0:
             frame[name] = frame[name].astype("str")
     return frame
 
@@ -330,8 +360,8 @@ def metrics(
         if isinstance(value, (list, tuple, set, frozenset)) and not value:
             where.append("0")  # any of nothing
             continue
-        params.append("$." + _json_key(key))
-        _in('json_extract("dimensions", ?)', value, where, params)
+        path = ("$." + _json_key(key)).replace("'", "''")
+        _in(f"json_extract(\"dimensions\", '{path}')", value, where, params)
     sql = f'SELECT "id", {_ms("createdAt")}, "name", "value", "dimensions" FROM "Metric"'
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -350,7 +380,7 @@ def _metric_frame(rows: list[tuple], extra_keys: list[str] = ()) -> "pd.DataFram
 
     table = _object_columns(rows, 5)
     codes, distinct = pd.factorize(table[:, 4], use_na_sentinel=True)
-    decoded = [_dimensions(text) for text in distinct]
+    decoded = [_dimensions(mask_secrets(text)) for text in distinct]  # once per distinct set: cheap
     keys: dict[str, None] = {}
     for dims in decoded:
         keys.update(dict.fromkeys(dims))
@@ -365,14 +395,22 @@ def _metric_frame(rows: list[tuple], extra_keys: list[str] = ()) -> "pd.DataFram
         # each dimension is a categorical column: its values per distinct dimension string,
         # factorized once, then spread to the rows by the rows' codes (-1, a NULL, stays missing)
         values = [_hashable(dims.get(key)) for dims in decoded]
+        column = key if key not in data else f"dim_{key}"
+        if _mixes_bools_and_numbers(values):  # True == 1 to a categorical: keep each value as logged
+            data[column] = _objects([*values, None])[codes]
+            continue
         sub_codes, categories = pd.factorize(pd.array(values, dtype=object))
         lookup = np.append(sub_codes, -1).astype(np.int64)
-        column = key if key not in data else f"dim_{key}"
         data[column] = pd.Categorical.from_codes(lookup[codes], categories=categories)
     frame = pd.DataFrame(data, copy=False)
     if not len(frame):
         frame = frame.astype({c: "str" for c in frame.columns if c not in ("createdAt", "value")})
     return _newest_last(frame)
+
+
+def _mixes_bools_and_numbers(values: list[Any]) -> bool:
+    types = {type(v) for v in values}
+    return bool in types and (int in types or float in types)
 
 
 def _hashable(value: Any) -> Any:
@@ -432,8 +470,11 @@ class MetricWriter:
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise UsageError(f"Metric {name!r} needs a number as its value, got {value!r}.") from None
+            number = math.nan
+        if not math.isfinite(number):  # a NaN would fail the whole batch at every flush after
+            raise UsageError(f"Metric {name!r} needs a finite number as its value, got {value!r}.")
         dims = {k: v if v is None or isinstance(v, (str, int, float, bool)) else str(v) for k, v in dimensions.items()}
+        _check_open(self.store)  # else the rows would wait for a flush that can only fail
         stamp = now_iso()
         row = {"name": name, "value": number, "dimensions": dims, "createdAt": stamp, "updatedAt": stamp}
         with self._lock:
@@ -551,8 +592,8 @@ def network_calls(
         sql += " WHERE " + " AND ".join(where)
     names, rows = _fetch(store, sql, params)
     kinds = {
-        "createdAt": "time", "statusCode": "int", "durationMs": "float", "error": "masked", "body": "masked",
-        "response": "masked", "requestHeaders": "json-masked", "responseHeaders": "json-masked",
+        "createdAt": "time", "endpoint": "masked", "statusCode": "int", "durationMs": "float", "error": "masked",
+        "body": "masked", "response": "masked", "requestHeaders": "json-masked", "responseHeaders": "json-masked",
     }
     return _newest_last(_frame(names, rows, kinds))
 
@@ -603,24 +644,27 @@ def jobs(
     since: Any = None,
     until: Any = None,
 ) -> "pd.DataFrame":
-    """Job records, newest last, with startedAt / finishedAt as UTC times and durationMs."""
+    """Job records, newest last, with startedAt / finishedAt as UTC times, durationMs, and the
+    job's log text (secrets masked)."""
     where: list[str] = []
     params: list[Any] = []
     if status is not None:
-        _in('"status"', status if isinstance(status, str) else list(status), where, params)
+        _in('j."status"', status if isinstance(status, str) else list(status), where, params)
     if type is not None:
-        _in('"type"', type if isinstance(type, str) else list(type), where, params)
-    _time_where('"createdAt"', since, until, where, params)
+        _in('j."type"', type if isinstance(type, str) else list(type), where, params)
+    _time_where('j."createdAt"', since, until, where, params)
     sql = (
-        f'SELECT "id", {_ms("createdAt")}, "name", "type", "status", '
-        f'{_ms("startedAt")}, {_ms("finishedAt")}, '
-        '"error", "textLogId", "pid" FROM "Jobs"'
+        f'SELECT j."id", {_ms("createdAt", "j")}, j."name", j."type", j."status", '
+        f'{_ms("startedAt", "j")}, {_ms("finishedAt", "j")}, '
+        'j."error", j."textLogId", l."text" AS "log", j."pid" '
+        'FROM "Jobs" AS j LEFT JOIN "TextLog" AS l ON l."id" = j."textLogId"'
     )
     if where:
         sql += " WHERE " + " AND ".join(where)
     names, rows = _fetch(store, sql, params)
     frame = _frame(
-        names, rows, {"createdAt": "time", "startedAt": "time", "finishedAt": "time", "pid": "int", "error": "masked"}
+        names, rows,
+        {"createdAt": "time", "startedAt": "time", "finishedAt": "time", "pid": "int", "error": "masked", "log": "masked"},
     )
     frame["durationMs"] = (frame["finishedAt"] - frame["startedAt"]).dt.total_seconds() * 1000.0
     return _newest_last(frame)
@@ -634,8 +678,8 @@ def tool_invocations(
     since: Any = None,
     until: Any = None,
 ) -> "pd.DataFrame":
-    """Tool calls, newest last, with the tool's name, parsed parameters and result. `tool` is a
-    Tool name or id (or a list)."""
+    """Tool calls, newest last, with the tool's name, parsed parameters and result, and its log
+    text (secrets masked). `tool` is a Tool name or id (or a list)."""
     where: list[str] = []
     params: list[Any] = []
     if tool is not None:
@@ -648,13 +692,16 @@ def tool_invocations(
     _time_where('i."createdAt"', since, until, where, params)
     sql = (
         f'SELECT i."id", {_ms("createdAt", "i")}, i."toolId", t."name" AS "tool", '
-        'i."status", i."durationMs", i."parameters", i."result", i."callId", i."textLogId" '
-        'FROM "ToolInvocation" AS i LEFT JOIN "Tool" AS t ON t."id" = i."toolId"'
+        'i."status", i."durationMs", i."parameters", i."result", i."callId", i."textLogId", l."text" AS "log" '
+        'FROM "ToolInvocation" AS i LEFT JOIN "Tool" AS t ON t."id" = i."toolId" '
+        'LEFT JOIN "TextLog" AS l ON l."id" = i."textLogId"'
     )
     if where:
         sql += " WHERE " + " AND ".join(where)
     names, rows = _fetch(store, sql, params)
-    kinds = {"createdAt": "time", "durationMs": "float", "parameters": "json-masked", "result": "json-masked"}
+    kinds = {
+        "createdAt": "time", "durationMs": "float", "parameters": "json-masked", "result": "json-masked", "log": "masked",
+    }
     return _newest_last(_frame(names, rows, kinds))
 
 
@@ -705,7 +752,7 @@ def set_price(
     provider: str = "",
     currency: str = "USD",
 ) -> dict[str, Any]:
-    """Set (or change) the price of a model per million input and output tokens.
+    """Set (or change) the price of a model per million input and output tokens, in USD.
 
     provider "" prices the model whatever the provider; a provider-specific price wins over it.
     """
@@ -714,9 +761,15 @@ def set_price(
     try:
         inp, out = float(input_per_million), float(output_per_million)
     except (TypeError, ValueError):
-        raise UsageError("Prices are numbers per million tokens, e.g. 0.15 and 0.60.") from None
+        inp = out = math.nan
+    if not (math.isfinite(inp) and math.isfinite(out)):
+        raise UsageError(
+            f"Prices are numbers per million tokens, e.g. 0.15 and 0.60 (got {input_per_million!r}, {output_per_million!r})."
+        )
     if inp < 0 or out < 0:
         raise UsageError(f"Prices cannot be negative (got {inp}, {out}).")
+    if str(currency).strip().upper() != "USD":  # turns record cost_usd: another currency would be mislabelled
+        raise UsageError(f"Costs are kept in USD; give the prices in USD, not {currency!r}.")
     provider = _provider_key(provider)
     with store.transaction():
         row = store.first("ModelPrice", provider=provider, modelId=model)
@@ -785,8 +838,8 @@ def summary(store: "Store", /, since: Any = None, until: Any = None) -> "pd.Data
     unpriced, latency_p50_ms, latency_p95_ms.
 
     cost_usd sums the turns that had a price; it is NaN when none had one. unpriced_calls counts
-    completed turns that used tokens but carried no cost (the model had no price then; failed
-    turns are never priced and do not count), and `unpriced` is
+    completed turns that carried no cost (the model had no price then; failed turns are never
+    priced and do not count), and `unpriced` is
     True when there is any, so a partly priced total reads as "at least". Counts and sums are
     done in SQL per distinct dimension set; only latency values travel to pandas, for quantiles.
     """
@@ -861,9 +914,15 @@ def _combine(partials: "pd.DataFrame", latencies: "pd.DataFrame") -> "pd.DataFra
             "completion_tokens": col("total", "completion_tokens"),
             "cost_usd": col("total", "cost_usd"),
             "priced_calls": col("n", "cost_usd"),
-            # turns that used tokens and had no cost; failed turns are never priced
+            # completed turns without a cost, whether or not the provider reported tokens (a
+            # failed turn records latency_ms and error, and is never priced)
             "unpriced_calls": np.maximum(
-                np.maximum(col("n", "prompt_tokens"), col("n", "completion_tokens")) - col("n", "cost_usd"), 0
+                np.maximum(
+                    col("n", "latency_ms") - col("n", "error"),
+                    np.maximum(col("n", "prompt_tokens"), col("n", "completion_tokens")),
+                )
+                - col("n", "cost_usd"),
+                0,
             ).where(~wide.index.get_level_values("failed"), 0),
         }
     )
@@ -902,8 +961,9 @@ def summary_of_frame(frame: "pd.DataFrame") -> "pd.DataFrame":
         if key not in frame.columns:
             frame = frame.assign(**{key: ""})
     keyed = frame.assign(
-        provider=frame["provider"].fillna("").astype(str),
-        model=frame["model"].fillna("").astype(str),
+        # as objects first: a categorical refuses "" as a value it has not seen
+        provider=frame["provider"].astype(object).fillna("").astype(str),
+        model=frame["model"].astype(object).fillna("").astype(str),
         group=frame[dims].astype(str).groupby(dims, sort=False, dropna=False).ngroup() if dims and len(frame) else 0,
         failed=frame["status"].isin(_FAILED) if "status" in frame.columns else False,
     )

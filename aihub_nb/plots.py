@@ -41,9 +41,15 @@ _FREQ_UNITS = {"s": "s", "m": "min", "min": "min", "h": "h", "d": "D", "w": "W"}
 def _pandas_freq(freq: str) -> str:
     """'15m' -> '15min', '7d' -> '7D', '2w' -> '2W'; anything else is passed to pandas as is."""
     m = _FREQ.match(freq)
-    if not m:
-        return freq
-    return (m.group(1) or "1") + _FREQ_UNITS[m.group(2).lower()]
+    if m:
+        return (m.group(1) or "1") + _FREQ_UNITS[m.group(2).lower()]
+    from pandas.tseries.frequencies import to_offset
+
+    try:
+        to_offset(freq)
+    except (TypeError, ValueError):
+        raise UsageError(f"Cannot use {freq!r} as a time bucket; give one like '1m', '15m', '1h', '1d' or '1w'.") from None
+    return freq
 
 
 def _aggregate(values: "pd.Series | Any", agg: str):
@@ -203,7 +209,8 @@ def tokens_and_cost_by_model(df_or_store: Any, ax: "Axes | None" = None, *, sinc
     """Prompt and completion tokens per model as bars, cost (USD) as diamonds on a twin axis.
 
     A model without a price shows the word "unpriced" instead of a cost; one priced only for some
-    turns shows its cost and "+N unpriced". Accepts a Store, a metrics() frame or a summary() frame.
+    turns shows its cost and "+N unpriced"; one whose turns all failed shows no cost. Accepts a
+    Store, a metrics() frame or a summary() frame.
     """
     import numpy as np
 
@@ -240,7 +247,8 @@ def tokens_and_cost_by_model(df_or_store: Any, ax: "Axes | None" = None, *, sinc
     tops = np.fmax(table["prompt_tokens"].to_numpy(dtype=float), table["completion_tokens"].to_numpy(dtype=float))
     for xi, c, n, top_of_bars in zip(x, cost, table["unpriced_calls"], tops):
         if not np.isfinite(c):
-            ax.annotate("unpriced", (xi, top_of_bars), xytext=(0, 12), textcoords="offset points", **note)
+            if n:  # else no turn completed, so there was nothing to price
+                ax.annotate("unpriced", (xi, top_of_bars), xytext=(0, 12), textcoords="offset points", **note)
         elif n:
             cost_ax.annotate(f"+{n} unpriced", (xi, c), xytext=(0, 12), textcoords="offset points", **note)
     handles, names = ax.get_legend_handles_labels()

@@ -233,3 +233,40 @@ def test_auto_refresh_follows_turns_until_stopped(live):
     assert "gpt-4.1" in dash.table.value
     dash.stop()
     assert not dash.refreshing
+
+
+def test_small_costs_keep_their_digits_and_failed_only_models_are_not_called_unpriced(store):
+    now = time.time()
+    rows = _turn(now - 60, "OPENAI", "gpt-4o-mini", 100, prompt=40, completion=50, cost=0.000036)
+    rows += _turn(now - 50, "OPENAI", "gpt-4o", 80, failed=True)  # priced or not, nothing completed
+    rows += _turn(now - 40, "OLLAMA", "llama3.2", 900)  # no price
+    store.create_many("Metric", rows)
+    dash = Dashboard(store)
+    cells = {row.split("</td>")[1].removeprefix("<td>"): row for row in dash.table.value.split("<tr>")[2:]}
+    assert "$0.000036" in cells["gpt-4o-mini"]  # not "$0.0000", which reads as free
+    assert "unpriced" in cells["llama3.2"]
+    assert "unpriced" not in cells["gpt-4o"] and "–" in cells["gpt-4o"]
+    tokens = dash.figure.axes[2]
+    assert [t.get_text() for t in tokens.texts] == ["unpriced"]  # over llama3.2 only
+
+
+def test_a_bucket_pandas_cannot_read_is_a_usage_error(filled):
+    with pytest.raises(UsageError, match="time bucket"):
+        plots.metric_over_time(filled, "latency_ms", freq="hourly")
+    with pytest.raises(UsageError, match="time bucket"):
+        plots.error_rate_over_time(filled, freq="often")
+
+
+def test_auto_refresh_box_starts_it_and_close_stops_the_thread(live):
+    dash = Dashboard(live)
+    assert not dash.auto.value and not dash.refreshing
+    dash.auto.value = True  # ticked in the panel
+    assert dash.refreshing
+    thread = dash._timer
+    dash.auto.value = False
+    assert not dash.refreshing and not thread.is_alive()
+    dash.auto_refresh(0.05)
+    assert dash.auto.value  # the box shows it runs
+    thread = dash._timer
+    dash.close()
+    assert not thread.is_alive() and not dash.refreshing and not dash.auto.value

@@ -488,3 +488,147 @@ def test_a_single_time_bucket_keeps_a_readable_axis(store):
     ax = plots.error_rate_over_time(store, freq="1h")
     left, right = (pd.Timestamp(mdates.num2date(x)) for x in ax.get_xlim())
     assert right - left == pd.Timedelta("2h")
+
+
+# ---------------------------------------------------------------- edges a user meets
+
+
+def test_a_closed_hub_refuses_metrics_instead_of_dropping_them(tmp_path):
+    from aihub_nb import Hub
+
+    hub = Hub(tmp_path / "hub")
+    hub.log_metric("kept", 1.0)
+    hub.close()  # writes what was pending
+    with pytest.raises(UsageError, match="closed"):
+        hub.log_metric("lost", 2.0)  # not queued for a flush that can only fail
+    with pytest.raises(UsageError, match="closed"):
+        hub.metrics()
+    again = Hub(tmp_path / "hub")
+    try:
+        assert list(again.metrics()["name"]) == ["kept"]
+    finally:
+        again.close()
+
+
+def test_every_secret_stays_masked_url_any_case_bearer_and_logs(store):
+    key = "sk-proj-" + "Z9y8X7w6" * 4
+    store.create("NetworkCall", endpoint=f"https://proxy.example/v1/chat?api_key={key}", method="POST", status="success",
+                 requestHeaders={"x-upstream-auth": "bearer abcdef0123456789"})
+    calls = mon.network_calls(store)
+    assert calls["endpoint"].iloc[0] == "https://proxy.example/v1/chat?api_key=sk-proj-***"
+    assert calls["requestHeaders"].iloc[0] == {"x-upstream-auth": "bearer ***"}
+
+    job_log = store.create("TextLog", text=f"calling with {key}\n")
+    store.create("Jobs", name="bg", type="background", status="completed", textLogId=job_log["id"])
+    tool_log = store.create("TextLog", text=f"Authorization: Bearer {key}\n")
+    tool = store.create("Tool", name="fetch", type="http")
+    store.create("ToolInvocation", toolId=tool["id"], textLogId=tool_log["id"], status="completed")
+    jobs, invocations = mon.jobs(store), mon.tool_invocations(store)
+    assert jobs["log"].tolist() == ["calling with sk-proj-***\n"]
+    assert invocations["log"].tolist() == ["Authorization: Bearer ***\n"]
+    mon.log_metric(store, "probe", 1, endpoint=f"https://proxy.example/?key={key}")
+    dims = mon.metrics(store, "probe")
+    assert list(dims["endpoint"]) == ["https://proxy.example/?key=sk-proj-***"]
+    for frame in (calls, jobs, invocations, dims):
+        assert key not in frame.to_string() and key not in repr(frame.to_dict())
+
+
+def test_empty_frames_have_the_columns_and_dtypes_of_full_ones(store):
+    store.create("NetworkCall", endpoint="http://x/v1", method="POST", body="{}", response="ok", status="success")
+    full, empty = mon.network_calls(store), mon.network_calls(store, status="nope")
+    assert empty.empty and list(empty.columns) == list(full.columns)
+    for name in ("endpoint", "body", "response"):
+        assert empty[name].dtype == full[name].dtype == full["id"].dtype, name
+
+
+def test_a_dimension_mixing_bools_and_numbers_keeps_each_value(store):
+    for value in (True, 1, 0, False, 2.5, None):
+        mon.log_metric(store, "m", 1.0, flag=value)
+    df = mon.metrics(store, "m")
+    assert _values(df["flag"]) == [True, 1, 0, False, 2.5, None]
+    assert [type(v) for v in _values(df["flag"])[:4]] == [bool, int, int, bool]
+
+
+def test_an_unpriced_model_that_reports_no_usage_is_still_unpriced(store):
+    # a provider that sends no token counts: the completed turns have latency and nothing else
+    rows = _turn_rows(T0, "OPENAI", "no-usage", latency=100) + _turn_rows(T0 + 60, "OPENAI", "no-usage", latency=200)
+    rows += _turn_rows(T0 + 120, "OPENAI", "all-failed", latency=50, status="failed")
+    store.create_many("Metric", rows)
+    s = mon.summary(store).set_index("model")
+    assert s.loc["no-usage", "unpriced"] and s.loc["no-usage", "unpriced_calls"] == 2
+    assert np.isnan(s.loc["no-usage", "cost_usd"])
+    # only failed turns: nothing was completed, so nothing is unpriced (and no cost either)
+    assert not s.loc["all-failed", "unpriced"] and np.isnan(s.loc["all-failed", "cost_usd"])
+    pd.testing.assert_frame_equal(mon.summary_of_frame(mon.metrics(store)), mon.summary(store))
+
+
+def test_a_dimension_filter_list_may_hold_none(store):
+    mon.log_metric(store, "m", 1, model="a")
+    mon.log_metric(store, "m", 2)  # no model
+    mon.log_metric(store, "m", 3, model="b")
+    mon.log_metric(store, "m", 4, model=None)
+    assert sorted(mon.metrics(store, "m", model=["a", None])["value"]) == [1, 2, 4]
+    assert sorted(mon.metrics(store, "m", model=[None])["value"]) == [2, 4]
+    assert sorted(mon.metrics(store, "m", model=None)["value"]) == [2, 4]
+    assert sorted(mon.metrics(store, "m", **{"it's": ["x", None]})["value"]) == [1, 2, 3, 4]
+    assert mon.metrics(store, "m", model=[]).empty
+
+
+def test_a_nan_metric_or_price_is_refused_and_cannot_jam_the_writer(store):
+    mon.log_metric(store, "score", 0.5)
+    for bad in (float("nan"), float("inf"), None):
+        with pytest.raises(UsageError, match="finite number"):
+            mon.log_metric(store, "score", bad)
+    mon.log_metric(store, "score", 0.75)
+    assert list(mon.metrics(store, "score")["value"]) == [0.5, 0.75]  # the batch still flushes
+    for bad in (float("nan"), float("inf"), "cheap"):
+        with pytest.raises(UsageError, match="per million"):
+            mon.set_price(store, "m", bad, 1.0)
+    with pytest.raises(UsageError, match="USD"):  # turns record cost_usd from it
+        mon.set_price(store, "m", 0.15, 0.60, currency="EUR")
+    assert mon.prices(store).empty
+
+
+def test_failed_turns_in_a_set_without_status_are_not_unpriced(store):
+    # rows from before turns carried a status dimension: a failure shares the completed turns' set
+    dims = {"provider": "OPENAI", "model": "gpt-4o-mini"}
+    rows = [{"name": n, "value": v, "dimensions": dims}
+            for n, v in (("latency_ms", 100), ("prompt_tokens", 5), ("completion_tokens", 7), ("cost_usd", 0.001),
+                         ("latency_ms", 50), ("error", 1.0))]
+    store.create_many("Metric", rows)
+    s = mon.summary(store).iloc[0]
+    assert (s["calls"], s["errors"], s["unpriced_calls"], bool(s["unpriced"])) == (2, 1, 0, False)
+    assert s["cost_usd"] == pytest.approx(0.001)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts open files in /proc/self/fd")
+def test_a_finished_threads_read_connection_is_freed(store):
+    import os
+    import threading
+
+    def open_files() -> int:
+        names = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                names.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:
+                pass
+        return sum(name.startswith(str(store.path)) for name in names)
+
+    mon.metrics(store)  # this thread's reader, kept
+    before = open_files()
+    for _ in range(30):  # e.g. the dashboard's auto-refresh switched on and off
+        thread = threading.Thread(target=mon.metrics, args=(store,))
+        thread.start()
+        thread.join()
+    assert open_files() <= before + 2  # not one more connection per thread that ever read
+
+
+def test_summary_of_a_frame_with_turn_metrics_missing_provider_or_model(store):
+    store.create_many("Metric", _turn_rows(T0, "OPENAI", "gpt-4o-mini", latency=100, prompt=1, completion=2, cost=0.1))
+    mon.log_metric(store, "latency_ms", 7)  # your own latency_ms, no dimensions
+    mon.log_metric(store, "latency_ms", 8, model="mine")
+    frame = mon.metrics(store)
+    from_frame = mon.summary_of_frame(frame)
+    pd.testing.assert_frame_equal(from_frame, mon.summary(store))
+    assert list(zip(from_frame["provider"], from_frame["model"])) == [("", ""), ("", "mine"), ("OPENAI", "gpt-4o-mini")]

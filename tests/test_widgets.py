@@ -272,3 +272,71 @@ def test_dashboard_tab_is_built_when_first_shown(hub, monkeypatch):
     bare.tabs.selected_index = TABS.index("Dashboard")
     assert bare.dashboard is None and "not available" in bare.dashboard_area.children[0].value
     assert bare.error.value == ""
+
+
+def test_a_failure_before_the_turn_starts_leaves_the_panel_usable(hub, server, oa, monkeypatch):
+    panel = ChatPanel(hub, "c")  # threaded, like in a notebook
+
+    def broken(chat):
+        raise RuntimeError("disk went away")
+
+    monkeypatch.setattr(panel, "_history_html", broken)
+    panel.message.value = "hello"
+    panel.send_button.click()
+    assert panel.wait(5)
+    assert "disk went away" in panel.error.value
+    assert not panel.busy and not panel.send_button.disabled and panel.stop_button.disabled
+    monkeypatch.undo()
+    server.script(Reply(text="fine again"))
+    panel.submit("hello again")
+    assert panel.wait(5) and hub.get_chat("c").messages()[-1]["content"] == "fine again"
+
+
+def test_removing_the_chats_connection_in_the_hub_panel_updates_the_open_chat(hub, server, oa):
+    hub.connect("OLLAMA", "local-chat", name="ol", host=server.ollama_host)
+    server.script(Reply(text="via oa"))
+    hub.chat("c").send("hello")
+    panel = HubPanel(hub, sync=True)
+    panel.chat_pick.value = "c"
+    chat_panel = panel.open_chat()
+    assert chat_panel.connection.value == ("model", "oa")
+
+    panel.connection_pick.value = "ol"
+    panel.default_button.click()
+    panel.connection_pick.value = "oa"
+    panel.remove_button.click()
+    choices = [value for _, value in chat_panel.connection.options]
+    assert ("model", "oa") not in choices  # the removed connection is no longer offered
+    assert chat_panel.connection.value == ("model", "ol")  # the default, shown, instead of a dead end
+
+    server.script(Reply(text="via ol"))
+    chat_panel.message.value = "still there?"
+    chat_panel.send_button.click()
+    assert chat_panel.error.value == ""
+    assert hub.get_chat("c").messages()[-1]["content"] == "via ol"
+    assert server.requests[-1].path == "/api/chat"
+
+
+def test_closing_the_hub_panel_stops_its_dashboard(hub):
+    panel = HubPanel(hub)
+    panel.select("Dashboard")
+    panel.dashboard.auto_refresh(0.05)
+    thread = panel.dashboard._timer
+    panel.close()
+    assert not thread.is_alive() and not panel.dashboard.refreshing
+
+
+def test_sending_with_a_connection_removed_elsewhere_says_so_and_drops_it(hub, server, oa):
+    hub.connect("OLLAMA", "local-chat", name="ol", host=server.ollama_host)
+    panel = ChatPanel(hub, "c", sync=True)
+    panel.submit("hello")
+    assert panel.connection.value == ("model", "oa")
+    hub.remove_connection("oa")  # e.g. with %aihub connection remove, while the panel is open
+    panel.message.value = "again"
+    panel.send_button.click()
+    assert "'oa' was removed" in panel.error.value and "with" in panel.error.value
+    assert ("model", "oa") not in [value for _, value in panel.connection.options]
+    assert _types(hub, "c") == ["user", "chatModel"] and not panel.busy
+    panel.connection.value = ("model", "ol")
+    panel.send_button.click()
+    assert panel.error.value == "" and _types(hub, "c") == ["user", "chatModel", "user", "chatModel"]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from ..errors import AihubError
+from ..errors import AihubError, NotFoundError
 
 if TYPE_CHECKING:
     from ..chat import Approver, Chat, Reply, TurnEvent
@@ -148,11 +148,13 @@ class ChatPanel(widgets.VBox):
     def _choice_for(self, name: str, values: list[tuple[str, str]]) -> tuple[str, str]:
         """What the picker should show for chat `name`: its connection or agent, else the default."""
         row = self.hub.store.first("Chat", name=name) if name else None
+        source = None
         if row is not None:
             kind = "agent" if row["type"] == "agent" else "model"
             source = self.hub.store.first("Agent" if kind == "agent" else "ModelConnections", id=row["sourceId"])
-            choice = (kind, source["name"]) if source else DEFAULT
-        else:
+        if source is not None:
+            choice = (kind, source["name"])
+        else:  # a new chat, or one whose connection or agent was removed: the default connection
             default = self.hub.default_connection()
             choice = ("model", default["name"]) if default else DEFAULT
         return choice if choice in values else DEFAULT
@@ -200,7 +202,13 @@ class ChatPanel(widgets.VBox):
         if not text.strip():
             raise _PanelError("Nothing to send: write a message first.")
         kind, target = self.connection.value or DEFAULT
-        chat = self.hub.chat(name, model=target if kind == "model" else None, agent=target if kind == "agent" else None)
+        try:
+            chat = self.hub.chat(name, model=target if kind == "model" else None, agent=target if kind == "agent" else None)
+        except NotFoundError:
+            if kind == DEFAULT[0]:
+                raise
+            self.refresh()  # removed since the list was loaded: offer what there is now
+            raise _PanelError(f"{target!r} was removed; pick another in the 'with' list.") from None
         if name not in self.chat_name.options:
             self.chat_name.options = [*self.chat_name.options, name]
         self.error.value = ""
@@ -224,13 +232,14 @@ class ChatPanel(widgets.VBox):
 
     def _run_turn(self, chat: Chat, text: str) -> None:
         """The turn, event by event; runs in the worker thread (or the caller's with sync=True)."""
-        label = self._target_label(chat)
-        history = self._history_html(chat)
+        label = chat.name
         live = _LiveTurn(text, label)
         reply = None
         stopped = False
         painted = 0.0
         try:
+            label = live.label = self._target_label(chat)
+            history = self._history_html(chat)
             approve = self.approve or self.hub.approver or (None if self.sync else self._ask)
             turn = chat.turn(text, approve=approve)
             try:

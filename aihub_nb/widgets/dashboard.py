@@ -4,7 +4,8 @@
     >>> dash.metric.value = "ttft_ms"; dash.group.value = "model"     # plots follow
     >>> dash.auto_refresh(5)                 # redraw every 5 s while turns run; dash.stop()
 
-Choose a metric, a dimension to group it by ("(none)" for no grouping) and a time window. The
+Choose a metric, a dimension to group it by ("(none)" for no grouping) and a time window, and
+tick auto-refresh to redraw every few seconds while turns run (close() stops it). The
 panel draws the metric over time (a line per group), by group as bars (or its distribution with
 p50/p95 when ungrouped), and tokens and cost per model; under it, the per-model summary. Figures
 are rendered to PNG into an `ipywidgets.Image`, so refreshing from a timer thread is safe. Errors
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,7 @@ __all__ = ["Dashboard"]
 
 NO_GROUP = "(none)"
 WINDOWS = ("15m", "1h", "24h", "7d", "all")
+AUTO_SECONDS = 5.0  # the auto-refresh checkbox's period
 # the bucket of the over-time plot per window; "all" picks one from the data's span
 _BUCKETS = {"15m": "1m", "1h": "5m", "24h": "1h", "7d": "6h"}
 _SPANS = (("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3600), ("6h", 21600), ("1d", 86400), ("7d", 604800))
@@ -57,13 +60,15 @@ class Dashboard(widgets.VBox):
         self.window = widgets.Dropdown(description="window", options=list(WINDOWS), value=window,
                                        layout=widgets.Layout(width="160px"))
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh", layout=widgets.Layout(width="100px"))
+        self.auto = widgets.Checkbox(description=f"auto-refresh ({AUTO_SECONDS:g} s)", value=False, indent=False,
+                                     layout=widgets.Layout(width="160px"))
         self.status = widgets.HTML()
         self.error = widgets.HTML()
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
         self.table = widgets.HTML()
         super().__init__(**kwargs)
         self.children = [
-            widgets.HBox([self.metric, self.group, self.window, self.refresh_button]),
+            widgets.HBox([self.metric, self.group, self.window, self.refresh_button, self.auto]),
             self.error,
             self.image,
             self.table,
@@ -72,6 +77,7 @@ class Dashboard(widgets.VBox):
         self.refresh_button.on_click(lambda _button: self.refresh())
         for control in (self.metric, self.group, self.window):
             control.observe(self._on_change, names="value")
+        self.auto.observe(self._on_auto, names="value")
         self._wanted_metric = metric
         self.refresh()
 
@@ -150,9 +156,15 @@ class Dashboard(widgets.VBox):
 
     # -- timer
 
-    def auto_refresh(self, seconds: float = 5.0) -> "Dashboard":
-        """Refresh every `seconds` from a background thread until stop()."""
-        self.stop()
+    def _on_auto(self, change: dict[str, Any]) -> None:
+        if change["new"] and not self.refreshing:
+            self.auto_refresh(AUTO_SECONDS)
+        elif not change["new"] and self.refreshing:
+            self.stop()
+
+    def auto_refresh(self, seconds: float = AUTO_SECONDS) -> "Dashboard":
+        """Refresh every `seconds` from a background thread until stop() or close()."""
+        self._halt()
         stop = self._stop = threading.Event()
 
         def loop() -> None:
@@ -161,10 +173,15 @@ class Dashboard(widgets.VBox):
 
         self._timer = threading.Thread(target=loop, name="aihub-dashboard", daemon=True)
         self._timer.start()
+        self.auto.value = True
         return self
 
     def stop(self) -> None:
         """Stop the auto-refresh timer (no-op when none runs)."""
+        self._halt()
+        self.auto.value = False
+
+    def _halt(self) -> None:
         self._stop.set()
         timer, self._timer = self._timer, None
         if timer is not None and timer is not threading.current_thread():
@@ -196,17 +213,17 @@ def _bucket_for(frame: "pd.DataFrame | None") -> str:
 
 def summary_html(table: "pd.DataFrame") -> str:
     """The summary as an HTML table: counts with separators, cost as "$…", "unpriced" or
-    "≥ $… (+N unpriced)", latencies in ms."""
+    "≥ $… (+N unpriced)" ("–" when no turn was completed to be priced), latencies in ms."""
     if table is None or table.empty:
         return '<p style="color:#666">No chat turns in this window.</p>'
     rows = []
     for r in table.itertuples(index=False):
         if r.cost_usd != r.cost_usd:  # NaN: no turn of this model had a price
-            cost = "unpriced"
+            cost = "unpriced" if r.unpriced_calls else "–"
         elif r.unpriced_calls:
-            cost = f"≥ ${r.cost_usd:,.4f} (+{r.unpriced_calls} unpriced)"
+            cost = f"≥ {_usd(r.cost_usd)} (+{r.unpriced_calls} unpriced)"
         else:
-            cost = f"${r.cost_usd:,.4f}"
+            cost = _usd(r.cost_usd)
         rows.append([
             r.provider, r.model, f"{r.calls:,}", f"{r.errors:,}", f"{r.error_rate:.1%}", f"{r.prompt_tokens:,}",
             f"{r.completion_tokens:,}", cost, _ms(r.latency_p50_ms), _ms(r.latency_p95_ms),
@@ -216,6 +233,13 @@ def summary_html(table: "pd.DataFrame") -> str:
     cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f'<table class="aihub-summary"><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _usd(value: float) -> str:
+    """Dollars to four decimals, more below $0.001 (two significant digits), so a cheap model's
+    $0.000031 never reads as $0.0000."""
+    decimals = 4 if value == 0 or abs(value) >= 0.001 else 1 - math.floor(math.log10(abs(value)))
+    return f"${value:,.{decimals}f}"
 
 
 def _ms(value: float) -> str:

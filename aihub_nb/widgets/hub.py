@@ -107,6 +107,14 @@ class HubPanel(widgets.VBox):
         self.tabs.observe(self._on_tab, names="selected_index")
         self._guard(self.refresh)
 
+    def close(self) -> None:
+        """Close the panel, and the dashboard and chat panel in it (stopping the dashboard's
+        auto-refresh)."""
+        for child in (self.dashboard, self.chat_panel):
+            if child is not None:
+                child.close()
+        super().close()
+
     # ------------------------------------------------------------ tabs
 
     def select(self, title: str) -> None:
@@ -146,6 +154,8 @@ class HubPanel(widgets.VBox):
         names = [row["name"] for row in rows]
         self.connection_pick.options = names
         self.connection_pick.value = current if current in names else (names[0] if names else None)
+        if self.chat_panel is not None and not self.chat_panel.busy:  # its choices follow the connections
+            self.chat_panel.refresh()
 
     def _on_provider(self, change: dict[str, Any]) -> None:
         provider = change["new"]
