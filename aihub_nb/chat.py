@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .hub import Hub
     from .providers.base import ToolCall
 
-__all__ = ["Approver", "Chat", "Reply", "ToolBox", "ToolOutcome", "TurnEvent"]
+__all__ = ["Approver", "Chat", "Reply", "ToolBox", "ToolOutcome", "TurnEvent", "drive"]
 
 Approver = Callable[[str, dict[str, Any]], bool]
 
@@ -172,15 +172,7 @@ class Chat:
 
     def send(self, text: str, **options: Any) -> Reply:
         """Send `text`, wait for the whole reply, and return it."""
-        turn = self.turn(text, **options)
-        try:
-            while True:
-                try:
-                    next(turn)
-                except StopIteration as done:
-                    return done.value
-        finally:
-            turn.close()  # after Ctrl-C between two steps: record the turn as interrupted now
+        return drive(self.turn(text, **options))
 
     def stream(self, text: str, **options: Any) -> Iterator[str]:
         """Send `text` and yield the reply's text as it arrives; `.last_reply` holds the Reply.
@@ -430,6 +422,29 @@ class Chat:
                 "completion_tokens": (reply.usage.get("completion_tokens") or 0) + (completion or 0),
             }
         run.log(f"model call {result.status}: {len(result.text)} chars, {len(result.tool_calls)} tool calls, {latency:.0f} ms")
+
+
+def drive(
+    turn: Iterator[TurnEvent],
+    on_event: Callable[[TurnEvent], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Reply | None:
+    """Run a turn (`Chat.turn`) to its end, passing each event to `on_event`, and return its
+    Reply. When `stop()` is true between two events the turn ends early and None is returned.
+    However it ends (Ctrl-C in `on_event` included), the turn is closed, so an unfinished one is
+    recorded as interrupted and its chat released at once."""
+    try:
+        while True:
+            if stop is not None and stop():
+                return None
+            try:
+                event = next(turn)
+            except StopIteration as done:
+                return done.value
+            if on_event is not None:
+                on_event(event)
+    finally:
+        turn.close()
 
 
 @dataclass

@@ -339,17 +339,12 @@ class AihubMagics(Magics):
         view = _TurnView(self.refresh_interval)
         from .agents import input_approver
 
+        from .chat import drive
+
         turn = chat.turn(text, options=options, approve=self.hub.approver or input_approver, stream=not ns.no_stream)
         try:
-            while True:
-                try:
-                    event = next(turn)
-                except StopIteration as done:
-                    reply = done.value
-                    break
-                view.event(event)
-        except KeyboardInterrupt:
-            turn.close()  # records the turn as interrupted and releases the chat
+            reply = drive(turn, view.event)
+        except KeyboardInterrupt:  # drive() closed the turn: recorded as interrupted, chat released
             view.flush()
             raise IPythonUsageError(
                 f"Interrupted: chat {ns.name!r} keeps the partial reply ({len(''.join(view.parts))} characters), marked interrupted."
@@ -357,8 +352,6 @@ class AihubMagics(Magics):
         except AihubError:
             view.flush()
             raise
-        finally:
-            turn.close()
         view.flush()
         if view.handle is None and not view.tools:
             display(_markdown(reply.text))

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from ..chat import drive
 from ..errors import AihubError, NotFoundError
 
 if TYPE_CHECKING:
@@ -242,22 +243,18 @@ class ChatPanel(widgets.VBox):
             history = self._history_html(chat)
             approve = self.approve or self.hub.approver or (None if self.sync else self._ask)
             turn = chat.turn(text, approve=approve)
-            try:
-                while True:
-                    if self._stop.is_set():
-                        turn.close()  # GeneratorExit at the turn's yield: recorded as interrupted
-                        stopped = True
-                        break
-                    try:
-                        event = next(turn)
-                    except StopIteration as done:
-                        reply = done.value
-                        break
-                    live.event(event)
-                    now = time.monotonic()
-                    if event.kind != "text" or now - painted >= REFRESH:
-                        painted = now
-                        self.conversation.value = _frame(history + live.html())
+
+            def show(event: TurnEvent) -> None:
+                nonlocal painted
+                live.event(event)
+                now = time.monotonic()
+                if event.kind != "text" or now - painted >= REFRESH:
+                    painted = now
+                    self.conversation.value = _frame(history + live.html())
+
+            try:  # Stop: drive() closes the turn at the next event, recorded as interrupted
+                reply = drive(turn, show, self._stop.is_set)
+                stopped = reply is None
             except KeyboardInterrupt:  # Ctrl-C / kernel interrupt in sync mode: the turn recorded it
                 stopped = True
         except AihubError as exc:
