@@ -194,10 +194,14 @@ class _RecordingStream:
         chunks = iter(self._inner)
         try:
             for data in chunks:
-                text = self._decode(data)
-                self._last = text or self._last
+                text = data if self._decoder is None else self._decode(data)  # the common case inline
                 if text:
-                    record = self._record(record, text)
+                    self._last = text
+                    try:
+                        record(self._handle, text)
+                    except Exception:
+                        _log.exception("Recording sink failed on a response chunk; chunks are no longer recorded")
+                        record = _ignore
                 yield data
         except GeneratorExit:  # the client stopped reading
             self._stopped()

@@ -147,12 +147,15 @@ def _chunk_events(chunks: Iterable[Any]) -> Iterator[Event]:
     finish, or at the end of a stream from a server that sends no finish reason."""
     calls: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
-        if getattr(chunk, "object", None) == "error":
+        if chunk.object == "error":
             raise _ReportedError(getattr(chunk, "message", None) or "error")
-        usage = _usage(chunk.usage)
+        usage = _usage(chunk.usage) if chunk.usage else None
         text, finish_reason, tool_calls = "", None, None
         # The reply is choice 0; a server asked for `n` > 1 interleaves the others.
-        choice = next((c for c in chunk.choices or () if not c.index), None)
+        choices = chunk.choices
+        choice = None
+        if choices:
+            choice = choices[0] if not choices[0].index else next((c for c in choices if not c.index), None)
         if choice is not None:
             delta = choice.delta
             if delta is not None:
