@@ -118,6 +118,10 @@ def parse_time(value: Any, *, now: float | None = None) -> str | None:
     raise UsageError(f"Cannot use {value!r} as a time; give a datetime, an ISO string or a span like '1h'.")
 
 
+def _where_sql(where: list[str]) -> str:
+    return " WHERE " + " AND ".join(where) if where else ""
+
+
 def _time_where(column: str, since: Any, until: Any, where: list[str], params: list[Any]) -> None:
     lo, hi = parse_time(since), parse_time(until)
     if lo is not None:
@@ -129,10 +133,13 @@ def _time_where(column: str, since: Any, until: Any, where: list[str], params: l
 
 
 def _in(expr: str, value: Any, where: list[str], params: list[Any]) -> None:
-    """`expr = value`, `expr IN (...)` for a list/tuple/set, `expr IS NULL` for None (in a list too)."""
+    """`expr = value`, `expr IN (...)` for any iterable but a string (a list, a set, a generator),
+    `expr IS NULL` for None (in a list too)."""
+    if not isinstance(value, (str, bytes)) and isinstance(value, Iterable):
+        value = list(value)
     if value is None:
         where.append(f"{expr} IS NULL")
-    elif isinstance(value, (list, tuple, set, frozenset)):
+    elif isinstance(value, list):
         values = [v for v in value if v is not None]
         null = len(values) < len(value)
         if not values:
@@ -354,7 +361,7 @@ def metrics(
     where: list[str] = []
     params: list[Any] = []
     if name is not None:
-        _in('"name"', name if isinstance(name, str) else list(name), where, params)
+        _in('"name"', name, where, params)
     _time_where('"createdAt"', since, until, where, params)
     for key, value in dimension_filters.items():
         if isinstance(value, (list, tuple, set, frozenset)) and not value:
@@ -363,8 +370,7 @@ def metrics(
         path = ("$." + _json_key(key)).replace("'", "''")
         _in(f"json_extract(\"dimensions\", '{path}')", value, where, params)
     sql = f'SELECT "id", {_ms("createdAt")}, "name", "value", "dimensions" FROM "Metric"'
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    sql += _where_sql(where)
     _, rows = _fetch(store, sql, params)
     return _metric_frame(rows, extra_keys=list(dimension_filters))
 
@@ -578,7 +584,7 @@ def network_calls(
     params: list[Any] = []
     _time_where('"createdAt"', since, until, where, params)
     if status is not None:
-        _in('"status"', status if isinstance(status, str) else list(status), where, params)
+        _in('"status"', status, where, params)
     if method is not None:
         _in('upper("method")', method.upper() if isinstance(method, str) else [m.upper() for m in method], where, params)
     if endpoint is not None:
@@ -588,8 +594,7 @@ def network_calls(
         f'SELECT "id", {_ms("createdAt")}, "method", "endpoint", "status", "statusCode", '
         f'"durationMs", "error", "body", "response", "requestHeaders", "responseHeaders" FROM "NetworkCall"'
     )
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    sql += _where_sql(where)
     names, rows = _fetch(store, sql, params)
     kinds = {
         "createdAt": "time", "endpoint": "masked", "statusCode": "int", "durationMs": "float", "error": "masked",
@@ -649,9 +654,9 @@ def jobs(
     where: list[str] = []
     params: list[Any] = []
     if status is not None:
-        _in('j."status"', status if isinstance(status, str) else list(status), where, params)
+        _in('j."status"', status, where, params)
     if type is not None:
-        _in('j."type"', type if isinstance(type, str) else list(type), where, params)
+        _in('j."type"', type, where, params)
     _time_where('j."createdAt"', since, until, where, params)
     sql = (
         f'SELECT j."id", {_ms("createdAt", "j")}, j."name", j."type", j."status", '
@@ -659,8 +664,7 @@ def jobs(
         'j."error", j."textLogId", l."text" AS "log", j."pid" '
         'FROM "Jobs" AS j LEFT JOIN "TextLog" AS l ON l."id" = j."textLogId"'
     )
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    sql += _where_sql(where)
     names, rows = _fetch(store, sql, params)
     frame = _frame(
         names, rows,
@@ -688,7 +692,7 @@ def tool_invocations(
         where.append(f'(i."toolId" IN ({marks}) OR t."name" IN ({marks}))')
         params.extend(tools + tools)
     if status is not None:
-        _in('i."status"', status if isinstance(status, str) else list(status), where, params)
+        _in('i."status"', status, where, params)
     _time_where('i."createdAt"', since, until, where, params)
     sql = (
         f'SELECT i."id", {_ms("createdAt", "i")}, i."toolId", t."name" AS "tool", '
@@ -696,8 +700,7 @@ def tool_invocations(
         'FROM "ToolInvocation" AS i LEFT JOIN "Tool" AS t ON t."id" = i."toolId" '
         'LEFT JOIN "TextLog" AS l ON l."id" = i."textLogId"'
     )
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    sql += _where_sql(where)
     names, rows = _fetch(store, sql, params)
     kinds = {
         "createdAt": "time", "durationMs": "float", "parameters": "json-masked", "result": "json-masked", "log": "masked",
@@ -718,16 +721,15 @@ def streams(
     where: list[str] = []
     params: list[Any] = []
     if status is not None:
-        _in('"status"', status if isinstance(status, str) else list(status), where, params)
+        _in('"status"', status, where, params)
     if source is not None:
-        _in('"sourceId"', source if isinstance(source, str) else list(source), where, params)
+        _in('"sourceId"', source, where, params)
     _time_where('"createdAt"', since, until, where, params)
     sql = (
         f'SELECT "id", {_ms("createdAt")}, {_ms("updatedAt")}, '
         '"sourceId", "status", "rawOutput", "resultMessages" FROM "ResponseStream"'
     )
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    sql += _where_sql(where)
     names, rows = _fetch(store, sql, params)
     frame = _frame(
         names, rows, {"createdAt": "time", "updatedAt": "time", "rawOutput": "masked", "resultMessages": "json-masked"}
