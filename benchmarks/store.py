@@ -169,11 +169,36 @@ def _warm_hub_open(home: Path, runs: int) -> float:
     return statistics.median(times)
 
 
+def _key_order(folder: Path, rows: int) -> tuple[float, float]:
+    """Bulk inserts into a TEXT primary key (rows/s): time-ordered UUIDv7 keys vs random UUIDv4,
+    keys made beforehand, 10,000 rows a transaction, each into a fresh WAL file."""
+    import uuid
+
+    from aihub_nb.store import uuid7
+
+    speeds = []
+    for name, make in (("v7", uuid7), ("v4", lambda: str(uuid.uuid4()))):
+        keys = [make() for _ in range(rows)]
+        conn = sqlite3.connect(folder / f"keys-{name}.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("CREATE TABLE t (id TEXT PRIMARY KEY NOT NULL, value REAL)")
+        started = time.perf_counter()
+        for at in range(0, rows, 10_000):
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO t VALUES (?, 1.0)", ((k,) for k in keys[at : at + 10_000]))
+            conn.execute("COMMIT")
+        speeds.append(rows / (time.perf_counter() - started))
+        conn.close()
+    return speeds[0], speeds[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks store", description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=3000, help="single writes per side and model (default 3000)")
     parser.add_argument("--rows", type=int, default=10_000, help="rows per bulk batch (default 10000)")
     parser.add_argument("--repeats", type=int, default=5, help="bulk batches and fresh processes (default 5)")
+    parser.add_argument("--key-rows", type=int, default=1_000_000, help="rows for the UUIDv7 vs v4 key test (default 1M)")
     args = parser.parse_args(argv)
 
     results = []  # (measure, store, raw, ratio, target text, passed or None)
@@ -202,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         results.append(("import aihub_nb  (ms, fresh process)", f"{imp * 1000:.1f}", "", None, "", None))
         results.append(("first Hub() on existing file  (ms, fresh)", f"{first * 1000:.1f}", "", None, "", None))
         results.append(("Hub() re-open, existing file  (ms)", f"{warm * 1000:.2f}", "", None, "", None))
+
+        v7, v4 = _key_order(Path(tmp), args.key_rows)
+        label = f"{args.key_rows:,} key inserts: UUIDv7 | UUIDv4  (rows/s)"
+        results.append((label, f"{v7:,.0f}", f"{v4:,.0f}", v7 / v4, "", None))
 
     print(
         f"aihub_nb store benchmark: Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
