@@ -236,6 +236,12 @@ class Hub:
         """What the connection's endpoint offers (/v1/models, /api/tags)."""
         return self._provider(self.connection(connection)).list_models()
 
+    def remember_page(self, page: str) -> None:
+        """Keep the page (panel tab) the user is on, to reopen there next time (UserSettings.lastPage)."""
+        settings = self._settings()
+        if settings.get("lastPage") != page:
+            self.store.set("UserSettings", settings["id"], lastPage=page)
+
     def _settings(self) -> dict[str, Any]:
         row = self.store.first("UserSettings")
         return row if row is not None else self.store.create("UserSettings", bootstrapped=True)

@@ -340,3 +340,13 @@ def test_sending_with_a_connection_removed_elsewhere_says_so_and_drops_it(hub, s
     panel.connection.value = ("model", "ol")
     panel.send_button.click()
     assert panel.error.value == "" and _types(hub, "c") == ["user", "chatModel", "user", "chatModel"]
+
+
+def test_hub_panel_reopens_on_the_last_tab(hub):
+    panel = HubPanel(hub)
+    panel.select("Jobs")
+    assert hub.store.first("UserSettings")["lastPage"] == "Jobs"
+    again = HubPanel(hub)
+    assert TABS[again.tabs.selected_index] == "Jobs"
+    panel.close()
+    again.close()

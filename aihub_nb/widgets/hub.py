@@ -106,6 +106,9 @@ class HubPanel(widgets.VBox):
         self.jobs_refresh_button.on_click(lambda _b: self._guard(self.refresh_jobs))
         self.tabs.observe(self._on_tab, names="selected_index")
         self._guard(self.refresh)
+        last = self.hub._settings().get("lastPage")  # the tab the hub panel showed last time
+        if last in TABS and last != TABS[0]:
+            self._guard(lambda: self.select(last))
 
     def close(self) -> None:
         """Close the panel, and the dashboard and chat panel in it (stopping the dashboard's
@@ -130,6 +133,8 @@ class HubPanel(widgets.VBox):
 
     def _on_tab(self, change: dict[str, Any]) -> None:
         title = TABS[change["new"]] if change["new"] is not None else None
+        if title is not None:
+            self._guard(lambda: self.hub.remember_page(title))
         action = {
             "Connections": self.refresh_connections,
             "Chats": self.refresh_chats,
