@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["cell_text", "html_table"]
+
+_STORE_TIME = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)\.\d{3}Z$")
+_CELL = "padding:3px 10px;border-bottom:1px solid rgba(127,127,127,.25);vertical-align:top"
 
 
 def cell_text(value: Any) -> str:
@@ -18,7 +22,11 @@ def cell_text(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
-    return str(value)
+    if isinstance(value, float) and value != value:  # NaN
+        return ""
+    text = str(value)
+    stamp = _STORE_TIME.match(text)
+    return f"{stamp.group(1)} {stamp.group(2)} UTC" if stamp else text
 
 
 def html_table(
@@ -32,10 +40,23 @@ def html_table(
     if not rows:
         return f'<p style="color:#666"><em>{html.escape(empty)}</em></p>'
     columns = columns or list(rows[0])
-    head = "".join(f'<th style="text-align:left">{html.escape(c)}</th>' for c in columns)
+    numeric = {c for c in columns if all(_is_number(row.get(c)) for row in rows if row.get(c) is not None)}
+    head = "".join(
+        f'<th style="{_CELL};text-align:{"right" if c in numeric else "left"}">{html.escape(c)}</th>' for c in columns
+    )
     body = []
     for row in rows:
         style = ' style="opacity:.55"' if dim is not None and dim(row) else ""
-        cells = "".join(f'<td style="text-align:left">{html.escape(cell_text(row.get(c)))}</td>' for c in columns)
+        cells = "".join(
+            f'<td style="{_CELL};text-align:{"right" if c in numeric else "left"}">{html.escape(cell_text(row.get(c)))}</td>'
+            for c in columns
+        )
         body.append(f"<tr{style}>{cells}</tr>")
-    return f'<table class="aihub-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return (
+        f'<table class="aihub-table" style="border-collapse:collapse">'
+        f'<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

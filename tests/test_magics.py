@@ -348,3 +348,14 @@ def test_a_hub_opened_after_the_magics_takes_over(ip, tmp_path, monkeypatch):
     finally:
         magics.use_hub(None)
         first.close()
+
+
+def test_tables_read_well(nb, server):
+    from aihub_nb.display import html_table
+
+    _run_cell(nb, "chat tidy --model oa", "hi")
+    listing = nb.run_line_magic("aihub", "chats").data
+    assert " UTC</td>" in listing and "T" not in listing.split("UTC")[0][-12:]  # a readable time
+    table = html_table([{"name": "a", "calls": 3, "cost": float("nan")}, {"name": "b", "calls": 12, "cost": 0.5}])
+    assert 'text-align:right">3</td>' in table and 'text-align:left">a</td>' in table  # numbers right
+    assert 'text-align:right"></td>' in table  # NaN shows empty

@@ -51,7 +51,7 @@ def test_send_records_the_turn_and_shows_the_reply(hub, server, oa):
     assert panel.error.value == ""
     messages = hub.get_chat("c").messages()
     assert [(m["type"], m["content"]) for m in messages] == [("user", "hello"), ("chatModel", "Hi **there** <script>")]
-    assert "Hi <b>there</b> &lt;script&gt;" in panel.conversation.value  # Markdown, escaped
+    assert "Hi <strong>there</strong> &lt;script&gt;" in panel.conversation.value  # Markdown, escaped
     assert "7 → 3 tokens" in panel.status.value and "oa (local-chat)" in panel.status.value
     assert panel.message.value == "" and not panel.send_button.disabled and panel.stop_button.disabled
     assert panel.last_reply.text == "Hi **there** <script>"
@@ -174,9 +174,14 @@ def test_tool_needing_permission_asks_in_the_panel(hub, server):
 
 
 def test_markdown_html_escapes_and_formats():
-    out = markdown_html("**bold** and `a<b>` and *it*\n```\nx = '<tag>'\n```\n- item")
-    assert "<b>bold</b>" in out and "<code>a&lt;b&gt;</code>" in out and "<i>it</i>" in out
-    assert "<pre" in out and "&lt;tag&gt;" in out and "• item" in out and "<tag>" not in out
+    out = markdown_html("**bold** and `a<b>` and *it* <script>x</script>\n```\nx = '<tag>'\n```\n- item")
+    assert "<strong>bold</strong>" in out and "<code>a&lt;b&gt;</code>" in out and "<em>it</em>" in out
+    assert "<pre>" in out and "&lt;tag&gt;" in out and "<li>item</li>" in out
+    assert "<tag>" not in out and "<script>" not in out
+    table = markdown_html("| a | b |\n|---|---|\n| 1 | 2 |\n\n> quoted\n\n1. one\n   - nested")
+    assert "<table>" in table and "<td>2</td>" in table and "<blockquote>" in table
+    assert "<ol>" in table and "<li>nested</li>" in table
+    assert 'href="javascript' not in markdown_html("[x](javascript:alert(1))")
 
 
 # ---------------------------------------------------------------- HubPanel
@@ -225,7 +230,7 @@ def test_chats_tab_opens_a_chat_panel_and_jobs_tab_lists_its_turn(hub, server, o
     hub.chat("c").send("hello")
     panel = HubPanel(hub, sync=True)
     panel.select("Chats")
-    assert "<td style=\"text-align:left\">c</td>" in panel.chats_table.value
+    assert 'text-align:left">c</td>' in panel.chats_table.value
     panel.chat_pick.value = "c"
     panel.open_button.click()
     chat_panel = panel.chat_area.children[0]

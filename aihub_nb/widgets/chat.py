@@ -17,9 +17,9 @@ can click Allow, so user-permitted tools are decided by `approve=` or `hub.appro
 
 from __future__ import annotations
 
+import functools
 import html
 import json
-import re
 import threading
 import time
 import traceback
@@ -180,7 +180,7 @@ class ChatPanel(widgets.VBox):
             )
             return
         messages = self.hub.store.find("Message", threadId=row["references"]["thread"])
-        self.conversation.value = _frame(conversation_html(messages, self._labels()))
+        self.conversation.value = _frame(conversation_html(messages, self._labels()) or _note("No messages yet."))
 
     def _labels(self) -> dict[str, str]:
         names = {r["id"]: r["name"] for r in self.hub.store.find("ModelConnections")}
@@ -426,51 +426,28 @@ def conversation_html(messages: list[dict[str, Any]], names: dict[str, str] | No
         elif kind == "toolResult" and data.get("tool_call_id") not in shown:
             parts.append(_block("Tool result", "assistant",
                                 _tool_html(data.get("name", "?"), None, data.get("status", "completed"), row["content"])))
-    return "".join(parts) or _note("No messages yet.")
+    return "".join(parts)
 
 
-_FENCE = re.compile(r"```[^\n`]*\n?(.*?)(?:```|\Z)", re.S)
-_CODE = re.compile(r"`([^`\n]+)`")
-_INLINE = [
-    (re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*"), r"<b>\1</b>"),
-    (re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])"), r"<i>\1</i>"),
-    (re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)"), r'<a href="\2" target="_blank">\1</a>'),
-]
-_HEADING = re.compile(r"^(#{1,6})\s+(.*)$", re.M)
-_BULLET = re.compile(r"^(\s*)[-*+]\s+", re.M)
+_CSS = (
+    "<style>.aihub-chat table{border-collapse:collapse;margin:4px 0}"
+    ".aihub-chat th,.aihub-chat td{border:1px solid #ccc;padding:2px 8px;text-align:left}"
+    ".aihub-chat blockquote{border-left:3px solid #ccc;margin:4px 0;padding-left:8px;color:#555}"
+    ".aihub-chat p{margin:2px 0}.aihub-chat pre{margin:4px 0;overflow-x:auto}</style>"
+)
+
+
+@functools.cache
+def _markdown() -> Any:
+    import mistune
+
+    return mistune.create_markdown(escape=True, plugins=["table", "strikethrough", "url"])
 
 
 def markdown_html(text: str) -> str:
-    """Minimal Markdown to HTML, everything escaped first: fenced and inline code, bold, italic,
-    links, headings, bullets and line breaks. Enough for chat replies, nothing more."""
-    out = []
-    pos = 0
-    for match in _FENCE.finditer(text):
-        out.append(_inline_html(text[pos:match.start()]))
-        out.append(f'<pre style="margin:4px 0"><code>{html.escape(match.group(1).rstrip(chr(10)))}</code></pre>')
-        pos = match.end()
-    out.append(_inline_html(text[pos:]))
-    return "".join(out)
-
-
-def _inline_html(text: str) -> str:
-    if not text:
-        return ""
-    text = html.escape(text.strip("\n") if text.strip() else "", quote=False)
-    # code spans first, kept out of the other rules
-    codes: list[str] = []
-
-    def keep(match: re.Match) -> str:
-        codes.append(match.group(1))
-        return f"\x00{len(codes) - 1}\x00"
-
-    text = _CODE.sub(keep, text)
-    for pattern, replacement in _INLINE:
-        text = pattern.sub(replacement, text)
-    text = _HEADING.sub(lambda m: f"<b>{m.group(2)}</b>", text)
-    text = _BULLET.sub(lambda m: m.group(1) + "• ", text)
-    text = re.sub(r"\x00(\d+)\x00", lambda m: f"<code>{codes[int(m.group(1))]}</code>", text)
-    return text.replace("\n", "<br>")
+    """Markdown to HTML as a chat shows it (tables, lists, quotes, code), with any HTML in the
+    text escaped and unsafe link targets dropped."""
+    return _markdown()(text or "")
 
 
 def _tool_html(name: str, arguments: Any, status: str, result: Any) -> str:
@@ -494,7 +471,12 @@ def _block(label: str, role: str, body: str, suffix: str = "") -> str:
 
 
 def _frame(body: str) -> str:
-    return f'<div class="aihub-chat" style="max-height:480px;overflow-y:auto">{body}</div>'
+    """The conversation in a scrolling box that stays at its newest message (a reversed flex
+    column starts scrolled to the bottom)."""
+    return (
+        f'{_CSS}<div class="aihub-chat" style="max-height:480px;overflow-y:auto;display:flex;'
+        f'flex-direction:column-reverse"><div>{body}</div></div>'
+    )
 
 
 def _note(text: str) -> str:
