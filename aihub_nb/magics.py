@@ -427,7 +427,10 @@ class AihubMagics(Magics):
     def _agents(self, args: list[str]) -> Any:
         _parser("%aihub agents").parse_args(args)
         rows = self.hub.agents()
-        return _table(rows, empty="No agents yet: %aihub agent create NAME --model CONNECTION --tools a,b.")
+        return _table(
+            rows, ["name", "model", "tools", "maxRounds", "description"],
+            empty="No agents yet: %aihub agent create NAME --model CONNECTION --tools a,b.",
+        )
 
     def _agent(self, args: list[str]) -> Any:
         p = _parser("%aihub agent", "Create, show or remove an agent.")
@@ -457,7 +460,7 @@ class AihubMagics(Magics):
         info = self.hub.describe_agent(ns.name)
         from IPython.display import display
 
-        summary = {k: v for k, v in info.items() if k != "tools"}
+        summary = {k: v for k, v in info.items() if k not in ("tools", "id")}
         display(_table([summary]))
         return _table(info.get("tools", []), empty="This agent has no tools.")
 
@@ -510,11 +513,15 @@ class AihubMagics(Magics):
             self.hub.set_price(ns.model, ns.input_per_million, ns.output_per_million, provider=ns.provider)
         else:
             self.hub.remove_price(ns.model, provider=ns.provider)
-        return self.hub.prices()
+        return self._prices([])
 
     def _prices(self, args: list[str]) -> Any:
         _parser("%aihub prices").parse_args(args)
-        return self.hub.prices()
+        rows = self.hub.prices().to_dict("records")
+        return _table(
+            rows, ["model", "provider", "inputPerMillion", "outputPerMillion", "currency", "updatedAt"],
+            empty="No prices yet: %aihub price set MODEL INPUT_PER_MILLION OUTPUT_PER_MILLION (USD per million tokens).",
+        )
 
     def _dashboard(self, args: list[str]) -> Any:
         _parser("%aihub dashboard").parse_args(args)

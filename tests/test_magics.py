@@ -198,10 +198,11 @@ def test_price_magic_gives_cost(nb, hub, server):
     _run_cell(nb, "chat cost --model oa", "hi")
     (cost,) = hub.store.find("Metric", name="cost_usd")
     assert cost["value"] == pytest.approx(3 * 1.0 + 2 * 2.0)
-    prices = nb.run_line_magic("aihub", "prices")
-    assert list(prices["model"]) == ["local-chat"]
-    nb.run_line_magic("aihub", "price remove local-chat")
-    assert len(hub.prices()) == 0
+    prices = nb.run_line_magic("aihub", "prices").data
+    assert 'text-align:left">local-chat</td>' in prices and 'text-align:right">1000000.0</td>' in prices
+    assert list(hub.prices()["model"]) == ["local-chat"]
+    shown = nb.run_line_magic("aihub", "price remove local-chat").data
+    assert len(hub.prices()) == 0 and "No prices yet" in shown
 
 
 def test_agent_magics_and_a_tool_call_in_the_cell(nb, hub, server):
