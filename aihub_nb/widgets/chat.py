@@ -183,8 +183,9 @@ class ChatPanel(widgets.VBox):
         self.conversation.value = _frame(conversation_html(messages, self._labels()) or _note("No messages yet."))
 
     def _labels(self) -> dict[str, str]:
-        names = {r["id"]: r["name"] for r in self.hub.store.find("ModelConnections")}
-        names.update({r["id"]: r["name"] for r in self.hub.store.find("Agent")})
+        """Who said it, as the turn shows it while it runs: "name (model)" or "agent name"."""
+        names = {r["id"]: f"{r['name']} ({r['modelId']})" for r in self.hub.store.find("ModelConnections")}
+        names.update({r["id"]: f"agent {r['name']}" for r in self.hub.store.find("Agent")})
         return names
 
     # ------------------------------------------------------------ sending
