@@ -77,12 +77,41 @@ def _metric_rows(df_or_store: Any, names: str | Iterable[str], since: Any = None
     return frame[frame["name"].isin(wanted)]
 
 
+FONT_SCALE = 1.15
+"""Plot text is sized from matplotlib's ``rcParams["font.size"]`` times this: titles a little
+larger, tick labels and notes a little smaller, never below 8 pt. Raise ``font.size`` (or this) and
+every plot's text grows with it; the default keeps an 8 x 4 in figure readable at dpi 60."""
+
+
+def _sizes() -> dict[str, float]:
+    import matplotlib as mpl
+
+    base = float(mpl.rcParams["font.size"]) * FONT_SCALE
+    return {"title": base * 1.15, "label": base, "tick": max(base * 0.95, 8.0), "note": max(base * 0.88, 8.0)}
+
+
+def _style(ax: "Axes", *others: "Axes") -> None:
+    """Size the title, axis labels, tick labels and legend of `ax` (and of twin axes) from _sizes()."""
+    size = _sizes()
+    ax.title.set_fontsize(size["title"])
+    for a in (ax, *others):
+        a.xaxis.label.set_fontsize(size["label"])
+        a.yaxis.label.set_fontsize(size["label"])
+        a.tick_params(labelsize=size["tick"])
+        a.yaxis.get_offset_text().set_fontsize(size["tick"])
+    legend = ax.get_legend()
+    if legend is not None:
+        for text in legend.get_texts():
+            text.set_fontsize(size["note"])
+        legend.get_title().set_fontsize(size["note"])
+
+
 def _axes(ax: "Axes | None") -> "Axes":
     if ax is not None:
         return ax
     import matplotlib.pyplot as plt
 
-    _, ax = plt.subplots(figsize=(8, 4))
+    _, ax = plt.subplots(figsize=(8, 4), layout="constrained")  # nothing cut off, at any dpi
     return ax
 
 
@@ -92,22 +121,124 @@ def _times(index) -> Any:
 
 
 def _date_axis(ax: "Axes", freq: str | None = None) -> None:
-    """Concise date ticks; a single time bucket gets one bucket of room on each side (else
-    matplotlib spreads the axis over years around one point)."""
+    """Time ticks that read as times: "10:26:50" (seconds; "10:26:50.76" below a second), "10:25"
+    (minutes, hours), "Nov 27" (days). The date goes into the axis label ("time (UTC), 2026-11-27")
+    rather than an offset in a corner. A single time bucket gets one bucket of room on each side
+    (else matplotlib spreads the axis over years around one point)."""
     import matplotlib.dates as mdates
     import pandas as pd
 
-    locator = mdates.AutoDateLocator()
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
+    locator.intervald[mdates.SECONDLY] = [1, 2, 5, 10, 15, 30]  # a 9 s span: 5 ticks, not 1
+    locator.intervald[mdates.MINUTELY] = [1, 2, 5, 10, 15, 30]
+    formatter = mdates.ConciseDateFormatter(
+        locator,
+        # years, months, days, hours, minutes, seconds (and below: trailing zeros of "%f" are cut)
+        formats=["%Y", "%b", "%b %d", "%H:%M", "%H:%M", "%H:%M:%S.%f"],
+        zero_formats=["", "%Y", "%b", "%b %d", "%H:%M", "%H:%M:%S"],
+        show_offset=False,
+    )
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.xaxis.set_major_formatter(formatter)
     xs = [x for line in ax.get_lines() for x in line.get_xdata()]
-    if freq and xs and len(set(xs)) == 1:
-        t, span = pd.Timestamp(xs[0]), pd.Timedelta(freq)
-        ax.set_xlim(t - span, t + span)
+    if not xs:
+        return
+    first, last = pd.Timestamp(min(xs)), pd.Timestamp(max(xs))
+    if first.date() == last.date():
+        ax.set_xlabel(f"time (UTC), {first:%Y-%m-%d}")
+    else:
+        ax.set_xlabel(f"time (UTC), {first:%Y-%m-%d} – {last:%Y-%m-%d}")
+    if freq and first == last:
+        span = pd.Timedelta(freq)
+        ax.set_xlim(first - span, first + span)
+
+
+def _plot_series(ax: "Axes", x: Any, y: Any, **kwargs: Any) -> None:
+    """A line with its points marked when there are few of them; of many, only the points that
+    have no neighbour (between gaps) are marked, as a line cannot show them."""
+    import numpy as np
+
+    finite = np.isfinite(y)
+    if len(y) <= 48:
+        marker = {"marker": "o", "ms": 7 if finite.sum() <= 2 else 4.5}
+    else:
+        before = np.r_[False, finite[:-1]]
+        after = np.r_[finite[1:], False]
+        alone = finite & ~before & ~after
+        marker = {"marker": "o", "ms": 4.5, "markevery": alone} if alone.any() else {}
+    ax.plot(x, y, **marker, **kwargs)
+
+
+def _integer_ticks(axis: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _no_data(ax: "Axes", message: str) -> None:
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="0.4",
+            fontsize=_sizes()["label"])
+    _style(ax)
+
+
+def _unit(name: str) -> str:
+    """The unit a metric's name ends in, as a suffix for its values: "latency_ms" -> " ms"."""
+    for suffix, unit in (("_ms", " ms"), ("_seconds", " s"), ("_s", " s"), ("_tokens", " tokens"), ("_usd", " USD")):
+        if name.endswith(suffix):
+            return unit
+    return ""
+
+
+def _number(value: float) -> str:
+    """4,265 / 224.9 / 4.295 / 0.0123: whole numbers from 1,000 up, else four significant digits."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.4g}"
+
+
+def _usd_tick(value: float, locs: Any = ()) -> str:
+    """A cost tick in dollars, with as many decimals as the ticks need to differ: $0.00002,
+    $0.0025, $1.5; never an "1e-5" offset."""
+    import math
+    from itertools import pairwise
+
+    if value == 0:
+        return "$0"
+    ticks = sorted({float(v) for v in locs} | {float(value)})
+    steps = [b - a for a, b in pairwise(ticks) if b > a]
+    step = min(steps) if steps else abs(value)
+    decimals = max(0, math.ceil(-math.log10(step) - 1e-9))
+    while decimals < 12 and any(abs(round(v, decimals) - v) > step * 1e-6 for v in ticks):
+        decimals += 1
+    return f"${value:,.{decimals}f}"
+
+
+def _usd_formatter() -> Any:
+    """A tick formatter writing every tick of a cost axis in dollars with shared decimals."""
+    from matplotlib.ticker import Formatter
+
+    class UsdFormatter(Formatter):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return _usd_tick(x)
+
+        def format_ticks(self, values: Any) -> list[str]:
+            return [_usd_tick(v, values) for v in values]
+
+    return UsdFormatter()
+
+
+def _coverage(frame: "pd.DataFrame") -> str:
+    """What a frame's values come from, named as the summary's rows are (provider/model): "all
+    models" when from several, "model OPENAI/gpt-4o" when from one, "" when they have no model."""
+    if "model" not in frame.columns:
+        return ""
+    keys = frame[[c for c in ("provider", "model") if c in frame.columns]].dropna(subset=["model"])
+    pairs = keys.drop_duplicates()
+    if len(pairs) > 1:
+        return "all models"
+    if len(pairs) == 1:
+        row = pairs.iloc[0]
+        provider = row.get("provider")
+        return f"model {provider}/{row['model']}" if isinstance(provider, str) and provider else f"model {row['model']}"
+    return ""
 
 
 def _label(value: Any) -> str:
@@ -146,11 +277,22 @@ def metric_over_time(
         keys = frame[by].astype(object).map(_label).to_numpy()
         lines = [(label, _aggregate(part.resample(f), agg)) for label, part in series.groupby(keys, sort=True)]
     for label, line in lines:
-        ax.plot(_times(line.index), line.to_numpy(dtype=float), marker="o" if len(line) <= 48 else None, ms=3, label=label)
+        _plot_series(ax, _times(line.index), line.to_numpy(dtype=float), label=label)
+    if agg == "count":
+        _integer_ticks(ax.yaxis)
     if by is not None:
-        ax.legend(title=by, fontsize="small")
+        _legend(ax, title=by)
     _date_axis(ax, f)
+    _style(ax)
     return ax
+
+
+def _legend(ax: "Axes", **kwargs: Any) -> None:
+    """A legend over the lines where it hides the least of them; beside the axes when long."""
+    outside = len(ax.get_legend_handles_labels()[1]) > 6
+    where = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0} if outside else {"loc": "best"}
+    size = _sizes()["note"]
+    ax.legend(fontsize=size, title_fontsize=size, framealpha=0.85, **where, **kwargs)
 
 
 def metric_by(
@@ -171,17 +313,24 @@ def metric_by(
         )
     keys = frame[dimension].astype(object).map(_label).to_numpy()
     values = _aggregate(frame["value"].groupby(keys), agg).sort_values(ascending=False, kind="stable")
-    bars = ax.bar([str(k) for k in values.index], values.to_numpy(dtype=float), color="C0")
-    ax.bar_label(bars, fmt="{:,.4g}", fontsize="small")
-    if len(values) > 4:
-        ax.tick_params(axis="x", labelrotation=30)
+    labels = [str(k) for k in values.index]
+    bars = ax.bar(labels, values.to_numpy(dtype=float), color="C0")
+    ax.bar_label(bars, fmt="{:,.4g}", fontsize=_sizes()["note"], padding=2)
+    ax.margins(y=0.12)  # room for the labels over the bars
+    if agg == "count":
+        _integer_ticks(ax.yaxis)
+    if len(values) > 4:  # slanted, each ending under its bar
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", rotation_mode="anchor")
+    _style(ax)
     return ax
 
 
 def latency_distribution(
     df_or_store: Any, name: str = "latency_ms", bins: int = 30, ax: "Axes | None" = None, *, since: Any = None
 ) -> "Axes":
-    """A histogram of metric `name` with its p50 and p95 drawn as labelled vertical lines."""
+    """A histogram of metric `name` with its p50 and p95 drawn as vertical lines, labelled with
+    their values at the top of the axes ("p95 = 4,265 ms"). The title says what the values cover:
+    "all models" when they come from several (the p95 of all calls, not of one model's)."""
     import numpy as np
 
     frame = _metric_rows(df_or_store, name, since)
@@ -193,26 +342,47 @@ def latency_distribution(
     if not len(values):
         _no_data(ax, f"no {name} metrics")
         return ax
-    ax.hist(values, bins=bins, color="C0", alpha=0.75)
+    covers = _coverage(frame)
+    ax.set_title(f"{name}: distribution, " + (f"{covers} " if covers else "") + f"({len(values):,} values)")
+    counts, _, _ = ax.hist(values, bins=bins, color="C0", alpha=0.75)
+    _integer_ticks(ax.yaxis)
+    ax.set_ylim(0, max(float(counts.max()), 1.0) * 1.35)  # a free strip at the top for the labels
     p50, p95 = np.percentile(values, [50, 95])
-    for q, value, style in (("p50", p50, "--"), ("p95", p95, ":")):
-        ax.axvline(value, color="C3" if q == "p95" else "C1", linestyle=style, label=f"{q} = {value:,.4g}")
+    size, unit = _sizes()["note"], _unit(name)
+    texts = {q: f"{q} = {_number(value)}{unit}" for q, value in (("p50", p50), ("p95", p95))}
+    # p50's label left of its line, p95's right of its own, so they cannot meet, unless one would
+    # run out of the axes; then it turns inward, and p95's goes a line lower if they would overlap
+    left, right = ax.get_xlim()
+    fig = ax.figure
+    axes_pt = max(ax.get_position().width * fig.get_figwidth() * 72, 1.0)
+    width = {q: (len(t) * 0.6 * size + 6) / axes_pt for q, t in texts.items()}  # in axes fractions
+    at = {q: (v - left) / ((right - left) or 1.0) for q, v in (("p50", p50), ("p95", p95))}
+    side = {"p50": -1 if at["p50"] > width["p50"] else 1, "p95": 1 if at["p95"] + width["p95"] < 1 else -1}
+    span = {q: sorted((at[q], at[q] + side[q] * width[q])) for q in texts}
+    overlap = span["p50"][1] > span["p95"][0] and span["p95"][1] > span["p50"][0]
+    for q, value, style, color in (("p50", p50, "--", "C1"), ("p95", p95, ":", "C3")):
+        ax.axvline(value, color=color, linestyle=style, lw=1.5, label=f"{q} = {value:,.4g}")
+        row = 1 if (q == "p95" and overlap) else 0
         ax.annotate(
-            q, xy=(value, 1), xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points",
-            fontsize="small",
+            texts[q], xy=(value, 1), xycoords=("data", "axes fraction"),
+            xytext=(4 * side[q], -4 - row * 1.6 * size), textcoords="offset points",
+            ha="left" if side[q] > 0 else "right", va="top", color=color, fontsize=size, fontweight="bold",
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
         )
-    ax.legend(fontsize="small")
+    _style(ax)
     return ax
 
 
 def tokens_and_cost_by_model(df_or_store: Any, ax: "Axes | None" = None, *, since: Any = None) -> "Axes":
-    """Prompt and completion tokens per model as bars, cost (USD) as diamonds on a twin axis.
+    """Prompt and completion tokens per model as bars, cost (USD) as diamonds on a twin axis in
+    dollars. With no cost at all (no model priced) there is no cost axis, and the title says why.
 
     A model without a price shows the word "unpriced" instead of a cost; one priced only for some
     turns shows its cost and "+N unpriced"; one whose turns all failed shows no cost. Accepts a
     Store, a metrics() frame or a summary() frame.
     """
     import numpy as np
+    from matplotlib.ticker import FuncFormatter
 
     from .monitoring import summary, summary_of_frame
 
@@ -229,31 +399,43 @@ def tokens_and_cost_by_model(df_or_store: Any, ax: "Axes | None" = None, *, sinc
     if table.empty:
         _no_data(ax, "no chat turns recorded")
         return ax
+    size = _sizes()["note"]
     labels = [f"{p}/{m}" if p else (m or "(unknown)") for p, m in zip(table["provider"], table["model"])]
     x = np.arange(len(labels))
-    ax.bar(x - 0.2, table["prompt_tokens"].to_numpy(dtype=float), width=0.4, label="prompt tokens", color="C0")
-    ax.bar(x + 0.2, table["completion_tokens"].to_numpy(dtype=float), width=0.4, label="completion tokens", color="C2")
+    ax.bar(x - 0.2, table["prompt_tokens"].to_numpy(dtype=float), width=0.4, label="prompt", color="C0")
+    ax.bar(x + 0.2, table["completion_tokens"].to_numpy(dtype=float), width=0.4, label="completion", color="C2")
     ax.set_xticks(x, labels, rotation=30 if len(labels) > 3 else 0, ha="right" if len(labels) > 3 else "center")
-    cost_ax = ax.twinx()
-    cost_ax.set_ylabel("cost (USD)")
-    cost = table["cost_usd"].to_numpy(dtype=float)
-    cost_ax.plot(x, cost, "D", color="C3", label="cost (USD)")
-    top = np.nanmax(cost) if np.isfinite(cost).any() else 1.0
-    cost_ax.set_ylim(0, top * 1.25 if top > 0 else 1.0)
+    _integer_ticks(ax.yaxis)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, pos: f"{value:,.0f}"))
     tokens_top = float(np.nanmax(table[["prompt_tokens", "completion_tokens"]].to_numpy(dtype=float), initial=0))
     ax.set_ylim(0, tokens_top * 1.35 if tokens_top > 0 else 1.0)  # room for the legend and the notes
-    note = {"ha": "center", "va": "center", "color": "C3", "fontsize": "small",
+    cost = table["cost_usd"].to_numpy(dtype=float)
+    cost_ax = None
+    if np.isfinite(cost).any():
+        cost_ax = ax.twinx()
+        cost_ax.set_ylabel("cost (USD)")
+        cost_ax.plot(x, cost, "D", color="C3", ms=7, label="cost")
+        top = float(np.nanmax(cost))
+        cost_ax.set_ylim(0, top * 1.25 if top > 0 else 1.0)
+        cost_ax.yaxis.set_major_formatter(_usd_formatter())
+    note = {"ha": "center", "va": "center", "color": "C3", "fontsize": size,
             "bbox": {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "C3", "lw": 0.8}}
     tops = np.fmax(table["prompt_tokens"].to_numpy(dtype=float), table["completion_tokens"].to_numpy(dtype=float))
     for xi, c, n, top_of_bars in zip(x, cost, table["unpriced_calls"], tops):
         if not np.isfinite(c):
             if n:  # else no turn completed, so there was nothing to price
                 ax.annotate("unpriced", (xi, top_of_bars), xytext=(0, 12), textcoords="offset points", **note)
-        elif n:
+        elif n and cost_ax is not None:
             cost_ax.annotate(f"+{n} unpriced", (xi, c), xytext=(0, 12), textcoords="offset points", **note)
     handles, names = ax.get_legend_handles_labels()
-    more, more_names = cost_ax.get_legend_handles_labels()
-    ax.legend(handles + more, names + more_names, fontsize="small", loc="upper center", ncols=3, frameon=False)
+    if cost_ax is not None:
+        more, more_names = cost_ax.get_legend_handles_labels()
+        handles, names = handles + more, names + more_names
+    elif int(table["unpriced_calls"].sum()):  # turns completed, none of them priced
+        ax.set_title("Tokens by model (cost: no prices set)")
+    ax.legend(handles, names, fontsize=size, loc="upper center", ncols=3, frameon=False, columnspacing=1.2,
+              handlelength=1.4)
+    _style(ax, *([cost_ax] if cost_ax is not None else []))
     return ax
 
 
@@ -286,11 +468,12 @@ def error_rate_over_time(
     turns = np.maximum(col("count", "latency_ms"), col("count", "error")).groupby(level="createdAt").sum()
     errors = col("sum", "error").groupby(level="createdAt").sum()
     rate = (errors / turns.where(turns > 0) * 100).resample(f).asfreq()
-    ax.plot(_times(rate.index), rate.to_numpy(dtype=float), marker="o", ms=3, color="C3")
+    _plot_series(ax, _times(rate.index), rate.to_numpy(dtype=float), color="C3")
     finite = rate.to_numpy(dtype=float)
     finite = finite[np.isfinite(finite)]
     ax.set_ylim(0, max(5.0, float(finite.max(initial=0)) * 1.15))
     _date_axis(ax, f)
+    _style(ax)
     return ax
 
 

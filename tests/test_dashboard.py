@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import matplotlib
@@ -66,7 +67,12 @@ def test_metric_over_time_buckets_and_lines(filled):
     y = line.get_ydata()
     assert y[0] == pytest.approx((100 + 300 + 50) / 3) and np.isnan(y[1]) and y[2] == 2000
     assert list(line.get_xdata()) == list(pd.date_range("2026-11-20T08:00", periods=3, freq="h").to_numpy())
-    assert ax.get_title() == "latency_ms: mean per 1h" and ax.get_xlabel() == "time (UTC)" and ax.get_ylabel() == "latency_ms"
+    assert ax.get_title() == "latency_ms: mean per 1h" and ax.get_ylabel() == "latency_ms"
+    # the ticks read as times of day, the date is in the axis label, not in an offset in a corner
+    assert ax.get_xlabel() == "time (UTC), 2026-11-20"
+    ax.figure.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels() if t.get_text()][:3] == ["08:00", "08:30", "09:00"]
+    assert ax.xaxis.get_offset_text().get_text() == ""
 
     _, ax2 = plt.subplots()
     assert plots.metric_over_time(mon.metrics(filled), "latency_ms", freq="1h", agg="max", ax=ax2, by="model") is ax2
@@ -75,8 +81,9 @@ def test_metric_over_time_buckets_and_lines(filled):
     assert list(lines["gpt-4o-mini"]) == [300] and list(lines["llama3.2"]) == [3000]
     assert [t.get_text() for t in ax2.get_legend().get_texts()] == ["gpt-4o-mini", "llama3.2"]
 
-    counts = plots.metric_over_time(filled, "latency_ms", freq="30m", agg="count").lines[0].get_ydata()
-    assert list(counts) == [3, 0, 0, 0, 2]
+    counts_ax = plots.metric_over_time(filled, "latency_ms", freq="30m", agg="count")
+    assert list(counts_ax.lines[0].get_ydata()) == [3, 0, 0, 0, 2]
+    assert _integer_ticks(counts_ax)
 
 
 def test_metric_by_draws_one_bar_per_value(filled):
@@ -98,13 +105,22 @@ def test_latency_distribution_marks_p50_and_p95(filled):
     marks = {l.get_label(): l.get_xdata()[0] for l in ax.lines}
     assert marks == {f"p50 = {p50:,.4g}": p50, f"p95 = {p95:,.4g}": p95}
     assert sum(p.get_height() for p in ax.patches) == len(values)
-    assert {t.get_text() for t in ax.texts} == {"p50", "p95"}
+    # labelled with their values and unit, at the top of the axes, not over the bars
+    assert sorted(t.get_text() for t in ax.texts) == ["p50 = 300 ms", "p95 = 2,600 ms"]
+    assert {t.xycoords for t in ax.texts} == {("data", "axes fraction")} and {t.xy[1] for t in ax.texts} == {1}
+    assert ax.get_ylim()[1] >= 1.3 * max(p.get_height() for p in ax.patches)  # the strip they sit in is free
+    assert ax.get_legend() is None  # no legend box over the bars: the labels say it
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("latency_ms", "count")
+    assert ax.get_title() == "latency_ms: distribution, all models (5 values)"  # not one model's p95
+    ax.figure.canvas.draw()
+    assert _integer_ticks(ax)
+    _assert_inside_and_apart(ax, ax.texts)
 
 
 def test_tokens_and_cost_by_model_marks_unpriced(filled):
     ax = plots.tokens_and_cost_by_model(filled)
     ax.figure.canvas.draw()
+    assert ax.get_title() == "Tokens and cost by model"
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels == ["OLLAMA/llama3.2", "OPENAI/gpt-4o-mini"]
     heights = [p.get_height() for p in ax.patches]
@@ -114,6 +130,10 @@ def test_tokens_and_cost_by_model_marks_unpriced(filled):
     assert np.isnan(cost[0]) and cost[1] == pytest.approx(0.004)
     assert [(t.get_text(), t.xy[0]) for t in ax.texts] == [("unpriced", 0)]  # over the llama3.2 bars
     assert cost_ax.get_ylabel() == "cost (USD)" and ax.get_ylabel() == "tokens"
+    cost_ticks = [t.get_text() for t in cost_ax.get_yticklabels()]
+    assert cost_ticks[0] == "$0" and all(t.startswith("$") for t in cost_ticks), cost_ticks
+    assert "$0.004" in cost_ticks and cost_ax.yaxis.get_offset_text().get_text() == ""
+    assert _integer_ticks(ax)
     # the same from a loaded frame, and from a summary frame
     for source in (mon.metrics(filled), mon.summary(filled)):
         again = plots.tokens_and_cost_by_model(source)
@@ -163,7 +183,7 @@ def test_dashboard_draws_the_chosen_metric_and_grouping(live):
     assert bytes(dash.image.value).startswith(b"\x89PNG")
     top, left, right = dash.figure.axes[:3]
     assert top.get_title().startswith("latency_ms: mean per") and len(top.lines) == 1
-    assert left.get_title() == "latency_ms: distribution"
+    assert left.get_title() == "latency_ms: distribution, all models (4 values)"  # the table's p95s are per model
     assert right.get_title() == "Tokens and cost by model"
     pd.testing.assert_frame_equal(dash.summary_frame, mon.summary(live))
     assert "gpt-4o-mini" in dash.table.value and "$0.0040" in dash.table.value
@@ -248,6 +268,10 @@ def test_small_costs_keep_their_digits_and_failed_only_models_are_not_called_unp
     assert "unpriced" not in cells["gpt-4o"] and "–" in cells["gpt-4o"]
     tokens = dash.figure.axes[2]
     assert [t.get_text() for t in tokens.texts] == ["unpriced"]  # over llama3.2 only
+    cost_ax = dash.figure.axes[3]
+    ticks = [t.get_text() for t in cost_ax.get_yticklabels()]
+    assert ticks[:3] == ["$0", "$0.00001", "$0.00002"], ticks  # dollars, never "1e-5"
+    assert cost_ax.yaxis.get_offset_text().get_text() == ""
 
 
 def test_a_bucket_pandas_cannot_read_is_a_usage_error(filled):
@@ -270,3 +294,209 @@ def test_auto_refresh_box_starts_it_and_close_stops_the_thread(live):
     thread = dash._timer
     dash.close()
     assert not thread.is_alive() and not dash.refreshing and not dash.auto.value
+
+
+# ---------------------------------------------------------------- readable plots
+
+
+def _integer_ticks(ax) -> bool:
+    """Every count tick in view is a whole number (no 0.2, 0.4, …)."""
+    low, high = ax.get_ylim()
+    ticks = [t for t in ax.get_yticks() if low <= t <= high]
+    return len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+
+
+def _assert_inside_and_apart(ax, texts) -> None:
+    """The texts lie within the axes and do not overlap one another."""
+    import itertools
+
+    renderer = ax.figure.canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    extents = [t.get_window_extent(renderer) for t in texts]
+    for text, e in zip(texts, extents):
+        assert box.x0 - 1 <= e.x0 and e.x1 <= box.x1 + 1 and box.y0 - 1 <= e.y0 and e.y1 <= box.y1 + 1, text.get_text()
+    for a, b in itertools.combinations(extents, 2):
+        assert not a.overlaps(b)
+
+
+def _assert_nothing_cut_off(fig, dpi: float) -> None:
+    """Drawn at `dpi`, every title, label, tick label and note lies within the figure."""
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    tight = fig.get_tightbbox(fig.canvas.get_renderer())  # in inches, of what was drawn
+    width, height = fig.get_size_inches()
+    assert tight.x0 >= -0.02 and tight.y0 >= -0.02 and tight.x1 <= width + 0.02 and tight.y1 <= height + 0.02, tight
+
+
+def _text_sizes_px(fig, dpi: float) -> dict[str, float]:
+    from matplotlib.text import Text
+
+    return {t.get_text(): t.get_fontsize() * dpi / 72 for t in fig.findobj(Text)
+            if t.get_visible() and t.get_text().strip()}
+
+
+@pytest.mark.parametrize("values", [
+    [100, 300, 50, 1000, 3000],
+    [100] * 19 + [5000],                  # p95 near the right edge: its label turns inward
+    [200] * 5,                            # one value: p50 = p95, labels either side of the line
+    list(range(1, 101)),
+    [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 500],
+])
+@pytest.mark.parametrize("figsize", [(8, 4), (4.5, 3)])
+def test_histogram_labels_stay_inside_and_apart(store, values, figsize):
+    store.create_many("Metric", [_metric("latency_ms", v, T0 + i, model="m") for i, v in enumerate(values)])
+    _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    plots.latency_distribution(store, ax=ax)
+    ax.figure.canvas.draw()
+    assert [t.get_text().split(" = ")[0] for t in ax.texts] == ["p50", "p95"]
+    assert all(t.get_text().endswith(" ms") for t in ax.texts)
+    _assert_inside_and_apart(ax, ax.texts)
+    assert _integer_ticks(ax)
+    assert ax.get_title().startswith("latency_ms: distribution, model m (")  # one model: named
+
+
+def test_an_unpriced_store_has_no_cost_axis(store):
+    rows = _turn(T0, "OLLAMA", "llama3.2", 100) + _turn(T0 + 60, "OLLAMA", "qwen2.5", 200)
+    store.create_many("Metric", rows)
+    ax = plots.tokens_and_cost_by_model(store)
+    ax.figure.canvas.draw()
+    assert ax.figure.axes == [ax]  # no empty 0..1.2 cost axis
+    assert ax.get_title() == "Tokens by model (cost: no prices set)"
+    assert [t.get_text() for t in ax.texts] == ["unpriced", "unpriced"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["prompt", "completion"]
+    # nothing completed: nothing was left unpriced either, so no note
+    store.create_many("Metric", _turn(T0, "OPENAI", "gpt-4o", 50, failed=True))
+    only_failed = plots.tokens_and_cost_by_model(mon.metrics(store, model="gpt-4o"))
+    assert only_failed.figure.axes == [only_failed] and only_failed.get_title() == "Tokens and cost by model"
+
+
+def test_cost_ticks_are_dollars_with_the_digits_they_need():
+    usd = plots._usd_tick
+    assert [usd(v, [0, 1e-5, 2e-5, 3e-5]) for v in (0, 1e-5, 3e-5)] == ["$0", "$0.00001", "$0.00003"]
+    assert [usd(v, [0, 5e-6, 1e-5]) for v in (5e-6, 1e-5)] == ["$0.000005", "$0.000010"]
+    assert [usd(v, [0, 0.0025, 0.005]) for v in (0.0025, 0.005)] == ["$0.0025", "$0.0050"]
+    assert [usd(v, [0, 0.5, 1, 1.5]) for v in (0.5, 1.5)] == ["$0.5", "$1.5"]
+    assert usd(1234.0, [0, 500, 1000, 1500]) == "$1,234" and usd(0.000036) == "$0.000036"
+    formatter = plots._usd_formatter()
+    assert formatter.format_ticks([0, 2e-5, 4e-5]) == ["$0", "$0.00002", "$0.00004"]
+
+
+def test_time_ticks_read_as_times_for_short_spans(store):
+    # a 40 s session, in 1 s buckets: "08:00:10", not "10" with the date in a corner
+    store.create_many("Metric", [_metric("latency_ms", 100 + i, T0 + 2 * i) for i in range(20)])
+    ax = plots.metric_over_time(store, "latency_ms", freq="1s")
+    ax.figure.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert len(labels) >= 3 and all(len(t) == 8 and t.count(":") == 2 for t in labels), labels
+    assert ax.get_xlabel() == "time (UTC), 2026-11-20" and ax.xaxis.get_offset_text().get_text() == ""
+    # below a second (the notebook's "20ms" buckets): the fractions, after the full time
+    fast = mon.metrics(store, "latency_ms").assign(
+        createdAt=pd.date_range("2026-11-20T08:00:00Z", periods=20, freq="7ms"))
+    ax = plots.metric_over_time(fast, "latency_ms", freq="20ms")
+    ax.figure.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert len(labels) >= 3 and all(re.fullmatch(r"\d\d:\d\d:\d\d(\.\d\d)?", t) for t in labels), labels
+    assert "08:00:00.05" in labels
+    # a span over days: the dates are in the ticks, and the label says from when to when
+    days = mon.metrics(store, "latency_ms").assign(
+        createdAt=pd.date_range("2026-11-20T08:00:00Z", periods=20, freq="6h"))
+    ax = plots.metric_over_time(days, "latency_ms", freq="6h")
+    ax.figure.canvas.draw()
+    assert ax.get_xlabel() == "time (UTC), 2026-11-20 – 2026-11-25"
+    assert any(t.get_text().startswith("Nov ") for t in ax.get_xticklabels())
+
+
+def test_lone_points_are_marked(store):
+    mon.log_metric(store, "latency_ms", 120.0)
+    (line,) = plots.metric_over_time(store, "latency_ms", freq="1m").lines
+    assert line.get_marker() == "o" and line.get_markersize() >= 6  # one bucket: a dot you can see
+    # many buckets (no markers), but a value between two gaps is still drawn, as a dot
+    rows = [_metric("m", 1.0, T0 + i) for i in range(30)] + [_metric("m", 5.0, T0 + 40)]
+    rows += [_metric("m", 2.0, T0 + 50 + i) for i in range(30)]
+    store.create_many("Metric", rows)
+    (line,) = plots.metric_over_time(store, "m", freq="1s").lines
+    marked = np.flatnonzero(line.get_markevery())
+    assert line.get_marker() == "o" and list(marked) == [40]
+
+
+def test_dashboard_text_is_readable_and_nothing_is_cut_off(live):
+    from aihub_nb.widgets import dashboard
+
+    for group in ("(none)", "model"):
+        dash = Dashboard(live)
+        dash.group.value = group
+        sizes = _text_sizes_px(dash.figure, dashboard.DPI)
+        assert len(sizes) > 15 and min(sizes.values()) >= 11, sizes  # px, at the dashboard's 80 dpi
+        assert sizes["latency_ms: mean per 2h" + (" by model" if group == "model" else "")] >= 14
+        _assert_nothing_cut_off(dash.figure, dashboard.DPI)
+        dash.close()
+
+
+@pytest.mark.parametrize("draw", [
+    lambda s: plots.metric_over_time(s, "latency_ms", freq="1h", by="model"),
+    lambda s: plots.metric_by(s, "latency_ms", "model"),
+    lambda s: plots.latency_distribution(s),
+    lambda s: plots.tokens_and_cost_by_model(s),
+    lambda s: plots.error_rate_over_time(s, freq="1h"),
+])
+def test_a_plot_of_its_own_is_readable_at_dpi_60(filled, draw):
+    ax = draw(filled)
+    sizes = _text_sizes_px(ax.figure, 60)  # as notebooks/monitoring.ipynb shows them
+    assert min(sizes.values()) >= 8.4, sizes
+    assert sizes[ax.get_title()] >= 10.5
+    _assert_nothing_cut_off(ax.figure, 60)
+    _assert_nothing_cut_off(ax.figure, 100)
+
+
+# ---------------------------------------------------------------- the dashboard's time buckets
+
+
+def _span_frame(seconds: float, n: int = 20) -> pd.DataFrame:
+    times = pd.date_range("2026-11-20T08:00:00Z", periods=n, freq=pd.Timedelta(seconds=seconds / (n - 1)))
+    return pd.DataFrame({"createdAt": times, "value": 1.0})
+
+
+@pytest.mark.parametrize(("span", "bucket"), [
+    (8, "1s"), (40, "1s"), (60, "1s"), (100, "2s"), (10 * 60, "10s"), (26 * 60, "30s"),
+    (3 * 3600, "5m"), (24 * 3600, "30m"), (3 * 86400, "2h"), (30 * 86400, "12h"), (400 * 86400, "7d"), (1000 * 86400, "4w"),
+])
+def test_dashboard_bucket_follows_the_data_span(span, bucket):
+    from aihub_nb.widgets.dashboard import MAX_BUCKETS, _bucket_for
+
+    assert _bucket_for(_span_frame(span)) == bucket
+    if bucket != "1s" and bucket != "4w":
+        assert MAX_BUCKETS / 2.5 <= span / pd.Timedelta(plots._pandas_freq(bucket)).total_seconds() <= MAX_BUCKETS
+
+
+def test_dashboard_bucket_with_nothing_to_measure_follows_the_window():
+    from aihub_nb.widgets.dashboard import _bucket_for
+
+    one = _span_frame(10, n=2).iloc[:1]
+    assert [_bucket_for(one, w) for w in ("15m", "1h", "24h", "7d", "all")] == ["15s", "1m", "30m", "3h", "1m"]
+    assert _bucket_for(None, "1h") == "1m"
+
+
+def test_dashboard_shows_a_short_session_as_a_line_not_a_dot(store):
+    now = time.time()
+    rows = []
+    for i in range(20):  # a 40 s session, as a notebook's first minutes
+        rows += _turn(now - 40 + 2 * i, "OPENAI", "gpt-4o-mini", 100 + 10 * (i % 5), cost=0.0001)
+    store.create_many("Metric", rows)
+    for window in ("15m", "all"):
+        dash = Dashboard(store, window=window)
+        top = dash.figure.axes[0]
+        assert top.get_title() == "latency_ms: mean per 1s"
+        y = top.lines[0].get_ydata()
+        assert np.isfinite(y).sum() == 20
+        dash.close()
+    dash = Dashboard(store, window="1h")
+    assert dash.figure.axes[0].get_title() == "latency_ms: mean per 1s"
+    dash.close()
+
+
+def test_dashboard_buckets_of_the_live_fixture(live):
+    dash = Dashboard(live)  # "all": 3 days of data
+    assert dash.figure.axes[0].get_title() == "latency_ms: mean per 2h"
+    dash.window.value = "1h"  # 26 minutes of data
+    assert dash.figure.axes[0].get_title() == "latency_ms: mean per 30s"
+    dash.close()

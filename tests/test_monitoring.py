@@ -490,6 +490,52 @@ def test_a_single_time_bucket_keeps_a_readable_axis(store):
     assert right - left == pd.Timedelta("2h")
 
 
+def test_plots_of_real_chats_read_well(tmp_path, server):
+    """Real turns against the local server, a few seconds apart at most: the dashboard's buckets
+    fit the session, counts are whole, costs are in dollars, p50/p95 carry their unit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from aihub_nb import Hub, plots
+    from aihub_nb.testing import Reply
+    from aihub_nb.widgets.dashboard import Dashboard
+
+    hub = Hub(tmp_path / "hub")
+    try:
+        hub.connect("OPENAI", "local-chat", name="oa", base_url=server.openai_base_url)
+        hub.connect("OLLAMA", "local-tools", name="ol", host=server.ollama_host)
+        mon.set_price(hub.store, "local-chat", 1.0, 2.0, provider="OPENAI")
+        server.script(*[Reply(text="an answer " * (i + 1), first_token_delay=0.02 * i) for i in range(6)])
+        for i in range(6):
+            hub.chat("a" if i % 2 else "b", model="oa" if i % 2 else "ol").send(f"question {i}")
+            hub.log_metric("eval_score", i / 10, suite="smoke")
+
+        dash = Dashboard(hub.store)
+        try:
+            top, hist, tokens, cost = dash.figure.axes
+            assert top.get_title() == "latency_ms: mean per 1s"  # a session of a second or two
+            assert top.lines[0].get_marker() == "o" and top.get_xlabel().startswith("time (UTC), 20")
+            assert hist.get_title() == "latency_ms: distribution, all models (6 values)"
+            assert [t.get_text().split(" = ")[0] for t in hist.texts] == ["p50", "p95"]
+            assert all(t.get_text().endswith(" ms") for t in hist.texts)
+            assert all(float(t).is_integer() for t in hist.get_yticks())
+            ticks = [t.get_text() for t in cost.get_yticklabels() if t.get_text()]
+            assert ticks and all(t.startswith("$") for t in ticks) and cost.yaxis.get_offset_text().get_text() == ""
+            assert [t.get_text() for t in tokens.texts] == ["unpriced"]  # the Ollama model
+        finally:
+            dash.close()
+
+        unpriced = plots.tokens_and_cost_by_model(mon.summary(hub.store).query("provider == 'OLLAMA'"))
+        assert unpriced.figure.axes == [unpriced] and unpriced.get_title() == "Tokens by model (cost: no prices set)"
+        one_model = plots.latency_distribution(mon.metrics(hub.store, "latency_ms", provider="OLLAMA"))
+        assert one_model.get_title() == "latency_ms: distribution, model OLLAMA/local-tools (3 values)"
+        plt.close("all")
+    finally:
+        hub.close()
+
+
 # ---------------------------------------------------------------- edges a user meets
 
 

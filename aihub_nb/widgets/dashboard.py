@@ -7,9 +7,11 @@
 Choose a metric, a dimension to group it by ("(none)" for no grouping) and a time window, and
 tick auto-refresh to redraw every few seconds while turns run (close() stops it). The
 panel draws the metric over time (a line per group), by group as bars (or its distribution with
-p50/p95 when ungrouped), and tokens and cost per model; under it, the per-model summary. Figures
-are rendered to PNG into an `ipywidgets.Image`, so refreshing from a timer thread is safe. Errors
-show in the panel's own error line, never as a traceback from a callback.
+p50/p95 when ungrouped, over all models), and tokens and cost per model; under it, the per-model
+summary. The time plot's bucket follows the data's span (24 to 60 buckets: 1 s for a short
+session, hours for days). Figures are rendered to PNG into an `ipywidgets.Image`, so refreshing
+from a timer thread is safe. Errors show in the panel's own error line, never as a traceback from
+a callback.
 """
 
 from __future__ import annotations
@@ -36,9 +38,18 @@ __all__ = ["Dashboard"]
 NO_GROUP = "(none)"
 WINDOWS = ("15m", "1h", "24h", "7d", "all")
 AUTO_SECONDS = 5.0  # the auto-refresh checkbox's period
-# the bucket of the over-time plot per window; "all" picks one from the data's span
-_BUCKETS = {"15m": "1m", "1h": "5m", "24h": "1h", "7d": "6h"}
-_SPANS = (("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3600), ("6h", 21600), ("1d", 86400), ("7d", 604800))
+WINDOW_SECONDS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 604800}
+# the over-time plot's buckets: the smallest of these giving at most MAX_BUCKETS over the data's span
+BUCKETS = (
+    ("1s", 1), ("2s", 2), ("5s", 5), ("10s", 10), ("15s", 15), ("30s", 30),
+    ("1m", 60), ("2m", 120), ("5m", 300), ("10m", 600), ("15m", 900), ("30m", 1800),
+    ("1h", 3600), ("2h", 7200), ("3h", 10800), ("6h", 21600), ("12h", 43200),
+    ("1d", 86400), ("2d", 172800), ("7d", 604800), ("4w", 2419200),
+)
+MAX_BUCKETS = 60
+FIGSIZE = (11, 7.5)  # inches, drawn at DPI: 880 x 600 px
+DPI = 80
+FONT_SIZE = 10.0  # the plots' text is sized from it (aihub_nb.plots.FONT_SCALE), whatever rcParams say
 
 
 class Dashboard(widgets.VBox):
@@ -105,6 +116,7 @@ class Dashboard(widgets.VBox):
             )
 
     def _refresh(self) -> None:
+        import matplotlib
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
@@ -121,25 +133,26 @@ class Dashboard(widgets.VBox):
         table = monitoring.summary(self.store, since=since)
         group = None if self.group.value == NO_GROUP else self.group.value
 
-        fig = Figure(figsize=(11, 7.5), layout="constrained")
-        FigureCanvasAgg(fig)
-        axes = fig.subplot_mosaic([["time", "time"], ["by", "tokens"]])
-        top, left, right = axes["time"], axes["by"], axes["tokens"]
-        if name is None:
-            for ax in (top, left, right):
-                ax.set_axis_off()
-            top.text(0.5, 0.5, "No metrics recorded yet: chat with a model, or log_metric(...)",
-                     ha="center", va="center", transform=top.transAxes)
-        else:
-            freq = _BUCKETS.get(self.window.value) or _bucket_for(frame)
-            plots.metric_over_time(frame, name, freq=freq, ax=top, by=group)
-            if group is None:
-                plots.latency_distribution(frame, name=name, ax=left)
+        with matplotlib.rc_context({"font.size": FONT_SIZE}):
+            fig = Figure(figsize=FIGSIZE, layout="constrained")
+            FigureCanvasAgg(fig)
+            axes = fig.subplot_mosaic([["time", "time"], ["by", "tokens"]])
+            top, left, right = axes["time"], axes["by"], axes["tokens"]
+            if name is None:
+                for ax in (top, left, right):
+                    ax.set_axis_off()
+                top.text(0.5, 0.5, "No metrics recorded yet: chat with a model, or log_metric(...)",
+                         ha="center", va="center", transform=top.transAxes)
             else:
-                plots.metric_by(frame, name, group, ax=left)
-            plots.tokens_and_cost_by_model(table, ax=right)
-        png = io.BytesIO()
-        fig.savefig(png, format="png", dpi=80)
+                freq = _bucket_for(frame, self.window.value)
+                plots.metric_over_time(frame, name, freq=freq, ax=top, by=group)
+                if group is None:  # all of the window's values, whatever their model
+                    plots.latency_distribution(frame, name=name, ax=left)
+                else:
+                    plots.metric_by(frame, name, group, ax=left)
+                plots.tokens_and_cost_by_model(table, ax=right)
+            png = io.BytesIO()
+            fig.savefig(png, format="png", dpi=DPI)
         self.frame, self.summary_frame, self.figure = frame, table, fig
         self.image.value = png.getvalue()
         self.table.value = summary_html(table)
@@ -200,15 +213,19 @@ def _first_choice(names: list[str]) -> str | None:
     return "latency_ms" if "latency_ms" in names else (names[0] if names else None)
 
 
-def _bucket_for(frame: "pd.DataFrame | None") -> str:
-    """A bucket giving about 50 points over the frame's time span."""
-    if frame is None or len(frame) < 2:
-        return "1h"
-    span = (frame["createdAt"].iloc[-1] - frame["createdAt"].iloc[0]).total_seconds()
-    for label, seconds in _SPANS:
-        if span / seconds <= 60:
+def _bucket_for(frame: "pd.DataFrame | None", window: str = "all") -> str:
+    """The over-time plot's bucket: the smallest of BUCKETS that puts at most MAX_BUCKETS over the
+    data's span (a 40 s session: "1s"; 3 hours: "5m"; 3 days: "2h"). With no span to measure (one
+    point, or none) the window's length stands in for it ("15m": "15s"); "1m" for window "all"."""
+    span = 0.0
+    if frame is not None and len(frame) >= 2:
+        span = (frame["createdAt"].max() - frame["createdAt"].min()).total_seconds()
+    if span <= 0:
+        span = WINDOW_SECONDS.get(window, MAX_BUCKETS * 60)
+    for label, seconds in BUCKETS:
+        if span / seconds <= MAX_BUCKETS:
             return label
-    return "7d"
+    return BUCKETS[-1][0]
 
 
 def summary_html(table: "pd.DataFrame") -> str:
