@@ -36,8 +36,12 @@ Example:
     'city' must be string, got integer 7
     'unit' must be one of "c", "f", got string "k"
 
-Only the standard library is used; `validate` implements the JSON Schema
-keywords that tool schemas use (see its docstring), not the whole standard.
+The libraries do the work: pydantic writes each parameter's JSON Schema and
+converts validated values back (`TypeAdapter`), docstring_parser reads Google,
+NumPy and Sphinx docstrings, and jsonschema validates (Draft 2020-12); this
+module shapes the schema for OpenAI's tool format (no ``$defs``/``$ref``, no
+titles, closed objects) and words jsonschema's errors as one line per problem.
+All three are imported on first use, not with this module.
 """
 
 from __future__ import annotations
@@ -90,31 +94,26 @@ def function_spec(fn: Any, *, name: str | None = None, description: str | None =
         signature = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
         raise ToolError(f"Cannot read the signature of tool {fn_name!r}: {exc}.") from None
-    hints = _type_hints(fn, fn_name)
+    for param in signature.parameters.values():
+        _check_parameter_kind(param, fn_name)
+    adapters = _adapters(fn, fn_name)
     doc_description, doc_params = _parse_docstring(inspect.getdoc(_unwrap_partial(fn)))
 
     properties: dict[str, Any] = {}
     required: list[str] = []
     for param in signature.parameters.values():
-        _check_parameter_kind(param, fn_name)
-        try:
-            schema = _schema_for(hints.get(param.name, Any))
-        except _UnsupportedType as exc:
-            raise ToolError(
-                f"Parameter {param.name!r} of tool {fn_name!r} has type {_type_name(exc.tp)}, "
-                f"which JSON Schema cannot express; use {_SUPPORTED}."
-            ) from None
+        schema = _parameter_schema(adapters[param.name])
         if param.default is inspect.Parameter.empty:
             required.append(param.name)
         else:
-            if param.default is None and _problems(schema, None, "", schema):
+            if param.default is None and not _accepts_null(schema):
                 schema = _nullable(schema)  # `x: int = None`: the model may send the default back
             default = _json_default(param.default)
             if default is not _MISSING:
                 schema["default"] = default
         if "description" not in schema and doc_params.get(param.name):
             schema["description"] = doc_params[param.name]
-        properties[param.name] = schema
+        properties[param.name] = _ordered(schema)
 
     return {
         "name": fn_name,
@@ -171,13 +170,49 @@ def _check_parameter_kind(param: inspect.Parameter, fn_name: str) -> None:
         )
 
 
-def _type_hints(fn: Any, fn_name: str) -> dict[str, Any]:
-    """Resolved annotations of `fn` (a function, method, partial or callable object)."""
+def _hints_target(fn: Any) -> Any:
+    """The object whose annotations describe `fn`'s parameters (a function, class or __call__)."""
     target = _unwrap_partial(fn)
+    if inspect.ismethod(target):
+        return target.__func__
+    if isinstance(target, type) or inspect.isfunction(target) or not callable(target):
+        return target
+    return getattr(type(target), "__call__", target)
+
+
+def _adapters(fn: Any, fn_name: str) -> dict[str, Any]:
+    """{parameter: pydantic TypeAdapter} of `fn`'s own parameters, built once per function."""
+    target = _hints_target(fn)
+    try:
+        return _cached_adapters(target, fn_name)
+    except TypeError:  # an unhashable callable
+        return _build_adapters(target, fn_name)
+
+
+def _build_adapters(target: Any, fn_name: str) -> dict[str, Any]:
+    from pydantic import PydanticSchemaGenerationError, PydanticUserError, TypeAdapter
+
+    hints = _type_hints(target, fn_name)
+    adapters: dict[str, Any] = {}
+    for param in inspect.signature(target).parameters.values():
+        try:
+            adapters[param.name] = TypeAdapter(_pydantic_type(hints.get(param.name, Any)))
+        except (_UnsupportedType, PydanticSchemaGenerationError, PydanticUserError) as exc:
+            tp = exc.tp if isinstance(exc, _UnsupportedType) else hints.get(param.name)
+            raise ToolError(
+                f"Parameter {param.name!r} of tool {fn_name!r} has type {_type_name(tp)}, "
+                f"which JSON Schema cannot express; use {_SUPPORTED}."
+            ) from None
+    return adapters
+
+
+_cached_adapters = functools.lru_cache(maxsize=512)(_build_adapters)
+
+
+def _type_hints(target: Any, fn_name: str) -> dict[str, Any]:
+    """Resolved annotations of `target` (a function, class or __call__)."""
     if isinstance(target, type):
         target = target.__init__
-    elif not (inspect.isfunction(target) or inspect.ismethod(target)) and callable(target):
-        target = getattr(type(target), "__call__", target)
     try:
         return typing.get_type_hints(target, include_extras=True)
     except NameError as exc:
@@ -189,67 +224,7 @@ def _type_hints(fn: Any, fn_name: str) -> dict[str, Any]:
         return {}
 
 
-def _json_default(value: Any) -> Any:
-    """`value` as JSON (Enum members as their value, tuples and sets as lists), or _MISSING."""
-    if isinstance(value, enum.Enum):
-        value = value.value
-    elif isinstance(value, (tuple, set, frozenset)):
-        value = list(value)
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return _MISSING
-    return value
-
-
-def _strip_wrappers(tp: Any) -> Any:
-    """`tp` without Required[] / NotRequired[] (which TypedDict hints keep with include_extras)."""
-    while typing.get_origin(tp) in (typing.Required, typing.NotRequired):
-        tp = typing.get_args(tp)[0]
-    return tp
-
-
-def _schema_for(tp: Any, seen: tuple[type, ...] = ()) -> dict:
-    """The JSON Schema of Python type `tp`; raises _UnsupportedType."""
-    tp = _strip_wrappers(tp)
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-
-    if origin is typing.Annotated:
-        schema = _schema_for(args[0], seen)
-        for meta in args[1:]:
-            if isinstance(meta, str):
-                schema["description"] = meta
-            elif isinstance(meta, dict):
-                schema.update(meta)
-        return schema
-    if tp is Any or tp is object or tp is inspect.Parameter.empty:
-        return {}
-    if tp is None or tp is type(None):
-        return {"type": "null"}
-    if tp in _SCALARS:
-        return {"type": _SCALARS[tp]}
-    if origin is typing.Literal:
-        return _enum_schema(list(args))
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        values = [member.value for member in tp]
-        if not all(_is_json_scalar(v) for v in values):
-            raise _UnsupportedType(tp)
-        return _enum_schema(values)
-    if origin in (typing.Union, types.UnionType):
-        return _union_schema(args, seen)
-    if tp in _ARRAYS or origin in _ARRAYS:
-        return _array_schema(origin or tp, args, seen)
-    if tp in _MAPPINGS or origin in _MAPPINGS:
-        return _mapping_schema(tp, args, seen)
-    if typing.is_typeddict(tp) or dataclasses.is_dataclass(tp):
-        if tp in seen:  # a recursive type: describe the inner level loosely
-            return {"type": "object"}
-        return _class_schema(tp, seen + (tp,))
-    raise _UnsupportedType(tp)
-
-
-_SCALARS: dict[Any, str] = {str: "string", bool: "boolean", int: "integer", float: "number"}
+_SCALARS = (str, bool, int, float)
 _ARRAYS = (
     list,
     tuple,
@@ -263,11 +238,127 @@ _ARRAYS = (
 _MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
 
 
-def _is_json_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
+def _pydantic_type(tp: Any, seen: tuple[type, ...] = ()) -> Any:
+    """`tp` as pydantic should read it, or _UnsupportedType for what JSON cannot carry.
+
+    ``Annotated[X, "text"]`` becomes a Field description and ``Annotated[X, {...}]``
+    extra schema keywords; a ``typing.TypedDict`` is rebuilt as typing_extensions'
+    (which pydantic needs before Python 3.12); dict keys must be strings.
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Required, typing.NotRequired):
+        return origin[_pydantic_type(args[0], seen)]
+    if origin is typing.Annotated:
+        return typing.Annotated[(_pydantic_type(args[0], seen), *map(_field_of, args[1:]))]
+    if tp is Any or tp is object or tp is inspect.Parameter.empty:
+        return Any
+    if tp is None or tp is type(None) or tp in _SCALARS or origin is typing.Literal:
+        return tp
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if not all(m.value is None or isinstance(m.value, (str, int, float, bool)) for m in tp):
+            raise _UnsupportedType(tp)
+        return tp
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_pydantic_type(a, seen) for a in args)]
+    if tp in _ARRAYS or tp in _MAPPINGS:
+        return tp
+    if origin in _ARRAYS:
+        return origin[tuple(a if a is Ellipsis else _pydantic_type(a, seen) for a in args)]
+    if origin in _MAPPINGS:
+        if args[0] not in (str, Any):
+            raise _UnsupportedType(tp)  # JSON object keys are always strings
+        return origin[str, _pydantic_type(args[1], seen)]
+    if typing.is_typeddict(tp) or dataclasses.is_dataclass(tp):
+        if tp in seen:  # a recursive type: pydantic describes it; this only checks the fields
+            return tp
+        hints = typing.get_type_hints(tp, include_extras=True)
+        fields = {key: _pydantic_type(hint, seen + (tp,)) for key, hint in hints.items()}
+        return _typeddict(tp, fields) if typing.is_typeddict(tp) else tp
+    raise _UnsupportedType(tp)
 
 
-def _json_type(value: Any) -> str:
+def _typeddict(cls: Any, fields: dict[str, Any]) -> Any:
+    import typing_extensions
+
+    marked = {}
+    for key, hint in fields.items():
+        while typing.get_origin(hint) in (typing.Required, typing.NotRequired):
+            hint = typing.get_args(hint)[0]
+        marked[key] = (typing.Required if key in cls.__required_keys__ else typing.NotRequired)[hint]
+    return typing_extensions.TypedDict(cls.__name__, marked)
+
+
+def _field_of(meta: Any) -> Any:
+    from pydantic import Field
+
+    if isinstance(meta, str):
+        return Field(description=meta)
+    if isinstance(meta, dict):
+        return Field(json_schema_extra=meta)
+    return meta
+
+
+def _parameter_schema(adapter: Any) -> dict:
+    """The adapter's JSON Schema, shaped for a tool: references inlined, no titles."""
+    from pydantic.json_schema import GenerateJsonSchema
+
+    class Generator(GenerateJsonSchema):
+        def field_is_present(self, field: Any) -> bool:  # dataclass fields with init=False
+            return field.get("init", True) is not False and super().field_is_present(field)
+
+    schema = adapter.json_schema(schema_generator=Generator)
+    return _tidy(schema, schema.pop("$defs", {}), ())
+
+
+def _tidy(node: Any, defs: dict, seen: tuple[str, ...]) -> Any:
+    if isinstance(node, list):
+        return [_tidy(item, defs, seen) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    ref = node.pop("$ref", None)
+    if ref is not None:
+        name = ref.rsplit("/", 1)[-1]
+        # a recursive type: describe the inner level loosely
+        target = {"type": "object"} if name in seen else _tidy(defs[name], defs, seen + (name,))
+        node = {**target, **_tidy(node, defs, seen)}
+    node.pop("title", None)
+    for key in ("items", "additionalProperties", "not"):
+        if key in node:
+            node[key] = _tidy(node[key], defs, seen)
+    for key in ("prefixItems", "anyOf", "oneOf", "allOf"):
+        if key in node:
+            node[key] = [_tidy(item, defs, seen) for item in node[key]]
+    if "properties" in node:
+        node["properties"] = {k: _tidy(v, defs, seen) for k, v in node["properties"].items()}
+        node.setdefault("required", [])
+        node.setdefault("additionalProperties", False)
+    if node.get("items") == {}:
+        del node["items"]
+    if node.get("additionalProperties") is True:
+        del node["additionalProperties"]
+    if "const" in node and "enum" not in node:
+        node["enum"] = [node.pop("const")]
+    if "enum" in node:
+        node["type"] = _enum_type(node["enum"])
+    if "anyOf" in node:
+        node = _simplify_any_of(node)
+    return _ordered(node)
+
+
+def _simplify_any_of(node: dict) -> dict:
+    """``anyOf`` with an empty branch is anything; ``X | None`` reads as X made nullable."""
+    branches = node["anyOf"]
+    rest = {k: v for k, v in node.items() if k != "anyOf"}
+    if {} in branches:
+        return rest
+    others = [b for b in branches if b != {"type": "null"}]
+    if len(others) == 1 and len(branches) == 2:
+        return {**_nullable(others[0]), **rest}
+    return node
+
+
+def _json_kind(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -285,27 +376,11 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def _enum_schema(values: list) -> dict:
-    kinds: list[str] = []
-    for value in values:
-        kind = _json_type(value)
-        if kind not in kinds:
-            kinds.append(kind)
+def _enum_type(values: list) -> str | list[str]:
+    kinds = list(dict.fromkeys(_json_kind(v) for v in values))
     if "integer" in kinds and "number" in kinds:
         kinds.remove("integer")
-    return {"type": kinds[0] if len(kinds) == 1 else kinds, "enum": list(values)}
-
-
-def _union_schema(args: tuple, seen: tuple[type, ...]) -> dict:
-    options = [a for a in args if a is not type(None) and a is not None]
-    nullable = len(options) < len(args)
-    if len(options) == 1:
-        schema = _schema_for(options[0], seen)
-        return _nullable(schema) if nullable else schema
-    any_of = [_schema_for(option, seen) for option in options]
-    if nullable:
-        any_of.append({"type": "null"})
-    return {"anyOf": any_of}
+    return kinds[0] if len(kinds) == 1 else kinds
 
 
 def _nullable(schema: dict) -> dict:
@@ -317,9 +392,7 @@ def _nullable(schema: dict) -> dict:
     kind = schema.get("type")
     if kind is not None and set(schema) <= {"type", "enum"}:
         kinds = [kind] if isinstance(kind, str) else list(kind)
-        if "null" not in kinds:
-            kinds.append("null")
-        schema["type"] = kinds
+        schema["type"] = kinds if "null" in kinds else [*kinds, "null"]
         if "enum" in schema and None not in schema["enum"]:
             schema["enum"] = [*schema["enum"], None]
     elif kind != "null":
@@ -329,222 +402,68 @@ def _nullable(schema: dict) -> dict:
     return schema
 
 
-def _array_schema(origin: Any, args: tuple, seen: tuple[type, ...]) -> dict:
-    schema: dict[str, Any] = {"type": "array"}
-    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-        schema["prefixItems"] = [_schema_for(a, seen) for a in args]
-        schema["minItems"] = schema["maxItems"] = len(args)
-        return schema
-    if args:
-        schema["items"] = _schema_for(args[0], seen)
-    if origin in (set, frozenset, collections.abc.Set, collections.abc.MutableSet):
-        schema["uniqueItems"] = True
-    return schema
+def _accepts_null(schema: dict) -> bool:
+    return not _problems(schema, None)
 
 
-def _mapping_schema(tp: Any, args: tuple, seen: tuple[type, ...]) -> dict:
-    schema: dict[str, Any] = {"type": "object"}
-    if args:
-        key, value = args
-        if key not in (str, Any):
-            raise _UnsupportedType(tp)  # JSON object keys are always strings
-        value_schema = _schema_for(value, seen)
-        if value_schema:
-            schema["additionalProperties"] = value_schema
-    return schema
+_FIRST, _LAST = ("type", "enum"), ("default", "description")
 
 
-def _class_schema(cls: type, seen: tuple[type, ...]) -> dict:
-    """Object schema of a TypedDict or dataclass."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    properties: dict[str, Any] = {}
-    required: list[str] = []
-    if typing.is_typeddict(cls):
-        for key, hint in hints.items():
-            properties[key] = _schema_for(hint, seen)
-        required = [key for key in hints if key in cls.__required_keys__]
-    else:
-        for field in dataclasses.fields(cls):
-            if not field.init:
-                continue
-            schema = _schema_for(hints.get(field.name, Any), seen)
-            if field.default is not dataclasses.MISSING:
-                default = _json_default(field.default)
-                if default is not _MISSING:
-                    schema["default"] = default
-            elif field.default_factory is dataclasses.MISSING:
-                required.append(field.name)
-            properties[field.name] = schema
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": required,
-        "additionalProperties": False,
-    }
+def _ordered(schema: dict) -> dict:
+    """`schema` with its keys in reading order: type and enum first, default and description last."""
+    rank = {key: i for i, key in enumerate(_FIRST)} | {key: 100 + i for i, key in enumerate(_LAST)}
+    return dict(sorted(schema.items(), key=lambda item: rank.get(item[0], 50)))
+
+
+def _json_default(value: Any) -> Any:
+    """`value` as JSON (Enum members as their value, tuples and sets as lists), or _MISSING."""
+    from pydantic_core import to_jsonable_python
+
+    try:
+        value = to_jsonable_python(value)
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return _MISSING
+    return value
 
 
 # --------------------------------------------------------------------------- docstrings
-
-_PARAM_SECTIONS = {
-    "args",
-    "arguments",
-    "parameters",
-    "params",
-    "keyword args",
-    "keyword arguments",
-    "other parameters",
-    "other arguments",
-}
-_SECTIONS = _PARAM_SECTIONS | {
-    "attributes",
-    "example",
-    "examples",
-    "methods",
-    "note",
-    "notes",
-    "raise",
-    "raises",
-    "references",
-    "return",
-    "returns",
-    "see also",
-    "todo",
-    "warning",
-    "warnings",
-    "warns",
-    "yield",
-    "yields",
-}
-_GOOGLE_HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z ]*?)\s*:\s*$")
-_NUMPY_RULE = re.compile(r"^\s*-{3,}\s*$")
-_SPHINX_FIELD = re.compile(r"^\s*:(\w+)((?:\s+[^:]+?)?)\s*:(.*)$")
-_SPHINX_PARAM_FIELDS = {"param", "parameter", "arg", "argument", "key", "keyword"}
-_GOOGLE_ENTRY = re.compile(r"^\s*\*{0,2}(\w+)\s*(?:\([^)]*\))?\s*:(.*)$")
-_NUMPY_ENTRY = re.compile(r"^\s*(\*{0,2}\w+(?:\s*,\s*\*{0,2}\w+)*)\s*(?::.*)?$")
 
 
 def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
     """(description, {parameter: description}) from a Google, NumPy or Sphinx docstring."""
     if not doc:
         return "", {}
-    lines = inspect.cleandoc(doc).splitlines()
+    import docstring_parser
+
+    parsed = docstring_parser.parse(doc)
+    text = parsed.short_description or ""
+    if parsed.long_description:
+        text += ("\n\n" if parsed.blank_after_short_description else "\n") + parsed.long_description
     params: dict[str, str] = {}
-    first_section = len(lines)
-    i = 0
-    while i < len(lines):
-        kind, title = _section_at(lines, i)
-        if kind is None:
-            i += 1
-            continue
-        first_section = min(first_section, i)
-        if kind == "numpy":
-            end = i + 2
-            while end < len(lines) and _section_at(lines, end)[0] != "numpy":
-                end += 1
-            if title in _PARAM_SECTIONS:
-                _numpy_params(lines[i + 2 : end], params)
-        elif kind == "google":
-            end = _indented_block_end(lines, i, allow_blank=True)
-            if title in _PARAM_SECTIONS:
-                _google_params(lines[i + 1 : end], params)
-        else:
-            end = _indented_block_end(lines, i, allow_blank=False)
-            match = _SPHINX_FIELD.match(lines[i])
-            field, argument = match.group(1), match.group(2).split()
-            if field in _SPHINX_PARAM_FIELDS and argument:
-                text = [match.group(3)] + lines[i + 1 : end]
-                params[argument[-1].lstrip("*")] = _join(text)
-        i = end
-    return "\n".join(lines[:first_section]).strip(), params
-
-
-def _section_at(lines: list[str], i: int) -> tuple[str | None, str]:
-    """('numpy' | 'google' | 'sphinx' | None, lower-cased title) for the line at `i`."""
-    line = lines[i]
-    stripped = line.strip()
-    if stripped and i + 1 < len(lines) and _NUMPY_RULE.match(lines[i + 1]) and not _NUMPY_RULE.match(line):
-        return "numpy", stripped.lower()
-    match = _GOOGLE_HEADER.match(line)
-    if match and match.group(1).lower() in _SECTIONS:
-        return "google", match.group(1).lower()
-    if _SPHINX_FIELD.match(line):
-        return "sphinx", ""
-    return None, ""
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip())
-
-
-def _indented_block_end(lines: list[str], start: int, *, allow_blank: bool) -> int:
-    """Index after the lines following `start` that are indented deeper than it."""
-    end = start + 1
-    while end < len(lines):
-        line = lines[end]
-        if not line.strip():
-            if not allow_blank:
-                break
-        elif _indent(line) <= _indent(lines[start]):
-            break
-        end += 1
-    return end
-
-
-def _join(parts: list[str]) -> str:
-    return " ".join(part.strip() for part in parts if part.strip())
-
-
-def _google_params(body: list[str], params: dict[str, str]) -> None:
-    """`name (type): text` entries, continued on deeper-indented lines."""
-    entry_indent = next((_indent(line) for line in body if line.strip()), 0)
-    name: str | None = None
-    for line in body:
-        if not line.strip():
-            continue
-        match = _GOOGLE_ENTRY.match(line)
-        if match and _indent(line) <= entry_indent:
-            name = match.group(1)
-            params[name] = _join([match.group(2)])
-        elif name is not None and _indent(line) > entry_indent:
-            params[name] = _join([params[name], line])
-
-
-def _numpy_params(body: list[str], params: dict[str, str]) -> None:
-    """`name : type` entries (or `x, y : type`) followed by deeper-indented description lines."""
-    entry_indent = next((_indent(line) for line in body if line.strip()), 0)
-    names: list[str] = []
-    for line in body:
-        if not line.strip():
-            continue
-        if _indent(line) > entry_indent:
-            for name in names:
-                params[name] = _join([params[name], line])
-            continue
-        match = _NUMPY_ENTRY.match(line)
-        names = [n.strip().lstrip("*") for n in match.group(1).split(",")] if match else []
-        for name in names:
-            params[name] = ""
+    for param in parsed.params:
+        for name in param.arg_name.split(","):  # NumPy's `b, c : float`
+            params[name.strip().lstrip("*")] = " ".join((param.description or "").split())
+    return text.strip(), params
 
 
 # --------------------------------------------------------------------------- validation
 
 
 def validate(schema: dict, value: Any) -> None:
-    """Check `value` against JSON Schema `schema`; raise ToolArgumentsError listing every problem.
+    """Check `value` against JSON Schema `schema` (Draft 2020-12); raise ToolArgumentsError
+    listing every problem.
 
-    Supported keywords: type (a name or a list of names), properties, required,
-    additionalProperties (bool or schema), items, prefixItems, enum, const,
-    anyOf, oneOf, allOf, minimum, maximum, exclusiveMinimum, exclusiveMaximum
-    (numbers, or draft-4 booleans), minLength, maxLength, pattern, minItems,
-    maxItems, uniqueItems and local $ref. Other keywords (default,
-    description, format...) are ignored. "integer" accepts 3 and 3.0 but not
+    Draft-4 forms that tool schemas written by hand still use are read too: boolean
+    exclusiveMinimum / exclusiveMaximum and the array form of items. Only references
+    inside the schema (``#/...``) are followed. "integer" accepts 3 and 3.0 but not
     3.5 or true; "number" does not accept booleans.
 
     The error's message reads e.g. ``Arguments do not fit the tool's schema:
     'b' is required; 'a' must be integer, got string "x".`` and its `.errors`
     attribute holds the problems as a list.
     """
-    problems = _problems(schema, value, "", schema)
+    problems = _problems(schema, value)
     if problems:
         raise _arguments_error(problems)
 
@@ -561,14 +480,192 @@ def _arguments_error(problems: list[str], prefix: str = _SCHEMA_PREFIX) -> ToolA
     return error
 
 
-def _problems(schema: Any, value: Any, path: str, root: Any) -> list[str]:
-    problems: list[str] = []
-    _check(schema, value, path, root, problems)
-    return problems
+def _problems(schema: Any, value: Any) -> list[str]:
+    validator = _validator(json.dumps(schema))
+    try:
+        errors = list(validator.iter_errors(value))
+    except re.error as exc:
+        message = f"The schema's pattern {exc.pattern!r} is not a valid regular expression: {exc}."
+        raise ToolError(message) from None
+    entries = [entry for error in errors for entry in _entries(error, validator, value)]
+    return list(dict.fromkeys(message for _, message in _sorted(entries, value)))
 
 
-def _label(path: str) -> str:
-    return f"'{path}'" if path else "the arguments"
+@functools.lru_cache(maxsize=256)
+def _validator(schema_text: str) -> Any:
+    from jsonschema import Draft202012Validator
+
+    schema = _upgrade(json.loads(schema_text))
+    _check_refs(schema, schema)
+    return Draft202012Validator(schema)
+
+
+_DATA_KEYWORDS = ("enum", "const", "default", "examples")
+
+
+def _upgrade(node: Any) -> Any:
+    """`node` with draft-4 boolean exclusiveMinimum/Maximum and tuple-form items in 2020-12 form."""
+    if isinstance(node, list):
+        return [_upgrade(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: v if k in _DATA_KEYWORDS else _upgrade(v) for k, v in node.items()}
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(exclusive), bool):
+            if node.pop(exclusive) and bound in node:
+                node[exclusive] = node.pop(bound)
+    if isinstance(node.get("items"), list):
+        node["prefixItems"] = node.pop("items")
+        if "additionalItems" in node:
+            node["items"] = node.pop("additionalItems")
+    return node
+
+
+def _check_refs(node: Any, root: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _check_refs(item, root)
+    if not isinstance(node, dict):
+        return
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        if not ref.startswith("#"):
+            raise ToolError(
+                f"Cannot follow $ref {ref!r}: only references inside the schema ('#/...') are supported."
+            )
+        target = root
+        for part in filter(None, ref[1:].split("/")):
+            part = part.replace("~1", "/").replace("~0", "~")
+            try:
+                target = target[int(part)] if isinstance(target, list) else target[part]
+            except (KeyError, IndexError, ValueError, TypeError):
+                raise ToolError(f"Cannot follow $ref {ref!r}: the schema has no such definition.") from None
+    for key, value in node.items():
+        if key not in _DATA_KEYWORDS:
+            _check_refs(value, root)
+
+
+# One problem: (path to the value, rank among its siblings' problems, message, is a type error).
+_Entry = tuple[tuple, int, str, bool]
+
+
+def _entries(error: Any, validator: Any, root: Any) -> list[_Entry]:
+    """jsonschema's `error` worded as today's one-line problems."""
+    path, keyword, expected, value = tuple(error.absolute_path), error.validator, error.validator_value, error.instance
+    label = _label(path)
+
+    def one(message: str, at: tuple = path, rank: int = 1, is_type: bool = False) -> list[_Entry]:
+        return [(at, rank, message, is_type)]
+
+    if keyword == "type":
+        kinds = [expected] if isinstance(expected, str) else list(expected)
+        return one(f"{label} must be {' or '.join(kinds)}, got {_describe(value)}", is_type=True)
+    if keyword is None:  # the `false` schema
+        return one(f"{label} is not allowed")
+    if keyword == "required":
+        return [(path, 0, f"{_label(path + (key,))} is required", False) for key in expected if key not in value]
+    if keyword == "additionalProperties" and expected is False:
+        allowed = list(error.schema.get("properties", {}))
+        names = ", ".join(repr(name) for name in allowed) or "none"
+        patterns = list(error.schema.get("patternProperties", {}))
+        extras = [k for k in value if k not in allowed and not any(re.search(p, k) for p in patterns)]
+        return [(path + (key,), 1, f"{_label(path + (key,))} is not allowed (allowed: {names})", False) for key in extras]
+    if keyword == "items" and expected is False:
+        start = len(error.schema.get("prefixItems", []))
+        return [(path + (i,), 1, f"{_label(path + (i,))} is not allowed", False) for i in range(start, len(value))]
+    if keyword in ("anyOf", "oneOf"):
+        return _alternatives(error, validator, root)
+    if keyword in ("enum", "const"):
+        options = [expected] if keyword == "const" else expected
+        wording = "one of " if keyword == "enum" else ""
+        return one(f"{label} must be {wording}{', '.join(_dump(o) for o in options)}, got {_describe(value)}")
+    if keyword in _BOUNDS:
+        got = _dump(value) if math.isfinite(value) else repr(value)
+        return one(f"{label} must be {_BOUNDS[keyword]} {_dump(expected)}, got {got}")
+    if keyword in ("minLength", "maxLength"):
+        least = "at least" if keyword == "minLength" else "at most"
+        return one(f"{label} must be {least} {_plural(expected, 'character')} long, got {len(value)}")
+    if keyword in ("minItems", "maxItems"):
+        least = "at least" if keyword == "minItems" else "at most"
+        return one(f"{label} must have {least} {_plural(expected, 'item')}, got {len(value)}")
+    if keyword == "uniqueItems":
+        return one(f"{label} must not contain duplicate items")
+    if keyword == "pattern":
+        return one(f"{label} must match the pattern {expected!r}, got {_describe(value)}")
+    return one(f"{label} does not fit the schema: {' '.join(error.message.split())}")
+
+
+_BOUNDS = {
+    "minimum": "at least",
+    "exclusiveMinimum": "greater than",
+    "maximum": "at most",
+    "exclusiveMaximum": "less than",
+}
+
+
+def _alternatives(error: Any, validator: Any, root: Any) -> list[_Entry]:
+    """anyOf / oneOf: the types expected, the problems of the one branch of the right type,
+    or each near branch's problems."""
+    path, value, branches = tuple(error.absolute_path), error.instance, error.validator_value
+    label = _label(path)
+    if not error.context:  # oneOf, and more than one branch matched
+        matches = sum(1 for branch in branches if validator.evolve(schema=branch).is_valid(value))
+        return [(path, 1, f"{label} must match exactly one alternative, but matches {matches}", False)]
+    by_branch: dict[int, list] = {}
+    for sub in error.context:
+        by_branch.setdefault(sub.relative_schema_path[0], []).append(sub)
+    wrong_types: list[str] = []
+    near: list[list[_Entry]] = []
+    for subs in by_branch.values():
+        kinds = [s.validator_value for s in subs if s.validator == "type" and not s.relative_path]
+        if kinds:
+            for kind in kinds:
+                wrong_types += [k for k in ([kind] if isinstance(kind, str) else kind) if k not in wrong_types]
+        else:
+            near.append([entry for sub in subs for entry in _entries(sub, validator, root)])
+    if not near:
+        return [(path, 1, f"{label} must be {' or '.join(wrong_types)}, got {_describe(value)}", True)]
+    if len(near) == 1:
+        return near[0]
+    forms = " or ".join("(" + ", ".join(m for _, m in _sorted(entries, root)) + ")" for entries in near)
+    return [(path, 1, f"{label} does not match any allowed form: {forms}", False)]
+
+
+def _sorted(entries: list[_Entry], root: Any) -> list[tuple[tuple, str]]:
+    """Problems in the order of the value: an object's missing keys first, then its keys in
+    order; nothing more about a value that has the wrong type."""
+    wrong = [at for at, _, _, is_type in entries if is_type]
+    kept = [
+        (_position(root, at) + (rank,), message)
+        for at, rank, message, is_type in entries
+        if is_type or not any(at[: len(w)] == w for w in wrong)
+    ]
+    return sorted(kept, key=lambda entry: entry[0])
+
+
+def _position(root: Any, path: tuple) -> tuple[int, ...]:
+    positions, node = [], root
+    for part in path:
+        if isinstance(node, dict) and part in node:
+            positions.append(list(node).index(part) + 1)
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and isinstance(part, int) and part < len(node):
+            positions.append(part + 1)
+            node = node[part]
+        else:
+            positions.append(0)
+    return tuple(positions)
+
+
+def _label(path: tuple) -> str:
+    if not path:
+        return "the arguments"
+    text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
+    return f"'{text.removeprefix('.')}'"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _dump(value: Any) -> str:
@@ -580,209 +677,14 @@ def _dump(value: Any) -> str:
 
 def _describe(value: Any) -> str:
     """`string "x"`, `integer 3`, `null`, `array`: the kind and, for scalars, the value."""
-    kind = _json_type(value)
+    kind = _json_kind(value)
     if value is None or kind in ("array", "object"):
         return kind
-    text = _dump(value) if _is_json_scalar(value) else repr(value)
+    is_scalar = isinstance(value, (str, int, float, bool))
+    text = _dump(value) if is_scalar else repr(value)
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{kind} {text}"
-
-
-def _is_type(value: Any, kind: str) -> bool:
-    if kind == "integer":
-        if isinstance(value, float):
-            return value.is_integer()
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    checks = {
-        "null": lambda v: v is None,
-        "boolean": lambda v: isinstance(v, bool),
-        "string": lambda v: isinstance(v, str),
-        "array": lambda v: isinstance(v, (list, tuple)),
-        "object": lambda v: isinstance(v, dict),
-    }
-    return checks.get(kind, lambda v: True)(value)
-
-
-def _types_of(schema: Any) -> list[str]:
-    kind = schema.get("type") if isinstance(schema, dict) else None
-    if kind is None:
-        return []
-    return [kind] if isinstance(kind, str) else list(kind)
-
-
-def _json_equal(a: Any, b: Any) -> bool:
-    """Equality as JSON sees it: true is not 1, 1 is 1.0, arrays and objects compare deeply."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
-    return type(a) is type(b) and a == b
-
-
-def _resolve_ref(root: Any, ref: str) -> Any:
-    if not ref.startswith("#"):
-        raise ToolError(
-            f"Cannot follow $ref {ref!r}: only references inside the schema ('#/...') are supported."
-        )
-    node = root
-    for part in filter(None, ref[1:].split("/")):
-        part = part.replace("~1", "/").replace("~0", "~")
-        try:
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        except (KeyError, IndexError, ValueError, TypeError):
-            raise ToolError(f"Cannot follow $ref {ref!r}: the schema has no such definition.") from None
-    return node
-
-
-def _check(schema: Any, value: Any, path: str, root: Any, problems: list[str]) -> None:
-    if schema is True or schema == {}:
-        return
-    if schema is False:
-        problems.append(f"{_label(path)} is not allowed")
-        return
-    if "$ref" in schema:
-        _check(_resolve_ref(root, schema["$ref"]), value, path, root, problems)
-    kinds = _types_of(schema)
-    if kinds and not any(_is_type(value, kind) for kind in kinds):
-        problems.append(f"{_label(path)} must be {' or '.join(kinds)}, got {_describe(value)}")
-        return
-    if "const" in schema and not _json_equal(value, schema["const"]):
-        problems.append(f"{_label(path)} must be {_dump(schema['const'])}, got {_describe(value)}")
-    if "enum" in schema and not any(_json_equal(value, option) for option in schema["enum"]):
-        options = ", ".join(_dump(option) for option in schema["enum"])
-        problems.append(f"{_label(path)} must be one of {options}, got {_describe(value)}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        _check_number(schema, value, path, problems)
-    elif isinstance(value, str):
-        _check_string(schema, value, path, problems)
-    elif isinstance(value, (list, tuple)):
-        _check_array(schema, value, path, root, problems)
-    elif isinstance(value, dict):
-        _check_object(schema, value, path, root, problems)
-    for branch in schema.get("allOf", ()):
-        _check(branch, value, path, root, problems)
-    for keyword in ("anyOf", "oneOf"):
-        if keyword in schema:
-            _check_alternatives(keyword, schema[keyword], value, path, root, problems)
-
-
-def _check_number(schema: dict, value: float, path: str, problems: list[str]) -> None:
-    got = _dump(value) if math.isfinite(value) else repr(value)
-    minimum, maximum = schema.get("minimum"), schema.get("maximum")
-    low, high = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
-    if low is True:  # draft 4: a boolean that makes minimum exclusive
-        low, minimum = minimum, None
-    if high is True:
-        high, maximum = maximum, None
-    if isinstance(minimum, (int, float)) and value < minimum:
-        problems.append(f"{_label(path)} must be at least {_dump(minimum)}, got {got}")
-    if isinstance(low, (int, float)) and not isinstance(low, bool) and value <= low:
-        problems.append(f"{_label(path)} must be greater than {_dump(low)}, got {got}")
-    if isinstance(maximum, (int, float)) and value > maximum:
-        problems.append(f"{_label(path)} must be at most {_dump(maximum)}, got {got}")
-    if isinstance(high, (int, float)) and not isinstance(high, bool) and value >= high:
-        problems.append(f"{_label(path)} must be less than {_dump(high)}, got {got}")
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _check_string(schema: dict, value: str, path: str, problems: list[str]) -> None:
-    label, size = _label(path), len(value)
-    if "minLength" in schema and size < schema["minLength"]:
-        least = _plural(schema["minLength"], "character")
-        problems.append(f"{label} must be at least {least} long, got {size}")
-    if "maxLength" in schema and size > schema["maxLength"]:
-        most = _plural(schema["maxLength"], "character")
-        problems.append(f"{label} must be at most {most} long, got {size}")
-    if "pattern" in schema:
-        pattern = schema["pattern"]
-        try:
-            matched = re.search(pattern, value)
-        except re.error as exc:
-            message = f"The schema's pattern {pattern!r} is not a valid regular expression: {exc}."
-            raise ToolError(message) from None
-        if not matched:
-            problems.append(f"{label} must match the pattern {pattern!r}, got {_describe(value)}")
-
-
-def _check_array(schema: dict, value: list, path: str, root: Any, problems: list[str]) -> None:
-    label, size = _label(path), len(value)
-    if "minItems" in schema and size < schema["minItems"]:
-        problems.append(f"{label} must have at least {_plural(schema['minItems'], 'item')}, got {size}")
-    if "maxItems" in schema and size > schema["maxItems"]:
-        problems.append(f"{label} must have at most {_plural(schema['maxItems'], 'item')}, got {size}")
-    if schema.get("uniqueItems") and any(
-        _json_equal(value[i], value[j]) for i in range(len(value)) for j in range(i)
-    ):
-        problems.append(f"{label} must not contain duplicate items")
-    prefix = schema.get("prefixItems", [])
-    items = schema.get("items", True)
-    if isinstance(items, list):  # the older tuple form of items
-        prefix, items = items, schema.get("additionalItems", True)
-    for index, item in enumerate(value):
-        item_schema = prefix[index] if index < len(prefix) else items
-        _check(item_schema, item, f"{path}[{index}]", root, problems)
-
-
-def _check_object(schema: dict, value: dict, path: str, root: Any, problems: list[str]) -> None:
-    properties = schema.get("properties", {})
-    extra = schema.get("additionalProperties", True)
-    for key in schema.get("required", ()):
-        if key not in value:
-            problems.append(f"{_label(_join_path(path, key))} is required")
-    for key, item in value.items():
-        key_path = _join_path(path, key)
-        if key in properties:
-            _check(properties[key], item, key_path, root, problems)
-        elif extra is False:
-            allowed = ", ".join(repr(name) for name in properties) or "none"
-            problems.append(f"{_label(key_path)} is not allowed (allowed: {allowed})")
-        else:
-            _check(extra, item, key_path, root, problems)
-
-
-def _join_path(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def _check_alternatives(
-    keyword: str, branches: list, value: Any, path: str, root: Any, problems: list[str]
-) -> None:
-    results = [_problems(branch, value, path, root) for branch in branches]
-    matches = sum(1 for result in results if not result)
-    if matches == 1 or (matches and keyword == "anyOf"):
-        return
-    if matches > 1:
-        problems.append(f"{_label(path)} must match exactly one alternative, but matches {matches}")
-        return
-    # Nothing matched. Branches that expect another JSON type only say "must be X";
-    # if some branch has the right type, its problems are the useful ones.
-    wrong_types: list[str] = []
-    near: list[list[str]] = []
-    for branch, result in zip(branches, results):
-        if isinstance(branch, dict) and "$ref" in branch:
-            branch = _resolve_ref(root, branch["$ref"])
-        kinds = _types_of(branch)
-        if kinds and not any(_is_type(value, kind) for kind in kinds):
-            wrong_types.extend(kind for kind in kinds if kind not in wrong_types)
-        else:
-            near.append(result)
-    if not near:
-        problems.append(f"{_label(path)} must be {' or '.join(wrong_types)}, got {_describe(value)}")
-    elif len(near) == 1:
-        problems.extend(near[0])
-    else:
-        options = " or ".join("(" + ", ".join(result) + ")" for result in near)
-        problems.append(f"{_label(path)} does not match any allowed form: {options}")
 
 
 # --------------------------------------------------------------------------- arguments
@@ -830,68 +732,26 @@ def _parse_json(text: str) -> Any:
 def call_kwargs(fn: Any, arguments: dict) -> dict:
     """Keyword arguments for `fn` from validated JSON `arguments`.
 
-    Converts where the annotation asks for it: arrays to tuple / set / frozenset,
-    values to Enum members, objects to dataclass instances, integers to float
-    for float parameters and integral floats (3.0) to int for int parameters,
-    recursively inside lists, dicts, TypedDicts and Optional / Union types.
-    Everything else passes through unchanged.
+    pydantic converts where the annotation asks for it: arrays to tuple / set /
+    frozenset, values to Enum members, objects to dataclass instances, integers
+    to float for float parameters and integral floats (3.0) to int for int
+    parameters, recursively inside lists, dicts, TypedDicts and Optional / Union
+    types. Raises ToolArgumentsError naming the argument when a value cannot be
+    converted (a dataclass whose __post_init__ refuses it).
     """
-    hints = _type_hints(fn, _callable_name(fn))
-    return {key: _to_python(hints.get(key, Any), value) for key, value in arguments.items()}
+    from pydantic import ValidationError
 
-
-def _to_python(tp: Any, value: Any) -> Any:
-    tp = _strip_wrappers(tp)
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Annotated:
-        return _to_python(args[0], value)
-    if value is None:
-        return None
-    if origin in (typing.Union, types.UnionType):
-        return _union_to_python(args, value)
-    if tp is float and type(value) is int:
-        return float(value)
-    if tp is int and type(value) is float and value.is_integer():
-        return int(value)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return tp(value)
-    if isinstance(value, (list, tuple)) and (tp in _ARRAYS or origin in _ARRAYS):
-        return _array_to_python(origin or tp, args, value)
-    if isinstance(value, dict):
-        if origin in _MAPPINGS and args:
-            return {key: _to_python(args[1], item) for key, item in value.items()}
-        if typing.is_typeddict(tp):
-            hints = typing.get_type_hints(tp, include_extras=True)
-            return {key: _to_python(hints.get(key, Any), item) for key, item in value.items()}
-        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-            hints = typing.get_type_hints(tp, include_extras=True)
-            return tp(**{key: _to_python(hints.get(key, Any), item) for key, item in value.items()})
-    return value
-
-
-def _union_to_python(args: tuple, value: Any) -> Any:
-    """Convert with the first member of the union whose schema `value` fits."""
-    for option in args:
-        if option is type(None):
-            continue
+    adapters = _adapters(fn, _callable_name(fn))
+    kwargs = {}
+    for key, value in arguments.items():
+        adapter = adapters.get(key)
         try:
-            schema = _schema_for(option)
-        except _UnsupportedType:
-            continue
-        if not _problems(schema, value, "", schema):
-            return _to_python(option, value)
-    return value
-
-
-def _array_to_python(origin: Any, args: tuple, value: list) -> Any:
-    if origin is tuple:
-        if args and not (len(args) == 2 and args[1] is Ellipsis):
-            return tuple(_to_python(arg, item) for arg, item in zip(args, value))
-        return tuple(_to_python(args[0], item) for item in value) if args else tuple(value)
-    items = [_to_python(args[0], item) for item in value] if args else list(value)
-    if origin in (set, collections.abc.Set, collections.abc.MutableSet):
-        return set(items)
-    if origin is frozenset:
-        return frozenset(items)
-    return items
+            # None passes as it is: `x: int = None` takes back its default
+            kwargs[key] = value if adapter is None or value is None else adapter.validate_python(value)
+        except ValidationError as exc:
+            problems = []
+            for problem in exc.errors(include_url=False):
+                where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem["loc"])
+                problems.append(f"'{key}{where}': {' '.join(problem['msg'].split())}")
+            raise _arguments_error(problems, prefix="Arguments cannot be converted: ") from None
+    return kwargs
