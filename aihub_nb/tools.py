@@ -43,9 +43,6 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
-import dataclasses
-import datetime
-import enum
 import inspect
 import io
 import json
@@ -496,10 +493,10 @@ def _user_traceback(exc: BaseException) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """`value` as JSON data: dataclasses and pydantic models as objects, sets, dict views and
-    numpy arrays as lists, numpy numbers as numbers, Enums as their value, dates as ISO text,
-    UTF-8 bytes as text, anything else JSON cannot hold (a DataFrame, a dict with tuple keys,
-    a list that contains itself) as its str()."""
+    """`value` as JSON data: dataclasses and pydantic models as objects, sets (sorted), dict views
+    and numpy arrays as lists, numpy numbers as numbers, Enums as their value, dates as ISO text,
+    UTF-8 bytes as text (pydantic_core converts what it knows), anything else JSON cannot hold
+    (a DataFrame, a dict with tuple keys, a list that contains itself) as its str()."""
     try:
         return json.loads(json.dumps(value, default=_json_fallback, ensure_ascii=False))
     except (TypeError, ValueError, RecursionError):
@@ -507,27 +504,34 @@ def _jsonable(value: Any) -> Any:
 
 
 def _json_fallback(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, enum.Enum):
-        return value.value
+    from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+    plain = _plain_fallback(value)
+    if plain is not _NOT_PLAIN:
+        return plain
+    try:
+        return to_jsonable_python(value, fallback=_str_fallback)
+    except (PydanticSerializationError, TypeError, ValueError):
+        return str(value)
+
+
+_NOT_PLAIN = object()
+
+
+def _plain_fallback(value: Any) -> Any:
+    """What pydantic_core would write differently: sets sorted, views and ranges, numpy values."""
     if isinstance(value, (set, frozenset)):
         return sorted(value, key=repr)
     if isinstance(value, (collections.abc.MappingView, range)):
         return list(value)
-    if isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return str(value)
     if type(value).__module__ == "numpy" and callable(getattr(value, "tolist", None)):
         return value.tolist()  # numpy scalars and arrays
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return dump(mode="json")
-    return str(value)
+    return _NOT_PLAIN
+
+
+def _str_fallback(value: Any) -> Any:
+    plain = _plain_fallback(value)
+    return str(value) if plain is _NOT_PLAIN else plain
 
 
 class _OutputRouter:

@@ -50,10 +50,13 @@ import collections.abc
 import dataclasses
 import enum
 import functools
+import importlib
 import inspect
 import json
 import math
 import re
+import sys
+import threading
 import types
 import typing
 from typing import Any
@@ -115,6 +118,7 @@ def function_spec(fn: Any, *, name: str | None = None, description: str | None =
             schema["description"] = doc_params[param.name]
         properties[param.name] = _ordered(schema)
 
+    _import_validator_soon()
     return {
         "name": fn_name,
         "description": doc_description if description is None else description,
@@ -125,6 +129,15 @@ def function_spec(fn: Any, *, name: str | None = None, description: str | None =
             "additionalProperties": False,
         },
     }
+
+
+@functools.cache
+def _import_validator_soon() -> None:
+    """Import jsonschema in the background, once: its import loads every optional format checker
+    installed (rfc3987-syntax, which Jupyter pulls in, compiles a grammar for a second or more),
+    and a tool defined now is first validated later, after a model's reply."""
+    if "jsonschema" not in sys.modules:
+        threading.Thread(target=importlib.import_module, args=("jsonschema",), daemon=True).start()
 
 
 class _UnsupportedType(Exception):
@@ -403,7 +416,13 @@ def _nullable(schema: dict) -> dict:
 
 
 def _accepts_null(schema: dict) -> bool:
-    return not _problems(schema, None)
+    """Whether a schema shaped by `_tidy` takes null: any value, a "null" type, or a branch that does."""
+    if not schema.keys() - {"description", "default"}:
+        return True
+    kinds = schema.get("type", [])
+    if "null" in ([kinds] if isinstance(kinds, str) else kinds):
+        return None in schema.get("enum", [None])
+    return any(_accepts_null(branch) for branch in schema.get("anyOf", ()))
 
 
 _FIRST, _LAST = ("type", "enum"), ("default", "description")
@@ -481,12 +500,21 @@ def _arguments_error(problems: list[str], prefix: str = _SCHEMA_PREFIX) -> ToolA
 
 
 def _problems(schema: Any, value: Any) -> list[str]:
+    from referencing.exceptions import PointerToNowhere, Unresolvable
+
     validator = _validator(json.dumps(schema))
     try:
         errors = list(validator.iter_errors(value))
     except re.error as exc:
         message = f"The schema's pattern {exc.pattern!r} is not a valid regular expression: {exc}."
         raise ToolError(message) from None
+    except Unresolvable as exc:
+        cause = exc.__cause__ or exc  # jsonschema wraps referencing's error
+        if isinstance(cause, PointerToNowhere):
+            raise ToolError(f"Cannot follow $ref '#{cause.ref}': the schema has no such definition.") from None
+        raise ToolError(
+            f"Cannot follow $ref {cause.ref!r}: only references inside the schema ('#/...') are supported."
+        ) from None
     entries = [entry for error in errors for entry in _entries(error, validator, value)]
     return list(dict.fromkeys(message for _, message in _sorted(entries, value)))
 
@@ -494,10 +522,10 @@ def _problems(schema: Any, value: Any) -> list[str]:
 @functools.lru_cache(maxsize=256)
 def _validator(schema_text: str) -> Any:
     from jsonschema import Draft202012Validator
+    from referencing import Registry
 
-    schema = _upgrade(json.loads(schema_text))
-    _check_refs(schema, schema)
-    return Draft202012Validator(schema)
+    # An empty registry: a reference outside the schema fails instead of being fetched.
+    return Draft202012Validator(_upgrade(json.loads(schema_text)), registry=Registry())
 
 
 _DATA_KEYWORDS = ("enum", "const", "default", "examples")
@@ -519,30 +547,6 @@ def _upgrade(node: Any) -> Any:
         if "additionalItems" in node:
             node["items"] = node.pop("additionalItems")
     return node
-
-
-def _check_refs(node: Any, root: Any) -> None:
-    if isinstance(node, list):
-        for item in node:
-            _check_refs(item, root)
-    if not isinstance(node, dict):
-        return
-    ref = node.get("$ref")
-    if isinstance(ref, str):
-        if not ref.startswith("#"):
-            raise ToolError(
-                f"Cannot follow $ref {ref!r}: only references inside the schema ('#/...') are supported."
-            )
-        target = root
-        for part in filter(None, ref[1:].split("/")):
-            part = part.replace("~1", "/").replace("~0", "~")
-            try:
-                target = target[int(part)] if isinstance(target, list) else target[part]
-            except (KeyError, IndexError, ValueError, TypeError):
-                raise ToolError(f"Cannot follow $ref {ref!r}: the schema has no such definition.") from None
-    for key, value in node.items():
-        if key not in _DATA_KEYWORDS:
-            _check_refs(value, root)
 
 
 # One problem: (path to the value, rank among its siblings' problems, message, is a type error).
