@@ -5,6 +5,11 @@ import datetime
 import doctest
 import enum
 import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, NotRequired, Optional, TypedDict, Union
 
 import pytest
@@ -833,3 +838,48 @@ def test_module_docstring_example_runs():
 
 def test_public_api():
     assert sorted(toolschema.__all__) == ["call_kwargs", "coerce_arguments", "function_spec", "validate"]
+
+
+def test_call_kwargs_names_an_argument_that_cannot_be_converted():
+    @dataclasses.dataclass
+    class Span:
+        start: int
+        end: int
+
+        def __post_init__(self):
+            if self.end < self.start:
+                raise ValueError("end comes before start")
+
+    def f(span: Span):
+        pass
+
+    with pytest.raises(ToolArgumentsError) as info:
+        call_kwargs(f, {"span": {"start": 5, "end": 1}})
+    assert str(info.value) == "Arguments cannot be converted: 'span': Value error, end comes before start."
+
+
+def test_pydantic_field_constraints_reach_the_schema_and_the_messages():
+    from pydantic import Field
+
+    def f(count: Annotated[int, Field(ge=1, description="How many.")], name: Annotated[str, Field(max_length=3)] = "a"):
+        pass
+
+    schema = function_spec(f)["parameters"]
+    assert schema["properties"] == {
+        "count": {"type": "integer", "minimum": 1, "description": "How many."},
+        "name": {"type": "string", "maxLength": 3, "default": "a"},
+    }
+    with pytest.raises(ToolArgumentsError) as info:
+        coerce_arguments(schema, '{"count": 0, "name": "long"}')
+    assert info.value.errors == ["'count' must be at least 1, got 0", "'name' must be at most 3 characters long, got 4"]
+
+
+def test_importing_aihub_nb_and_its_tools_loads_no_schema_library():
+    code = (
+        "import json, sys; import aihub_nb, aihub_nb.toolschema, aihub_nb.tools; "
+        "print(json.dumps([m for m in ('pydantic', 'jsonschema', 'docstring_parser') if m in sys.modules]))"
+    )
+    root = str(Path(toolschema.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
