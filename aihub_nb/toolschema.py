@@ -281,12 +281,18 @@ def _pydantic_type(tp: Any, seen: tuple[type, ...] = ()) -> Any:
         if args[0] not in (str, Any):
             raise _UnsupportedType(tp)  # JSON object keys are always strings
         return origin[str, _pydantic_type(args[1], seen)]
-    if typing.is_typeddict(tp) or dataclasses.is_dataclass(tp):
-        if tp in seen:  # a recursive type: pydantic describes it; this only checks the fields
-            return tp
+    if typing.is_typeddict(tp):
+        if tp in seen:  # a recursive TypedDict: its inner level is any object
+            return dict[str, Any]
         hints = typing.get_type_hints(tp, include_extras=True)
-        fields = {key: _pydantic_type(hint, seen + (tp,)) for key, hint in hints.items()}
-        return _typeddict(tp, fields) if typing.is_typeddict(tp) else tp
+        return _typeddict(tp, {key: _pydantic_type(hint, seen + (tp,)) for key, hint in hints.items()})
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if tp not in seen:  # pydantic reads the class itself; this only checks its fields
+            hints = typing.get_type_hints(tp, include_extras=True)
+            for field in dataclasses.fields(tp):
+                if field.init:
+                    _pydantic_type(hints.get(field.name, Any), seen + (tp,))
+        return tp
     raise _UnsupportedType(tp)
 
 
@@ -313,14 +319,19 @@ def _field_of(meta: Any) -> Any:
 
 def _parameter_schema(adapter: Any) -> dict:
     """The adapter's JSON Schema, shaped for a tool: references inlined, no titles."""
+    schema = adapter.json_schema(schema_generator=_schema_generator())
+    return _tidy(schema, schema.pop("$defs", {}), ())
+
+
+@functools.cache
+def _schema_generator() -> type:
     from pydantic.json_schema import GenerateJsonSchema
 
-    class Generator(GenerateJsonSchema):
-        def field_is_present(self, field: Any) -> bool:  # dataclass fields with init=False
+    class ToolSchema(GenerateJsonSchema):
+        def field_is_present(self, field: Any) -> bool:  # not a dataclass field with init=False
             return field.get("init", True) is not False and super().field_is_present(field)
 
-    schema = adapter.json_schema(schema_generator=Generator)
-    return _tidy(schema, schema.pop("$defs", {}), ())
+    return ToolSchema
 
 
 def _tidy(node: Any, defs: dict, seen: tuple[str, ...]) -> Any:
@@ -371,22 +382,13 @@ def _simplify_any_of(node: dict) -> dict:
     return node
 
 
+_KINDS = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), ((list, tuple), "array"), (dict, "object"))
+
+
 def _json_kind(value: Any) -> str:
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    return next((kind for cls, kind in _KINDS if isinstance(value, cls)), type(value).__name__)
 
 
 def _enum_type(values: list) -> str | list[str]:
@@ -425,13 +427,12 @@ def _accepts_null(schema: dict) -> bool:
     return any(_accepts_null(branch) for branch in schema.get("anyOf", ()))
 
 
-_FIRST, _LAST = ("type", "enum"), ("default", "description")
+_KEY_RANK = {"type": 0, "enum": 1, "default": 98, "description": 99}
 
 
 def _ordered(schema: dict) -> dict:
     """`schema` with its keys in reading order: type and enum first, default and description last."""
-    rank = {key: i for i, key in enumerate(_FIRST)} | {key: 100 + i for i, key in enumerate(_LAST)}
-    return dict(sorted(schema.items(), key=lambda item: rank.get(item[0], 50)))
+    return dict(sorted(schema.items(), key=lambda item: _KEY_RANK.get(item[0], 50)))
 
 
 def _json_default(value: Any) -> Any:
