@@ -12,8 +12,8 @@ from aihub_nb.testing import LocalServer, Reply
 from .common import Section, table
 
 
-def _call(name: str, **arguments) -> dict:
-    return {"name": name, "arguments": arguments}
+def _call(tool: str, /, **arguments) -> dict:
+    return {"name": tool, "arguments": arguments}
 
 
 def _attempts() -> list[tuple[str, str, list[Reply], Callable | None]]:
@@ -52,8 +52,14 @@ def run(section: Section, server: LocalServer, tmp: Path) -> None:
         return f"looked up {name}"
 
     def deny(tool: str, arguments: dict) -> bool:
-        asked.append(tool)
         return False
+
+    def asking(answer: Callable) -> Callable:
+        def approver(tool: str, arguments: dict):
+            asked.append(tool)
+            return answer(tool, arguments)
+
+        return approver
 
     rows = []
     try:
@@ -67,7 +73,7 @@ def run(section: Section, server: LocalServer, tmp: Path) -> None:
             before_runs, before_asked = len(runs), len(asked)
             server.reset()
             server.script(*replies)
-            hub.approver = approver or deny
+            hub.approver = asking(approver or deny)
             agent = "guarded-oa" if provider == "OPENAI" else "guarded-ol"
             try:
                 reply = drive(hub.chat(f"bypass-{n}", agent=agent).turn(f"Please launch. ({what})"))

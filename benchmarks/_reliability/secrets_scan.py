@@ -91,7 +91,7 @@ def run(section: Section, server: LocalServer, tmp: Path) -> None:
                 headers={"X-Token": "${RELIABILITY_TOOL_TOKEN}"}, description="Fails, echoing the request.",
             )
             hub.http_tool(
-                "hop", "GET", f"http://127.0.0.1:{port}/hop", headers={"Authorization": "Bearer ${RELIABILITY_TOOL_TOKEN}"},
+                "hop", "GET", f"http://127.0.0.1:{port}/hop", headers={"Authorization": "Bearer ${RELIABILITY_TOOL_TOKEN}", "X-Token": "${RELIABILITY_TOOL_TOKEN}"},
                 description="Redirects to another origin.",
             )
             hub.agent("courier", model="plain", tools=["echo_fail", "hop"])
@@ -130,7 +130,7 @@ def run(section: Section, server: LocalServer, tmp: Path) -> None:
     )
     section.lines.append(f"secret values in error lines shown to the user: {in_errors}/{len(shown)}")
     section.lines.append(f"secret values sent to the model in request bodies: {section.data.get('sent_to_model', 0)}")
-    section.lines.append(f"tool secret re-sent to another origin on a redirect: {cross_origin}")
+    section.lines.append(f"tool secret re-sent to another origin on a redirect: {cross_origin} (requests that reached the other origin: {len(other.seen)})")
     section.lines.append(f"database file mode: {oct(mode)}; scanner self-check (a planted canary is found): {'yes' if planted else 'NO'}")
     section.check("no secret in the store", int(rows_total == 0), 1)
     section.check("no secret in error lines", len(shown) - in_errors, len(shown))
