@@ -22,6 +22,7 @@ def run(section: Section, server: LocalServer, tmp: Path, *, procs: int, turns: 
     hub.connect("OPENAI", "local-chat", name="model", base_url=server.openai_base_url, api_key="x", default=True)
     hub.close()
     args = {"home": str(home), "url": server.url, "turns": turns, "turns_per_chat": 10, "metrics": metrics, "shared": SHARED_NAMES}
+    args["start_at"] = time.time() + 2.0 + 0.5 * procs  # after every worker's imports
     started = time.perf_counter()
     workers = [start_worker("turns", {**args, "proc": i, "provider": "openai" if i % 2 == 0 else "ollama"}) for i in range(procs)]
     results, errors = [], Counter()

@@ -12,7 +12,7 @@ from pathlib import Path
 from aihub_nb.hub import Hub
 from aihub_nb.testing import LocalServer, Reply
 
-from .common import CountingProxy, Section, content_chars, read_json_line, start_worker, table
+from .common import CountingProxy, Section, content_chars, read_json_line, start_worker, table, wait_until
 
 WORDS = 60
 TOKEN_DELAY = 0.02
@@ -44,7 +44,7 @@ def run(section: Section, server: LocalServer, tmp: Path, *, trials: int, rng: r
         ))
     section.lines.append(
         f"{trials} trials: a worker streams a {WORDS}-word reply ({TOKEN_DELAY * 1000:.0f} ms/word; every third through an "
-        f"agent whose python tool sleeps {TOOL_SECONDS} s first), SIGKILLed at a random moment; then a Hub opens the file"
+        f"agent whose python tool sleeps {TOOL_SECONDS} s first), SIGKILLed at a random moment after the model request arrives; then a Hub opens the file"
     )
     section.lines += table(
         ("#", "api", "kind", "kill s", "phase", "stream", "net call", "tool inv", "job", "interrupted msg", "sent", "stored", "lost"),
@@ -79,7 +79,10 @@ def _trial(t: int, provider: str, agent: bool, server: LocalServer, proxy: Count
     try:
         if read_json_line(proc, timeout=60) is None:
             raise RuntimeError("the worker did not start: " + (proc.stderr.read() if proc.stderr else "")[-200:])
-        kill_at = rng.uniform(0.05, duration)
+        # the clock starts when the model request arrives (the worker's imports take a while first)
+        if not wait_until(lambda: server.requests, 60):
+            raise RuntimeError("the worker never called the model")
+        kill_at = rng.uniform(0.0, duration)
         time.sleep(kill_at)
         finished_first = proc.poll() is not None
         sent = proxy.sent()
@@ -133,6 +136,8 @@ def _recovered(hub: Hub, chat_name: str, sent: int, finished_first: bool) -> dic
         phase = "after tool"
     elif sent == 0:
         phase = "before reply"
+    elif streams and streams[-1]["status"] == "completed":
+        phase = "after reply"
     else:
         phase = "streaming"
     return {

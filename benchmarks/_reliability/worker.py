@@ -39,6 +39,7 @@ def turns(args: dict) -> None:
         _emit({"ok": 0, "errors": {f"{type(exc).__name__} (setup)": 1}, "metrics": 0})
         return
     _emit({"ready": True})
+    time.sleep(max(0.0, args.get("start_at", 0) - time.time()))  # all processes start together
     for k in range(args.get("shared", 0)):  # every process creates the same new names at once
         try:
             hub.chat(f"shared-{k}", model="model")
