@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .errors import ThreadBusyError
+from .redact import redact
 from .store import now_iso
 
 if TYPE_CHECKING:
@@ -90,7 +91,8 @@ class JobRun:
         return self
 
     def log(self, text: str) -> None:
-        """Append a line to the job's TextLog."""
+        """Append a line to the job's TextLog (known secrets redacted)."""
+        text = redact(text)
         self.store.append_text("TextLog", self.text_log_id, "text", text if text.endswith("\n") else text + "\n")
 
     def finish(self, error: BaseException | str | None = None) -> None:
@@ -100,7 +102,7 @@ class JobRun:
             self.status = "completed"
         else:
             self.status = "failed"
-            self.error = _one_line(error)
+            self.error = redact(_one_line(error))
             if isinstance(error, BaseException):
                 self.log("".join(traceback.format_exception(error)).rstrip())
             else:

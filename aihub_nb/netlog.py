@@ -6,7 +6,8 @@ request, its body and headers (already redacted), the response text as it arrive
 HTTP code and duration. When a turn has named a ResponseStream (`streaming_into`), the bytes of
 its successful response are appended to that stream's `rawOutput` too, so a reply cut off by a
 crash or Ctrl-C keeps what arrived. Writes are batched by time (`flush_interval`), never per
-chunk, so recording costs little on a 2,000-token stream.
+chunk, so recording costs little on a 2,000-token stream. Every known secret (aihub_nb.redact) is
+masked in what is written: URL, headers, body, response and error.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from .redact import StreamRedactor, redact, redact_data
 from .store import now_iso
 
 if TYPE_CHECKING:
@@ -72,13 +74,14 @@ def close_stream(store: Store, stream_id: str, *, status: str, result_messages: 
 
 
 class _Call:
-    __slots__ = ("id", "stream_id", "hold", "decoder", "pending", "last_flush", "ok")
+    __slots__ = ("id", "stream_id", "hold", "decoder", "redactor", "pending", "last_flush", "ok")
 
     def __init__(self, call_id: str, stream_id: str | None, hold: bool = False) -> None:
         self.id = call_id
         self.stream_id = stream_id
         self.hold = hold
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.redactor = StreamRedactor()
         self.pending: list[bytes] = []  # decoded once per flush, not once per chunk
         self.last_flush = time.monotonic()
         self.ok = False
@@ -94,18 +97,18 @@ class StoreSink:
     def request(self, *, method: str, url: str, headers: dict[str, str], body: str) -> _Call:
         row = self.store.create(
             "NetworkCall",
-            endpoint=url,
+            endpoint=redact(url),
             method=method,
-            body=body,
+            body=redact(body),
             status="pending",
-            requestHeaders=headers,
+            requestHeaders=redact_data(headers),
             references=dict(_REFERENCES.get() or {}),
         )
         return _Call(row["id"], _CURRENT_STREAM.get(), _HOLD_TAIL.get())
 
     def response(self, handle: _Call, *, status_code: int, headers: dict[str, str]) -> None:
         handle.ok = status_code < 400
-        self.store.set("NetworkCall", handle.id, statusCode=status_code, responseHeaders=headers)
+        self.store.set("NetworkCall", handle.id, statusCode=status_code, responseHeaders=redact_data(headers))
 
     def chunk(self, handle: _Call, data: bytes) -> None:
         handle.pending.append(data)
@@ -129,7 +132,7 @@ class StoreSink:
             conn.execute(
                 'UPDATE "NetworkCall" SET response = response || ?, status = ?, durationMs = ?, error = ?, '
                 "updatedAt = ? WHERE id = ?",
-                (text, "error" if failed else "success", round(duration_ms, 3), error, now, handle.id),
+                (text, "error" if failed else "success", round(duration_ms, 3), redact(error), now, handle.id),
             )
             if to_stream:
                 conn.execute(
@@ -141,7 +144,7 @@ class StoreSink:
     def _take(handle: _Call, *, final: bool = False) -> str:
         data = b"".join(handle.pending)
         handle.pending.clear()
-        return handle.decoder.decode(data, final=final)
+        return handle.redactor.feed(handle.decoder.decode(data, final=final), final=final)
 
     def _flush(self, handle: _Call) -> None:
         text = self._take(handle)

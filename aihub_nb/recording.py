@@ -23,9 +23,9 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
-
 import h11
+
+from .redact import REDACTED, redact_headers, redact_url
 
 __all__ = [
     "CLOSED_EARLY",
@@ -40,13 +40,8 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-REDACTED = "[redacted]"
 CLOSED_EARLY = "closed before the end of the response"
 
-_SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie", "set-cookie"}
-)
-_SECRET_PARTS = ("key", "token", "secret", "password")
 _LIBS = ("httpx", "httpx2")
 # How long closing a half-read response may wait for the end of a body already on its way.
 _END_OF_BODY_WAIT = 0.1
@@ -62,43 +57,6 @@ class CallSink(Protocol):
     def chunk(self, handle: Any, data: bytes) -> None: ...
 
     def finish(self, handle: Any, *, error: str | None, duration_ms: float) -> None: ...
-
-
-def _is_secret(name: str) -> bool:
-    name = name.lower()
-    return name in _SECRET_HEADERS or any(part in name for part in _SECRET_PARTS)
-
-
-def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Copy `headers` with credentials replaced by "[redacted]" (Authorization keeps its scheme)."""
-    pairs = headers.items() if hasattr(headers, "items") else headers
-    redacted: dict[str, str] = {}
-    for name, value in pairs:
-        lowered = name.lower()
-        if lowered in ("authorization", "proxy-authorization") and " " in value.strip():
-            value = f"{value.split(None, 1)[0]} {REDACTED}"
-        elif _is_secret(lowered):
-            value = REDACTED
-        redacted[name] = f"{redacted[name]}, {value}" if name in redacted else value
-    return redacted
-
-
-def redact_url(url: str) -> str:
-    """`url` with secret query parameters (key, api_key, token, ...) and any password redacted;
-    a user name alone (`https://TOKEN@host`) is redacted too, as it is often a token."""
-    parts = urlsplit(str(url))
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:{REDACTED}@{host}" if colon else f"{REDACTED}@{host}"
-    query = "&".join(_redact_param(pair) for pair in parts.query.split("&"))
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def _redact_param(pair: str) -> str:
-    name = pair.split("=", 1)[0]
-    return f"{name}={REDACTED}" if _is_secret(unquote_plus(name)) else pair
 
 
 def _describe(exc: BaseException) -> str:

@@ -70,7 +70,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["DEFAULT_MODELS", "LocalServer", "RecordedRequest", "Reply", "offline_environment"]
+__all__ = ["DEFAULT_MODELS", "LocalServer", "RecordedRequest", "Reply", "find_in_database", "offline_environment"]
 
 DEFAULT_MODELS = ("local-chat", "local-tools")
 
@@ -971,3 +971,25 @@ def offline_environment(home: str | None = None) -> str:
     os.environ["OLLAMA_HOST"] = "http://127.0.0.1:9"
     os.environ.setdefault("MPLBACKEND", "Agg")
     return home
+
+
+def find_in_database(path: str | os.PathLike, text: str) -> list[tuple[str, str, str]]:
+    """Where `text` occurs in a hub's SQLite file: (table, column, row id) for every cell of every
+    table that contains it, read straight from the file. For tests that a secret is stored nowhere:
+    `assert find_in_database(hub.path, key) == []`."""
+    import sqlite3
+
+    found = []
+    conn = sqlite3.connect(f"file:{os.fspath(path)}?mode=ro", uri=True)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            columns = [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]
+            for column in columns:
+                rows = conn.execute(
+                    f'SELECT rowid, "{column}" FROM "{table}" WHERE instr(CAST("{column}" AS TEXT), ?) > 0', (text,)
+                )
+                found += [(table, column, str(r[0])) for r in rows]
+    finally:
+        conn.close()
+    return found

@@ -59,7 +59,17 @@ from urllib.parse import quote, urlsplit
 
 from .chat import Approver, ToolOutcome
 from .errors import NotFoundError, ToolArgumentsError, ToolError
-from .recording import REDACTED, redact_headers, redact_url
+from .redact import ENV_REF as _ENV_REF
+from .redact import (
+    REDACTED,
+    env_references,
+    is_secret_name,
+    redact,
+    redact_data,
+    redact_headers,
+    redact_url,
+    watch_env,
+)
 from .toolschema import call_kwargs, coerce_arguments, function_spec
 
 if TYPE_CHECKING:
@@ -85,7 +95,6 @@ _BODY_METHODS = ("POST", "PUT", "PATCH")
 HTTP_TIMEOUT = 30.0
 MAX_RESULT_CHARS = 20_000  # of a tool's result, as the model reads it
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # OpenAI's rule for function names
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SNIPPET = 300
 
 
@@ -180,6 +189,8 @@ def define_http_tool(
                 f"HTTP tool {name!r}: header {header!r} holds a credential; reference an environment variable "
                 f"instead of the secret itself, e.g. {header!r}: 'Bearer ${{MY_TOKEN}}'."
             )
+    for var in env_references(" ".join([url, *headers.values()])):
+        watch_env(var)  # its value is masked wherever it shows up from now on
     data = {"method": method, "url": url, "headers": headers}
     row = _save_tool(hub, name, "http", description, parameters, data)
     hub._functions.pop(name, None)  # a python tool of that name is gone: its function must not stand for it
@@ -388,6 +399,7 @@ class _Call:
 
     def log(self, text: str) -> None:
         if text:
+            text = redact(text)
             self.hub.store.append_text("TextLog", self.log_id, "text", text if text.endswith("\n") else text + "\n")
 
     def ask(self, approve: Approver | None, args: dict[str, Any]) -> tuple[str, str] | None:
@@ -447,10 +459,13 @@ class _Call:
         raise ToolError(f"tool type {kind!r} cannot run in this version of aihub_nb")
 
     def finish(self, status: str, *, value: Any = None, error: str | None = None) -> ToolOutcome:
+        # Known secrets never reach the store or the model, whatever the tool returned or echoed.
         if error is not None:
+            error = redact(error)
             self.log(f"{status}: {error}")
             result, content = {"error": error}, error
         else:  # `value` is JSON data already (see run)
+            value = redact_data(value)
             result = {"value": value}
             content = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         if len(content) > MAX_RESULT_CHARS:
@@ -635,16 +650,17 @@ def _call_http(hub: Hub, tool: dict[str, Any], args: dict[str, Any], references:
     secret = {k.lower(): v for k, v in stored.items() if _ENV_REF.search(v)}
     hiding = _HidingSink(hub.sink, secret, [v for v in in_url if v])
     transport = recording_transport(hiding, lib="httpx")
+    hooks = {"request": [_secrets_stay_home(httpx.URL(url), secret)]}
     try:
         with (
-            httpx.Client(transport=transport, timeout=HTTP_TIMEOUT, follow_redirects=True) as client,
+            httpx.Client(transport=transport, timeout=HTTP_TIMEOUT, follow_redirects=True, event_hooks=hooks) as client,
             streaming_into(None, **references),
         ):
             response = client.request(method, url, **request)
     except httpx.HTTPError as exc:
         raise ToolError(hiding.hide(_one_line(exc))) from None
     if not response.is_success:
-        body = " ".join(response.text.split())[:_SNIPPET]
+        body = " ".join(redact(hiding.hide(response.text)).split())[:_SNIPPET]
         where = hiding.hide(redact_url(str(response.url)))
         raise ToolError(f"HTTP {response.status_code} {response.reason_phrase} from {method} {where}: {body}")
     if "json" in response.headers.get("content-type", ""):
@@ -653,6 +669,24 @@ def _call_http(hub: Hub, tool: dict[str, Any], args: dict[str, Any], references:
         except ValueError:
             pass
     return response.text
+
+
+def _origin(url: Any) -> tuple[str, str, int | None]:
+    return (url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme))
+
+
+def _secrets_stay_home(first: Any, secret: dict[str, str]) -> Callable[[Any], None]:
+    """An httpx request hook: a redirect to another origin (scheme, host or port) goes without the
+    headers that carry a secret (those referencing `${VAR}`, and any credential header); they stay
+    off for the rest of the redirects, back home included."""
+    home = _origin(first)
+
+    def hook(request: Any) -> None:
+        if _origin(request.url) != home:
+            for name in [n for n in request.headers if n.lower() in secret or is_secret_name(n)]:
+                del request.headers[name]
+
+    return hook
 
 
 class _HidingSink:
@@ -697,6 +731,7 @@ def _expand_env(header: str, value: str) -> str:
 
 
 def _env(where: str, name: str) -> str:
+    watch_env(name)
     if name not in os.environ:
         raise ToolError(f"{where} needs the environment variable {name}, which is not set; set it (os.environ[{name!r}] = ...) and try again")
     return os.environ[name]

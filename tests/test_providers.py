@@ -238,11 +238,11 @@ def test_missing_key_for_openai_fails_before_any_request(monkeypatch):
     with pytest.raises(AuthenticationError) as caught:
         make_provider("OPENAI", connection_name="cloud", transport=recording_transport(sink, lib="httpx2"))
     assert str(caught.value) == (
-        "Connection 'cloud' needs an API key: set the environment variable OPENAI_API_KEY "
-        "(or pass --api-key-env VAR)."
+        "Connection 'cloud' needs an API key: $OPENAI_API_KEY is not set; set it (e.g. %env OPENAI_API_KEY=...) "
+        "or use --api-key-env OTHER_VAR."
     )
     assert caught.value.connection == "cloud"
-    with pytest.raises(AuthenticationError, match="set the environment variable MY_KEY"):
+    with pytest.raises(AuthenticationError, match=r"\$MY_KEY is not set; set it \(e\.g\. %env MY_KEY=\.\.\.\)"):
         make_provider("OPENAI", connection_name="c", base_url="https://api.openai.com/v1/", api_key_env="MY_KEY")
     assert sink.calls == []
 

@@ -18,6 +18,7 @@ import pytest
 
 from aihub_nb import Hub
 from aihub_nb.errors import NotFoundError, ToolError
+from aihub_nb.testing import find_in_database
 from aihub_nb.tools import MAX_RESULT_CHARS, get_tool, invoke_tool, list_tools, remove_tool, tool_spec
 from aihub_nb.toolschema import function_spec
 
@@ -374,10 +375,14 @@ def test_ctrl_c_in_a_tool_is_recorded_then_stops(hub):
 
 
 class _Echo(BaseHTTPRequestHandler):
-    """Answers every request with what it received, as JSON; /fail/... answers 404, /text plain text."""
+    """Answers every request with what it received, as JSON; /fail/... answers 404, /text plain text.
+    `received` keeps each request's path and headers as the server saw them."""
+
+    received: list[dict] = []
 
     def _answer(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        self.received.append({"path": self.path, "headers": dict(self.headers)})
         if self.path.startswith("/moved"):
             self.send_response(302)
             self.send_header("Location", self.path.replace("/moved", "/items", 1))
@@ -456,7 +461,8 @@ def test_http_post_sends_a_json_body_and_a_secret_header_from_the_environment(hu
     outcome = invoke_tool(hub, get_tool(hub, "create"), {"name": "pen", "tags": ["blue"]})
     seen = json.loads(outcome.content)
     assert (seen["method"], seen["path"], json.loads(seen["body"])) == ("POST", "/items", {"name": "pen", "tags": ["blue"]})
-    assert seen["auth"] == "Bearer s3cret-token-value"  # expanded when called...
+    assert _Echo.received[-1]["headers"]["Authorization"] == "Bearer s3cret-token-value"  # expanded when called...
+    assert seen["auth"] == "Bearer [redacted]"  # ...and masked in what the echo sent back to the model
     assert get_tool(hub, "create")["data"]["headers"] == {"Authorization": "Bearer ${ECHO_TOKEN}"}  # ...stored as a reference
     [call] = hub.store.find("NetworkCall")
     assert call["requestHeaders"]["authorization"] == "Bearer [redacted]"
@@ -467,10 +473,11 @@ def test_a_secret_header_is_never_recorded_whatever_its_name(hub, echo_url, monk
     monkeypatch.setenv("ECHO_TOKEN", "s3cret-token-value")
     hub.http_tool("me", "GET", echo_url + "/me", headers={"X-Auth": "${ECHO_TOKEN}", "Accept": "application/json"})
     outcome = invoke_tool(hub, get_tool(hub, "me"), {})
-    assert json.loads(outcome.content)["x-auth"] == "s3cret-token-value"
+    assert _Echo.received[-1]["headers"]["X-Auth"] == "s3cret-token-value"
+    assert json.loads(outcome.content)["x-auth"] == "[redacted]"
     [call] = hub.store.find("NetworkCall")
     assert (call["requestHeaders"]["x-auth"], call["requestHeaders"]["accept"]) == ("${ECHO_TOKEN}", "application/json")
-    assert "s3cret" not in json.dumps([call["requestHeaders"], call["endpoint"], hub.store.find("Tool")])  # the echo's body has it
+    assert find_in_database(hub.path, "s3cret") == []  # the echo's body had it too
 
 
 def test_a_secret_in_the_url_is_read_from_the_environment_and_never_recorded(hub, echo_url, monkeypatch):
@@ -479,7 +486,8 @@ def test_a_secret_in_the_url_is_read_from_the_environment_and_never_recorded(hub
     assert row["schema"]["required"] == ["item_id"]  # the key is not something the model fills in
     outcome = invoke_tool(hub, get_tool(hub, "find"), {"item_id": "7"})
     assert outcome.status == "completed", outcome.content
-    assert json.loads(outcome.content)["path"] == "/items/7?appid=k3y%2Fvalue"
+    assert _Echo.received[-1]["path"] == "/items/7?appid=k3y%2Fvalue"
+    assert json.loads(outcome.content)["path"] == "/items/7?appid=[redacted]"
     [call] = hub.store.find("NetworkCall")
     assert call["endpoint"] == echo_url + "/items/7?appid=[redacted]"
 

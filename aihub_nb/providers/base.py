@@ -11,6 +11,7 @@ import contextlib
 import email.utils
 import json
 import math
+import os
 import secrets
 import time
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,7 @@ from aihub_nb.errors import (
     ServerError,
     StreamError,
 )
+from aihub_nb.redact import redact, unset_key_message
 
 __all__ = [
     "Event",
@@ -109,6 +111,7 @@ class Provider:
         self.connection = connection
         self.url = url
         self._key_env = key_env
+        self._explicit_key = False  # a key given from Python rather than read from $key_env
 
     def chat(
         self,
@@ -179,6 +182,7 @@ class Provider:
             mapped = self._map_error(exc, model)
             if mapped is None:
                 raise
+            mapped.args = (redact(str(mapped)),)  # a client's message may quote the key
             raise mapped from exc
 
     # -- error construction shared by the providers --------------------------------------
@@ -190,8 +194,14 @@ class Provider:
         detail = _one_line(detail) or f"HTTP {status}"
         where = f"Connection '{self.connection}'"
         if status in (401, 403):
+            if self._explicit_key:
+                check = "check the key given for this session"
+            elif os.environ.get(self._key_env):
+                check = f"check the key in ${self._key_env}"
+            else:
+                check = unset_key_message(self._key_env)
             return AuthenticationError(
-                f"{where} was refused ({status}: {detail}); check the key in ${self._key_env}.",
+                f"{where} was refused ({status}: {detail}); {check}.",
                 connection=self.connection,
                 status_code=status,
             )
@@ -256,7 +266,7 @@ class Provider:
 
 
 def _one_line(text: str) -> str:
-    text = " ".join(text.split())
+    text = " ".join(redact(text).split())  # redacted before it is cut, so no part of a key is left
     return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 1] + "…"
 
 

@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 import ollama
 
-from aihub_nb.errors import ProviderError, ToolArgumentsError
+from aihub_nb.errors import AuthenticationError, ProviderError, ToolArgumentsError
 from aihub_nb.providers.base import Event, Provider, Usage, error_detail, tool_call
+from aihub_nb.redact import add_secret, check_key, read_key, unset_key_message
 
 __all__ = ["DEFAULT_HOST", "OllamaProvider"]
 
@@ -58,8 +59,17 @@ class OllamaProvider(Provider):
     ) -> None:
         host = host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
         super().__init__(connection, url=host, key_env=api_key_env or _KEY_ENV)
-        # Without an explicit key the client itself sends $OLLAMA_API_KEY, if set.
-        api_key = api_key or (os.environ.get(api_key_env) if api_key_env else None)
+        self._explicit_key = bool(api_key)
+        if api_key:
+            api_key = check_key(api_key, "the key given")
+        else:  # $OLLAMA_API_KEY when set (read here, stripped, rather than by the client)
+            api_key = read_key(api_key_env or _KEY_ENV)
+            if not api_key and api_key_env:
+                raise AuthenticationError(
+                    f"Connection '{connection}' needs an API key: {unset_key_message(api_key_env)}.",
+                    connection=connection,
+                )
+        add_secret(api_key)
         self._client = ollama.Client(
             host=host,
             transport=transport,

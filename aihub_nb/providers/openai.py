@@ -19,6 +19,7 @@ import openai
 
 from aihub_nb.errors import AuthenticationError, ProviderError
 from aihub_nb.providers.base import Event, Provider, ToolCall, Usage, _ReportedError, json_text, tool_call
+from aihub_nb.redact import add_secret, check_key, read_key, unset_key_message
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider"]
 
@@ -44,12 +45,14 @@ class OpenAIProvider(Provider):
         base_url = base_url or DEFAULT_BASE_URL
         key_env = api_key_env or _KEY_ENV
         super().__init__(connection, url=base_url, key_env=key_env)
-        api_key = api_key or os.environ.get(key_env)
+        self._explicit_key = bool(api_key)
+        api_key = check_key(api_key, "the key given") if api_key else read_key(key_env)
+        add_secret(api_key)
         if not api_key:
-            if _is_openai_host(base_url):
+            # A local server wants no key; a variable named on purpose must hold one.
+            if _is_openai_host(base_url) or key_env != _KEY_ENV:
                 raise AuthenticationError(
-                    f"Connection '{connection}' needs an API key: set the environment variable {key_env} "
-                    "(or pass --api-key-env VAR).",
+                    f"Connection '{connection}' needs an API key: {unset_key_message(key_env)}.",
                     connection=connection,
                 )
             api_key = _PLACEHOLDER_KEY
