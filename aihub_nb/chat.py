@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import NotFoundError, ProviderError, RoundLimitError, UsageError
 from .jobs import JobRun, lock_thread, release_thread
+from .redact import redact
 from .netlog import close_stream, streaming_into
 
 if TYPE_CHECKING:
@@ -355,7 +356,7 @@ class Chat:
             result.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "failed"
             raise
         finally:
-            result.text = "".join(parts)
+            result.text = redact("".join(parts))  # stored and sent back: no known secret in it
             result.ended = time.perf_counter()
             self._finish_call(target, run, reply, stream_row["id"], result)
         return result

@@ -16,6 +16,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .errors import NotFoundError, UsageError
+from .redact import add_secret, check_key, mask_secret, redact_url
 
 if TYPE_CHECKING:
     from .store import Store
@@ -62,18 +63,12 @@ def check_type(kind: str) -> str:
     return value
 
 
-def mask_secret(value: str | None) -> str:
-    """`sk-proj-abcdef123456` -> `sk-…3456`; short values are masked whole."""
-    if not value:
-        return ""
-    if len(value) < 12:
-        return "•" * 8
-    return f"{value[:3]}…{value[-4:]}"
-
-
 def session_key(connection_id: str, key: str | None = None) -> str | None:
-    """Get (or, with `key`, set) the explicitly given key of a connection for this session."""
+    """Get (or, with `key`, set) the explicitly given key of a connection for this session; a key
+    set is stripped, checked and masked wherever it shows up (aihub_nb.redact)."""
     if key is not None:
+        key = check_key(str(key), "the api_key given")
+        add_secret(key)
         _SESSION_KEYS[connection_id] = key
     return _SESSION_KEYS.get(connection_id)
 
@@ -96,8 +91,8 @@ def endpoint(row: dict[str, Any]) -> str:
     if data.get("builtin"):
         return "built-in local server"
     if row["provider"] == "OLLAMA":
-        return data.get("host") or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
-    return data.get("base_url") or "https://api.openai.com/v1"
+        return redact_url(data.get("host") or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST)
+    return redact_url(data.get("base_url") or "https://api.openai.com/v1")
 
 
 def public_view(row: dict[str, Any]) -> dict[str, Any]:

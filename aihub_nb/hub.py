@@ -8,14 +8,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import threading
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from . import connections as _conn
 from .errors import NotFoundError, UsageError
+from .redact import check_key, env_references, url_credential, watch_env
 from .store import Store
 
 if TYPE_CHECKING:
@@ -56,6 +60,7 @@ class Hub:
         from .jobs import fail_orphaned_jobs
 
         fail_orphaned_jobs(self.store)
+        self._watch_secrets()
         self._providers: dict[str, tuple[str, Provider]] = {}
         self._providers_lock = threading.Lock()
         self._sink = None
@@ -63,6 +68,19 @@ class Hub:
         self.approver = None  # approve(tool_name, arguments) -> bool, for user-permitted tools
         refs = _OPEN_HUBS.setdefault(self.path.resolve(), [])
         refs[:] = [ref for ref in refs if ref() is not None] + [weakref.ref(self)]
+
+    def _watch_secrets(self) -> None:
+        """Make the values of the variables that connections and HTTP tools name known secrets,
+        so they are masked in what this hub shows, records of earlier sessions included."""
+        for (data,) in self.store.conn.execute(
+            'SELECT data FROM "ModelConnections" UNION ALL SELECT data FROM "Tool" WHERE type = \'http\''
+        ):
+            try:
+                named = json.loads(data or "{}").get("api_key_env")
+            except (ValueError, AttributeError):
+                named = None
+            for name in [named, *env_references(data or "")]:
+                watch_env(name)
 
     @property
     def path(self) -> Path:
@@ -123,17 +141,19 @@ class Hub:
             if host:
                 raise UsageError("--host is for OLLAMA connections; for an OpenAI-compatible endpoint use --base-url URL.")
             if base_url:
-                data["base_url"] = _check_url(base_url)
+                data["base_url"] = _check_url(base_url, "--base-url")
             if not builtin:
-                data["api_key_env"] = api_key_env or "OPENAI_API_KEY"
+                data["api_key_env"] = _check_env_name(api_key_env or "OPENAI_API_KEY")
         else:
             if base_url:
                 raise UsageError("--base-url is for OPENAI connections; for Ollama use --host URL.")
             if host:
-                data["host"] = _check_url(host)
+                data["host"] = _check_url(host, "--host")
             if api_key_env:
-                data["api_key_env"] = api_key_env
+                data["api_key_env"] = _check_env_name(api_key_env)
         fields = dict(provider=provider, modelId=str(model_id), type=_conn.check_type(type), data=data, description=description)
+        if api_key:
+            api_key = check_key(str(api_key), "the api_key given")  # before anything is stored
         existing = self.store.first("ModelConnections", name=name)
         if existing:
             row = self.store.update("ModelConnections", existing["id"], **fields)
@@ -201,11 +221,11 @@ class Hub:
             if new != row["name"] and self.store.first("ModelConnections", name=new):
                 raise UsageError(f"A connection named {new!r} exists already; pick another name.")
             fields["name"] = new
-        for key in ("base_url", "host"):
+        for key, option in (("base_url", "--base-url"), ("host", "--host")):
             if changes.get(key):
-                data[key] = _check_url(changes[key])
+                data[key] = _check_url(changes[key], option)
         if changes.get("api_key_env"):
-            data["api_key_env"] = changes["api_key_env"]
+            data["api_key_env"] = _check_env_name(changes["api_key_env"])
         if changes.get("description") is not None:
             fields["description"] = changes["description"]
         if changes.get("api_key"):
@@ -575,11 +595,50 @@ class Hub:
         return run_in_background(self.store, fn, *args, name=name, **kwargs)
 
 
-def _check_url(url: str) -> str:
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_NOT_IN_URLS = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def _check_url(url: str, option: str) -> str:
+    """A connection's endpoint as stored: an http(s) URL with a host and a valid port, without a
+    trailing slash, and without credentials. `option` (`--base-url`, `--host`) names it in errors,
+    which never repeat the URL: it may hold a key."""
+    example = "http://127.0.0.1:11434" if option == "--host" else "http://127.0.0.1:8000/v1"
     url = str(url).strip()
+    if _NOT_IN_URLS.search(url):
+        raise UsageError(f"The URL given as {option} holds a space or a control character; give one like {example}.")
     if "://" not in url:
+        if option != "--host":  # Ollama's own convention: host[:port] alone means http
+            raise UsageError(f"The {option} given is not a URL (no http:// or https://); give one like {example}.")
         url = "http://" + url
-    if not url.split("://", 1)[1]:
-        raise UsageError(f"{url!r} is not a URL; give one like http://127.0.0.1:8000/v1.")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"The URL given as {option} is malformed ({exc}); give one like {example}.") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise UsageError(f"{option} must be an http:// or https:// URL, not {parts.scheme}://; give one like {example}.")
+    if not parts.hostname:
+        raise UsageError(f"The URL given as {option} has no host; give one like {example}.")
+    if port == 0:
+        raise UsageError(f"The URL given as {option} has port 0; use a port from 1 to 65535, as in {example}.")
+    credential = url_credential(url)
+    if credential:
+        raise UsageError(
+            f"The URL given as {option} holds a credential, {credential}; keys never go in URLs: "
+            "put the key in an environment variable and pass --api-key-env VAR."
+        )
     return url.rstrip("/")
+
+
+def _check_env_name(name: str) -> str:
+    """The name of the environment variable holding a key (never the key itself)."""
+    name = str(name).strip()
+    if not _ENV_NAME.match(name):
+        raise UsageError(
+            "--api-key-env takes the NAME of the environment variable that holds the key (like OPENAI_API_KEY), "
+            "not the key itself; put the key in a variable (%env MY_KEY=...) and pass --api-key-env MY_KEY."
+        )
+    watch_env(name)
+    return name
 

@@ -26,6 +26,7 @@ from traitlets import Bool, Float, Unicode
 
 from .display import html_table
 from .errors import AihubError
+from .redact import redact
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -240,7 +241,7 @@ class AihubMagics(Magics):
                 )
             return handler(rest)
         except AihubError as exc:
-            raise IPythonUsageError(str(exc)) from None
+            raise IPythonUsageError(redact(str(exc))) from None
 
     def _help(self, args: list[str]) -> Any:
         from IPython.display import Markdown

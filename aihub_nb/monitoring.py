@@ -40,6 +40,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from .errors import NotFoundError, UsageError
+from .redact import mask_secrets
 from .store import now_iso
 
 if TYPE_CHECKING:
@@ -290,14 +291,7 @@ def _parse_json(value: Any) -> Any:
         return value
 
 
-_SECRET = re.compile(r"(sk-(?:proj-|ant-|svcacct-)?)[A-Za-z0-9_\-]{6,}|((?i:bearer)\s+)[A-Za-z0-9_\-.~+/=]{6,}")
 
-
-def mask_secrets(text: Any) -> Any:
-    """Text with anything that looks like an API key (`sk-...`, `Bearer ...`, any case) replaced by `***`."""
-    if not isinstance(text, str) or ("sk-" not in text and "earer" not in text and "EARER" not in text):
-        return text
-    return _SECRET.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
 
 
 def _frame(names: list[str], rows: list[tuple], kinds: dict[str, str]) -> "pd.DataFrame":

@@ -273,7 +273,7 @@ def url_credential(url: str) -> str | None:
     """What credential a URL carries (`a user name and password`, `the query parameter 'key'`), or None."""
     parts = urlsplit(url)
     if parts.username or parts.password:
-        return "a user name and password (user:KEY@host)" if parts.password else "a user name (KEY@host)"
+        return "a user name and password" if parts.password else "a user name"
     for pair in parts.query.split("&"):
         name, eq, value = pair.partition("=")
         if eq and value and is_secret_name(unquote_plus(name)):

@@ -29,6 +29,8 @@ Faults, one request each (a client's retry gets the next reply):
   ``{"error": {"message", "type", "param", "code"}}``, code ``rate_limit_exceeded`` for 429 and
   ``invalid_api_key`` for 401; Ollama: ``{"error": "..."}``), plus a ``Retry-After`` header when
   `Reply.retry_after` is set (``"2"`` for whole seconds, else e.g. ``"0.5"``);
+* with `LocalServer(api_key=..., echo_rejected_key=True)`, a request with another key gets a 401
+  that quotes the key it was given;
 * ``"drop"``: headers and `Reply.drop_after` pieces, then the connection closes mid-body
   (a non-streamed answer: half its body);
 * ``"malformed"``: `Reply.drop_after` pieces, then data that is not JSON, then a proper end;
@@ -229,10 +231,12 @@ class LocalServer:
         *,
         models: tuple[str, ...] = DEFAULT_MODELS,
         api_key: str | None = None,
+        echo_rejected_key: bool = False,
     ) -> None:
         self.host = host
         self.models = tuple(models)
         self.api_key = api_key
+        self.echo_rejected_key = echo_rejected_key  # a 401 quotes the key it got, as careless proxies do
         self._port = port
         self._lock = threading.Lock()
         self._queue: deque[Reply] = deque()
@@ -441,6 +445,9 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         if not owner._authorized(self.headers.get("Authorization")):
             if self.headers.get("Authorization"):
+                if owner.echo_rejected_key:
+                    given = self.headers["Authorization"].removeprefix("Bearer ")
+                    return self._openai_error(401, f"Incorrect API key provided: {given}.", "invalid_request_error", "invalid_api_key")
                 return self._openai_fault("401")
             return self._openai_error(
                 401,
@@ -472,6 +479,8 @@ class _Handler(BaseHTTPRequestHandler):
         if route == ("GET", "/api/version"):
             return self._send_json(200, {"version": _OLLAMA_VERSION})
         if not owner._authorized(self.headers.get("Authorization")):
+            if owner.echo_rejected_key:
+                return self._send_json(401, {"error": f"unauthorized: {self.headers.get('Authorization')}"})
             return self._ollama_fault("401")
         if route == ("GET", "/api/tags"):
             models = [_ollama_model(m, owner._started_at) for m in owner.models]
