@@ -96,6 +96,7 @@ HTTP_TIMEOUT = 30.0
 MAX_RESULT_CHARS = 20_000  # of a tool's result, as the model reads it
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # OpenAI's rule for function names
 _SNIPPET = 300
+_INSIDE_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what no header value may hold (tabs may)
 
 
 # ---------------------------------------------------------------- defining tools
@@ -495,7 +496,7 @@ def _since(started: float) -> float:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = " ".join(redact(str(exc)).split())  # redacted first: a secret may hold a line break
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -727,11 +728,22 @@ def _text(value: Any) -> str:
 
 
 def _expand_env(header: str, value: str) -> str:
-    return _ENV_REF.sub(lambda match: _env(f"header {header!r}", match.group(1)), value)
+    def expand(match: re.Match[str]) -> str:
+        name = match.group(1)
+        text = _env(f"header {header!r}", name)
+        if _INSIDE_HEADER.search(text):  # httpx would refuse it with the value in its message
+            raise ToolError(
+                f"the environment variable {name} (for header {header!r}) has a control character or line break "
+                "inside; set it again to the value alone"
+            )
+        return text
+
+    return _ENV_REF.sub(expand, value)
 
 
 def _env(where: str, name: str) -> str:
+    """The value of `name`, stripped of surrounding whitespace, and masked wherever it shows up."""
     watch_env(name)
     if name not in os.environ:
         raise ToolError(f"{where} needs the environment variable {name}, which is not set; set it (os.environ[{name!r}] = ...) and try again")
-    return os.environ[name]
+    return os.environ[name].strip()

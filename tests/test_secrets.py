@@ -309,3 +309,21 @@ def test_redaction_covers_the_forms_a_key_takes_in_error_text():
     ):
         assert "0123456789" not in redact(text), text
     assert redact("short abc") == "short abc"
+
+
+def test_a_tool_secret_with_a_trailing_newline_is_stripped_and_one_with_a_line_break_inside_refused(hub, sites, monkeypatch):
+    from aihub_nb.tools import get_tool, invoke_tool
+
+    home, _ = sites
+    hub.http_tool("me", "GET", home.url + "/me?appid=${TOOL_KEY}", headers=HEADERS)
+    monkeypatch.setenv("TOOL_KEY", SECRET + "\n")
+    assert invoke_tool(hub, get_tool(hub, "me"), {}).status == "completed"
+    assert home.received[-1]["headers"]["x-api-key"] == SECRET
+    assert home.received[-1]["path"] == f"/me?appid={SECRET}"
+    monkeypatch.setenv("TOOL_KEY", "sk-test-9f8e\n7d6c5b4a39281706")
+    outcome = invoke_tool(hub, get_tool(hub, "me"), {})
+    assert outcome.content == (
+        "Tool 'me' failed: the environment variable TOOL_KEY (for header 'X-Api-Key') has a control character "
+        "or line break inside; set it again to the value alone"
+    )
+    assert find_in_database(hub.path, SECRET) == [] and find_in_database(hub.path, "7d6c5b4a39281706") == []
