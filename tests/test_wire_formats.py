@@ -126,11 +126,13 @@ def _ollama(wire: _WireServer, **kwargs):
     return make_provider("OLLAMA", connection_name="conn", host=wire.url, **kwargs)
 
 
-def _chat(provider, **kwargs) -> list[Event]:
+def _chat(provider, *, deltas: bool = False, **kwargs) -> list[Event]:
+    """The events of one chat; without `deltas`, less the bare announcements of tool-call pieces."""
     try:
-        return list(provider.chat("m", USER, **kwargs))
+        events = list(provider.chat("m", USER, **kwargs))
     finally:
         provider.close()
+    return events if deltas else [e for e in events if e != Event(tool_delta=True)]
 
 
 def _text(events: list[Event]) -> str:
@@ -198,7 +200,8 @@ def test_openai_tool_call_deltas_split_and_interleaved(wire):
         )
     )
     calls = [ToolCall("call_a", "add", '{"x": 1}'), ToolCall("call_b", "mul", '{"y": 2}')]
-    assert _chat(_openai(wire)) == [
+    assert _chat(_openai(wire), deltas=True) == [
+        *[Event(tool_delta=True)] * 6,  # each piece announced as it arrives
         Event(tool_calls=calls, finish_reason="tool_calls"),
         Event(usage=Usage(5, 3)),
     ]

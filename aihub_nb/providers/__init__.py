@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from aihub_nb.errors import UsageError
-from aihub_nb.providers.base import Event, Provider, ToolCall, Usage
+from aihub_nb.providers.base import Event, Provider, Timeouts, Timings, ToolCall, Usage
 from aihub_nb.providers.ollama import OllamaProvider
 from aihub_nb.providers.openai import OpenAIProvider
 
-__all__ = ["Event", "OllamaProvider", "OpenAIProvider", "Provider", "ToolCall", "Usage", "make_provider"]
+__all__ = [
+    "Event", "OllamaProvider", "OpenAIProvider", "Provider", "Timeouts", "Timings", "ToolCall", "Usage", "make_provider",
+]
 
 _KINDS = ("OLLAMA", "OPENAI")
 
@@ -28,12 +30,13 @@ def make_provider(
     api_key: str | None = None,
     api_key_env: str | None = None,
     transport: Any = None,
-    timeout: float = 60.0,
+    timeout: float | Timeouts | None = None,
 ) -> Provider:
     """The provider for a connection; `provider` is "OPENAI" or "OLLAMA", in any case.
 
     `transport` is an httpx2 transport for OPENAI and an httpx transport for OLLAMA
     (see `aihub_nb.recording.recording_transport`). OLLAMA takes `host`, or else `base_url`.
+    `timeout` is a `Timeouts` (connect, read, total), or one number: the read timeout.
     """
     kind = provider.upper()
     common = {"api_key": api_key, "api_key_env": api_key_env, "transport": transport, "timeout": timeout}

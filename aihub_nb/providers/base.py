@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import httpx2
@@ -36,6 +37,8 @@ from aihub_nb.redact import redact, unset_key_message
 __all__ = [
     "Event",
     "Provider",
+    "Timeouts",
+    "Timings",
     "ToolCall",
     "Usage",
     "error_detail",
@@ -93,13 +96,116 @@ class Usage:
 
 
 @dataclass
+class Timings:
+    """What the server itself measured, when its reply says (Ollama's durations, llama.cpp's
+    `timings`): milliseconds until generation began (loading and reading the prompt), and the
+    generation: how many tokens in how many milliseconds."""
+
+    prompt_ms: float | None = None
+    generated: int | None = None
+    generation_ms: float | None = None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if self.generated and self.generation_ms and self.generation_ms > 0:
+            return self.generated * 1000.0 / self.generation_ms
+        return None
+
+
+@dataclass
 class Event:
-    """One step of a reply, yielded as it arrives."""
+    """One step of a reply, yielded as it arrives.
+
+    `tool_delta` marks a piece of a tool call that is still being assembled (the whole call
+    comes later in `tool_calls`): it tells when the model started answering. `finish_reason`
+    is the server's word for why the reply ended: "stop", "length" (the token limit),
+    "tool_calls", "content_filter", ... (Ollama's `done_reason` the same)."""
 
     text: str = ""
     tool_calls: list[ToolCall] | None = None
     usage: Usage | None = None
     finish_reason: str | None = None
+    tool_delta: bool = False
+    timings: Timings | None = None
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long to wait, in seconds: to open the connection (`connect`), for each next bytes
+    of the answer (`read`), and for the whole answer of one request (`total`, checked whenever
+    bytes arrive; a server that goes silent is cut by `read`)."""
+
+    connect: float = 5.0
+    read: float = 60.0
+    total: float = 600.0
+
+    @classmethod
+    def of(cls, value: float | Timeouts | None) -> Timeouts:
+        """A Timeouts from itself, None (the defaults), or one number (the read timeout)."""
+        if value is None:
+            return cls()
+        if isinstance(value, Timeouts):
+            return value
+        read = float(value)
+        return cls(connect=min(cls.connect, read), read=read, total=max(cls.total, read))
+
+    def for_client(self, lib: Any) -> Any:
+        """The `lib.Timeout` (httpx or httpx2) for the client: connect, and read/write/pool
+        never longer than the total."""
+        read = min(self.read, self.total)
+        return lib.Timeout(read, connect=min(self.connect, self.total), pool=min(self.connect, self.total))
+
+
+class _DeadlineStream:
+    """A response body that raises `ReadTimeout` once bytes arrive after the deadline."""
+
+    def __init__(self, inner: Any, deadline: float, total: float, lib: Any) -> None:
+        self._inner, self._deadline, self._total, self._lib = inner, deadline, total, lib
+
+    def __iter__(self) -> Iterator[bytes]:
+        for data in self._inner:
+            if time.monotonic() > self._deadline:
+                raise self._lib.ReadTimeout(f"the answer took longer than the total limit of {self._total:g} s")
+            yield data
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _DeadlineTransport:
+    """Wraps a transport (httpx or httpx2) so that each request's answer ends within `total`
+    seconds: a server that trickles bytes or keep-alive comments forever is cut off."""
+
+    def __init__(self, inner: Any, total: float, lib: Any) -> None:
+        self._inner, self._total, self._lib = inner, total, lib
+
+    def handle_request(self, request: Any) -> Any:
+        deadline = time.monotonic() + self._total
+        response = self._inner.handle_request(request)
+        response.stream = _classes(self._lib)[1](response.stream, deadline, self._total, self._lib)
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def deadline_transport(transport: Any, timeouts: Timeouts, lib: Any) -> Any:
+    """`transport` (or lib's default HTTPTransport) with the total limit of `timeouts`;
+    `lib` is the httpx or httpx2 module the client runs on."""
+    inner = transport if transport is not None else lib.HTTPTransport()
+    return _classes(lib)[0](inner, timeouts.total, lib)
+
+
+_CLASSES: dict[str, tuple[type, type]] = {}
+
+
+def _classes(lib: Any) -> tuple[type, type]:
+    """The transport and stream classes for `lib`, whose clients check those base classes."""
+    if lib.__name__ not in _CLASSES:
+        stream = type("DeadlineStream", (_DeadlineStream, lib.SyncByteStream), {})
+        transport = type("DeadlineTransport", (_DeadlineTransport, lib.BaseTransport), {})
+        _CLASSES[lib.__name__] = (transport, stream)
+    return _CLASSES[lib.__name__]
 
 
 class Provider:
@@ -124,20 +230,26 @@ class Provider:
     ) -> Iterator[Event]:
         """Send `messages` (OpenAI chat format) to `model`; yield the reply as `Event`s.
 
-        A stream that ends with neither a finish reason nor any text or tool call carried
-        nothing but an error sent outside the wire format (such as llama.cpp's `error:` field):
-        that raises `StreamError`. A stream with content but no finish reason is taken as it
-        came, since some compatible servers never send one.
+        A stream that ends with neither a finish reason nor any text or tool call is an
+        error (`StreamError`): an empty 200 answer is how some servers (llama-cpp-python) say
+        the request exceeds the model's context, and others send an error outside the wire
+        format (llama.cpp's `error:` field). A stream with content but no finish reason is
+        taken as it came, since some compatible servers never send one.
         """
         with self._errors_mapped(model):
             finished = received = False
             events = self._chat(model, messages, tools=tools or None, stream=stream, options=options or {})
             for event in events:
                 finished = finished or bool(event.finish_reason)
-                received = received or bool(event.text or event.tool_calls)
+                received = received or bool(event.text or event.tool_calls or event.tool_delta)
                 yield event
             if stream and not finished and not received:
-                raise self._stream_error("the stream ended before any reply arrived")
+                raise StreamError(
+                    f"Connection '{self.connection}': the server answered but the stream ended before any "
+                    "reply arrived; the request may exceed the model's context (shorten the conversation "
+                    "or start a new chat), or the server failed without saying why.",
+                    connection=self.connection,
+                )
 
     def list_models(self) -> list[dict]:
         """The models the endpoint offers, as dicts with at least an "id"."""

@@ -17,7 +17,7 @@ import httpx
 import ollama
 
 from aihub_nb.errors import AuthenticationError, ProviderError, ToolArgumentsError
-from aihub_nb.providers.base import Event, Provider, Usage, error_detail, tool_call
+from aihub_nb.providers.base import Event, Provider, Timeouts, Timings, Usage, deadline_transport, error_detail, tool_call
 from aihub_nb.redact import add_secret, check_key, read_key, unset_key_message
 
 __all__ = ["DEFAULT_HOST", "OllamaProvider"]
@@ -55,7 +55,7 @@ class OllamaProvider(Provider):
         api_key: str | None = None,
         api_key_env: str | None = None,
         transport: httpx.BaseTransport | None = None,
-        timeout: float = 60.0,
+        timeout: float | Timeouts | None = None,
     ) -> None:
         host = host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
         super().__init__(connection, url=host, key_env=api_key_env or _KEY_ENV)
@@ -70,10 +70,11 @@ class OllamaProvider(Provider):
                     connection=connection,
                 )
         add_secret(api_key)
+        timeouts = Timeouts.of(timeout)
         self._client = ollama.Client(
             host=host,
-            transport=transport,
-            timeout=timeout,
+            transport=deadline_transport(transport, timeouts, httpx),
+            timeout=timeouts.for_client(httpx),
             headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
             event_hooks={"response": [_raise_for_status]},
         )
@@ -125,9 +126,23 @@ def _part_events(parts: Iterable[ollama.ChatResponse]) -> Iterator[Event]:
             count += 1
         usage = Usage(part.prompt_eval_count, part.eval_count) if part.done else None
         finish_reason = (part.done_reason or "stop") if part.done else None
+        timings = _timings(part) if part.done else None
         text = message.content or ""
         if text or calls or usage:
-            yield Event(text=text, tool_calls=calls or None, usage=usage, finish_reason=finish_reason)
+            yield Event(text=text, tool_calls=calls or None, usage=usage, finish_reason=finish_reason, timings=timings)
+
+
+def _timings(part: ollama.ChatResponse) -> Timings | None:
+    """Ollama's durations (nanoseconds): loading and prompt evaluation, then `eval_count` tokens
+    in `eval_duration`."""
+    before = [d for d in (part.load_duration, part.prompt_eval_duration) if d is not None]
+    if not before and part.eval_duration is None:
+        return None
+    return Timings(
+        prompt_ms=sum(before) / 1e6 if before else None,
+        generated=part.eval_count,
+        generation_ms=part.eval_duration / 1e6 if part.eval_duration is not None else None,
+    )
 
 
 def _ollama_messages(messages: list[dict]) -> list[dict]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +18,18 @@ import httpx2
 import openai
 
 from aihub_nb.errors import AuthenticationError, ProviderError
-from aihub_nb.providers.base import Event, Provider, ToolCall, Usage, _ReportedError, json_text, tool_call
+from aihub_nb.providers.base import (
+    Event,
+    Provider,
+    Timeouts,
+    Timings,
+    ToolCall,
+    Usage,
+    _ReportedError,
+    deadline_transport,
+    json_text,
+    tool_call,
+)
 from aihub_nb.redact import add_secret, check_key, read_key, unset_key_message
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider"]
@@ -40,7 +51,7 @@ class OpenAIProvider(Provider):
         api_key: str | None = None,
         api_key_env: str | None = None,
         transport: httpx2.BaseTransport | None = None,
-        timeout: float = 60.0,
+        timeout: float | Timeouts | None = None,
     ) -> None:
         base_url = base_url or DEFAULT_BASE_URL
         key_env = api_key_env or _KEY_ENV
@@ -56,10 +67,14 @@ class OpenAIProvider(Provider):
                     connection=connection,
                 )
             api_key = _PLACEHOLDER_KEY
+        timeouts = Timeouts.of(timeout)
+        client_timeout = timeouts.for_client(httpx2)
+        # Given to the client itself too: otherwise it sends its own default (600 s) with each request.
         self._client = openai.OpenAI(
             base_url=base_url,
             api_key=api_key,
-            http_client=httpx2.Client(transport=transport, timeout=timeout),
+            http_client=httpx2.Client(transport=deadline_transport(transport, timeouts, httpx2), timeout=client_timeout),
+            timeout=client_timeout,
             max_retries=0,
         )
         # Cleared for good once the endpoint rejects `stream_options`.
@@ -129,11 +144,31 @@ def _usage(usage: Any) -> Usage | None:
     return Usage(usage.prompt_tokens, usage.completion_tokens) if usage else None
 
 
+def _timings(value: Any) -> Timings | None:
+    """llama.cpp's `timings` object (prompt_ms, predicted_n, predicted_ms, ...), when sent."""
+    if isinstance(value, Mapping):
+        value = dict(value)
+    elif value is not None and hasattr(value, "model_dump"):
+        value = value.model_dump()
+    if not isinstance(value, dict):
+        return None
+    numbers = {k: v for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if "predicted_ms" not in numbers and "prompt_ms" not in numbers:
+        return None
+    generated = numbers.get("predicted_n")
+    return Timings(
+        prompt_ms=numbers.get("prompt_ms"),
+        generated=int(generated) if generated is not None else None,
+        generation_ms=numbers.get("predicted_ms"),
+    )
+
+
 def _completion_event(completion: Any) -> Event:
     """The whole reply of a non-streamed completion as one event."""
     usage = _usage(completion.usage)
+    timings = _timings(getattr(completion, "timings", None))
     if not completion.choices:
-        return Event(usage=usage)
+        return Event(usage=usage, timings=timings)
     choice = completion.choices[0]
     message = choice.message
     calls = [
@@ -141,19 +176,22 @@ def _completion_event(completion: Any) -> Event:
         for index, call in enumerate(message.tool_calls or ())
     ]
     return Event(
-        text=message.content or "", tool_calls=calls or None, usage=usage, finish_reason=choice.finish_reason
+        text=message.content or "", tool_calls=calls or None, usage=usage, finish_reason=choice.finish_reason,
+        timings=timings,
     )
 
 
 def _chunk_events(chunks: Iterable[Any]) -> Iterator[Event]:
     """Events from streamed chunks; tool-call deltas are assembled by index and yielded at the
-    finish, or at the end of a stream from a server that sends no finish reason."""
+    finish, or at the end of a stream from a server that sends no finish reason. Each delta is
+    also announced as it arrives (`tool_delta`), for the timing of the reply."""
     calls: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
         if chunk.object == "error":
             raise _ReportedError(getattr(chunk, "message", None) or "error")
         usage = _usage(chunk.usage) if chunk.usage else None
-        text, finish_reason, tool_calls = "", None, None
+        timings = _timings(getattr(chunk, "timings", None))
+        text, finish_reason, tool_calls, delta_arrived = "", None, None, False
         # The reply is choice 0; a server asked for `n` > 1 interleaves the others.
         choices = chunk.choices
         choice = None
@@ -165,11 +203,15 @@ def _chunk_events(chunks: Iterable[Any]) -> Iterator[Event]:
                 text = delta.content or ""
                 for part in delta.tool_calls or ():
                     _add_delta(calls, part)
+                    delta_arrived = True
             finish_reason = choice.finish_reason
             if finish_reason and calls:
                 tool_calls, calls = _assembled(calls), {}
-        if text or tool_calls or usage or finish_reason:
-            yield Event(text=text, tool_calls=tool_calls, usage=usage, finish_reason=finish_reason)
+        if text or tool_calls or usage or finish_reason or delta_arrived or timings:
+            yield Event(
+                text=text, tool_calls=tool_calls, usage=usage, finish_reason=finish_reason,
+                tool_delta=delta_arrived, timings=timings,
+            )
     if calls:
         yield Event(tool_calls=_assembled(calls))
 
