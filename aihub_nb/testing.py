@@ -34,7 +34,25 @@ Faults, one request each (a client's retry gets the next reply):
 * ``"drop"``: headers and `Reply.drop_after` pieces, then the connection closes mid-body
   (a non-streamed answer: half its body);
 * ``"malformed"``: `Reply.drop_after` pieces, then data that is not JSON, then a proper end;
+* ``"empty"``: a 200 streamed answer that ends without a single event (llama-cpp-python's answer
+  to a request beyond the model's context); a non-streamed answer: an empty body;
+* ``"keepalive"`` (OpenAI API): the head, then an SSE comment ``: keep-alive`` every
+  `Reply.token_delay` seconds (default 0.05) and never a reply, until the client hangs up (at most
+  two minutes);
+* ``"endless"``: a runaway reply: one more word every `Reply.token_delay` seconds, never
+  finishing, until the client hangs up (at most two minutes);
 * `Reply.first_token_delay` / `Reply.token_delay`: pauses before the first / each next piece.
+
+How the reply ends, scripted: `Reply.finish_reason` is sent as it is ("length",
+"content_filter", ...; Ollama's ``done_reason``); None sends none (OpenAI: no chunk carries a
+finish reason; Ollama: no ``done_reason``); the default is "stop", or "tool_calls" for tool calls.
+`Reply(usage=False)` sends no token counts at all, even when the client asks with
+``stream_options`` (as llama-cpp-python). `Reply(timings=True)` adds llama.cpp's ``timings``
+object (prompt_n, prompt_ms, predicted_n, predicted_ms, predicted_per_second, ...) to the OpenAI
+answer (the last chunk of a stream); Ollama answers always carry Ollama's own durations. Tool-call
+arguments given as a string are sent as they are, so a call cut short (``'{"a": 1'``) can be
+scripted. With `LocalServer.strict_tool_arguments` set, a request whose history holds a tool call
+whose arguments are not a JSON object is answered 500, as llama.cpp's server does.
 
 Token counts default to the word-ish tokens of all request messages (prompt) and the number of
 streamed pieces (completion: content chunks, plus one per tool call and one per arguments piece).
@@ -76,7 +94,9 @@ __all__ = ["DEFAULT_MODELS", "LocalServer", "RecordedRequest", "Reply", "find_in
 
 DEFAULT_MODELS = ("local-chat", "local-tools")
 
-_FAULTS = (None, "429", "500", "503", "401", "drop", "malformed")
+_FAULTS = (None, "429", "500", "503", "401", "drop", "malformed", "empty", "keepalive", "endless")
+_DEFAULT_FINISH = "default"
+_ENDLESS_LIMIT = 120.0  # seconds a "keepalive" or "endless" answer goes on without a client hanging up
 _TOKEN_RE = re.compile(r"\s*\w+|\s*[^\w\s]+|\s+")
 _CALL_START_RE = re.compile(r"\b([A-Za-z_]\w*)\(")
 _LOREM = (
@@ -132,6 +152,9 @@ class Reply:
     fault: str | None = None
     retry_after: float | None = None
     drop_after: int = 3
+    finish_reason: str | None = _DEFAULT_FINISH
+    usage: bool = True
+    timings: bool = False
 
     def __post_init__(self) -> None:
         if self.fault not in _FAULTS:
@@ -237,6 +260,8 @@ class LocalServer:
         self.models = tuple(models)
         self.api_key = api_key
         self.echo_rejected_key = echo_rejected_key  # a 401 quotes the key it got, as careless proxies do
+        # Answer 500 to a history holding tool-call arguments that are not a JSON object (llama.cpp).
+        self.strict_tool_arguments = False
         self._port = port
         self._lock = threading.Lock()
         self._queue: deque[Reply] = deque()
@@ -418,7 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         try:
             if api == "openai":
-                self._route_openai(path, body)
+                self._route_openai(path, body, started)
             else:
                 self._route_ollama(path, body, started)
         except (BrokenPipeError, ConnectionResetError):
@@ -441,7 +466,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         return b"".join(parts)
 
-    def _route_openai(self, path: str, body: dict | None) -> None:
+    def _route_openai(self, path: str, body: dict | None, started: int) -> None:
         owner = self.server.owner
         if not owner._authorized(self.headers.get("Authorization")):
             if self.headers.get("Authorization"):
@@ -466,7 +491,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._openai_model_not_found(path.removeprefix("/v1/models/"))
             return self._send_json(200, _openai_model(model, owner._started_at))
         if route == ("POST", "/v1/chat/completions"):
-            return self._openai_chat(body)
+            return self._openai_chat(body, started)
         return self._openai_error(
             404, f"Invalid URL ({self.command} {path})", "invalid_request_error", None
         )
@@ -490,7 +515,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(404, b"404 page not found", "text/plain")
 
     # -- OpenAI chat ------------------------------------------------------------------------------
-    def _openai_chat(self, body: dict | None) -> None:
+    def _openai_chat(self, body: dict | None, started: int) -> None:
         owner = self.server.owner
         if body is None:
             return self._openai_error(
@@ -513,6 +538,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if owner._find_model(body["model"]) is None:
             return self._openai_model_not_found(body["model"])
+        broken_history = owner.strict_tool_arguments and _invalid_tool_arguments(body)
+        if broken_history:
+            return self._send_json(500, {"error": {"code": 500, "message": broken_history, "type": "server_error"}})
         reply = owner._next_reply(body)
         if reply.fault in _OPENAI_FAULTS:
             return self._openai_fault(reply.fault, reply.retry_after)
@@ -521,18 +549,24 @@ class _Handler(BaseHTTPRequestHandler):
         created = int(time.time())
         if body.get("stream"):
             options = body.get("stream_options")
-            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            include_usage = isinstance(options, dict) and bool(options.get("include_usage")) and reply.usage
             events = _OpenAIEvents(chat_id, created, answer, include_usage)
+            pieces = events.pieces()
+            if reply.fault == "keepalive":
+                pieces = _forever(lambda _i: b": keep-alive\n\n")
+            elif reply.fault == "endless":
+                pieces = _forever(lambda i: events.content(_LOREM[i % len(_LOREM)] + " "))
             return self._send_stream(
                 answer.reply,
                 "text/event-stream; charset=utf-8",
                 events.head(),
-                events.pieces(),
-                lambda _first: events.tail(),
+                pieces,
+                lambda first: events.tail(started, first),
                 b'data: {"choices": [\n\n',
             )
-        answer.generate()
-        return self._send_whole(answer.reply, _openai_completion(chat_id, created, answer), b'{"choices": [')
+        first = answer.generate()
+        payload = _openai_completion(chat_id, created, answer, started, first)
+        return self._send_whole(answer.reply, payload, b'{"choices": [')
 
     def _openai_fault(self, fault: str, retry_after: float | None = None) -> None:
         status, message, type_, code = _OPENAI_FAULTS[fault]
@@ -569,6 +603,9 @@ class _Handler(BaseHTTPRequestHandler):
         if owner._find_model(body["model"]) is None:
             error = f"model {json.dumps(body['model'])} not found, try pulling it first"
             return self._send_json(404, {"error": error})
+        broken_history = owner.strict_tool_arguments and _invalid_tool_arguments(body)
+        if broken_history:
+            return self._send_json(500, {"error": broken_history})
         reply = owner._next_reply(body)
         if reply.fault in _OLLAMA_FAULTS:
             status, message = _OLLAMA_FAULTS[reply.fault]
@@ -577,11 +614,14 @@ class _Handler(BaseHTTPRequestHandler):
         chosen = time.perf_counter_ns()
         broken = b'{"model": ' + _dumps(answer.model) + b', "message": {"role": "assistant", "con\n'
         if body.get("stream") is not False:  # Ollama streams unless told not to
+            pieces = _ollama_pieces(answer)
+            if reply.fault in ("keepalive", "endless"):
+                pieces = _forever(lambda i: _ollama_line(answer.model, _LOREM[i % len(_LOREM)] + " "))
             return self._send_stream(
                 answer.reply,
                 "application/x-ndjson",
                 b"",
-                _ollama_pieces(answer),
+                pieces,
                 lambda first: [_ollama_final(answer, started, chosen, first) + b"\n"],
                 broken,
             )
@@ -613,7 +653,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, _dumps(obj), "application/json; charset=utf-8", retry_after=retry_after)
 
     def _send_whole(self, reply: Reply, payload: bytes, broken: bytes) -> None:
-        """A non-streamed 200 answer, or its "drop" (half the body) / "malformed" fault."""
+        """A non-streamed 200 answer, or its "drop" (half the body) / "malformed" / "empty" fault."""
+        if reply.fault == "empty":
+            return self._send(200, b"", "application/json; charset=utf-8")
+        if reply.fault in ("keepalive", "endless"):  # a whole answer that never comes
+            time.sleep(_ENDLESS_LIMIT if not reply.token_delay else min(_ENDLESS_LIMIT, reply.token_delay * 1000))
+            return self._drop()
         if reply.fault == "malformed":
             return self._send(200, broken, "application/json; charset=utf-8")
         if reply.fault == "drop":
@@ -642,17 +687,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
         write = self.wfile.write
+        if reply.fault == "empty":
+            write(b"0\r\n\r\n")
+            return
         if head:
             write(_http_chunk(head))
         limit = reply.drop_after if reply.fault in ("drop", "malformed") else -1
         first = 0
+        endless = reply.fault in ("keepalive", "endless")
+        until = time.monotonic() + _ENDLESS_LIMIT
         for i, piece in enumerate(pieces):
             if i == limit:
                 break
             delay = reply.first_token_delay if i == 0 else reply.token_delay
+            if endless:
+                delay = delay or 0.05
+                if time.monotonic() > until:
+                    return self._drop()
             if delay:
                 time.sleep(delay)
             write(_http_chunk(piece))
+            self.wfile.flush()
             first = first or time.perf_counter_ns()
         if reply.fault == "drop":
             return self._drop()
@@ -693,9 +748,12 @@ class _OpenAIEvents:
     def head(self) -> bytes:
         return self._event(b'{"role":"assistant","content":"","refusal":null}')
 
+    def content(self, text: str) -> bytes:
+        return self._event(b'{"content":' + _dumps(text) + b"}")
+
     def pieces(self) -> Iterable[bytes]:
         for chunk in self.answer.chunks:
-            yield self._event(b'{"content":' + _dumps(chunk) + b"}")
+            yield self.content(chunk)
         for index, call in enumerate(self.answer.calls):
             start = {
                 "index": index,
@@ -708,9 +766,15 @@ class _OpenAIEvents:
                 delta = {"index": index, "function": {"arguments": part}}
                 yield self._event(b'{"tool_calls":[' + _dumps(delta) + b"]}")
 
-    def tail(self) -> list[bytes]:
-        finish = b'"tool_calls"' if self.answer.calls else b'"stop"'
-        events = [self._event(b"{}", finish)]
+    def tail(self, started: int, first: int) -> list[bytes]:
+        events = []
+        finish = _finish_reason(self.answer)
+        if finish is not None:
+            events.append(self._event(b"{}", _dumps(finish)))
+        if self.answer.reply.timings:  # llama.cpp: on the last chunk
+            timings = _dumps(_llama_timings(self.answer, started, first))
+            last = events.pop() if events else self.prefix + b"]" + self.suffix
+            events.append(last.removesuffix(b"}\n\n") + b',"timings":' + timings + b"}\n\n")
         if self.include_usage:
             usage = _dumps(_openai_usage(self.answer))
             events.append(self.prefix + b'],"usage":' + usage + b"}\n\n")
@@ -738,7 +802,57 @@ def _openai_usage(answer: _Answer) -> dict:
     }
 
 
-def _openai_completion(chat_id: str, created: int, answer: _Answer) -> bytes:
+def _finish_reason(answer: _Answer) -> str | None:
+    if answer.reply.finish_reason == _DEFAULT_FINISH:
+        return "tool_calls" if answer.calls else "stop"
+    return answer.reply.finish_reason
+
+
+def _llama_timings(answer: _Answer, started: int, first: int) -> dict:
+    """llama.cpp's `timings` object, from the time the request arrived, the first token and now."""
+    now = time.perf_counter_ns()
+    prompt_ms = max(0.001, (first - started) / 1e6)
+    predicted_ms = max(0.001, (now - first) / 1e6)
+    n_prompt, n_predicted = answer.prompt_tokens, answer.completion_tokens
+    return {
+        "cache_n": 0,
+        "prompt_n": n_prompt,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": prompt_ms / max(1, n_prompt),
+        "prompt_per_second": n_prompt * 1000.0 / prompt_ms,
+        "predicted_n": n_predicted,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": predicted_ms / max(1, n_predicted),
+        "predicted_per_second": n_predicted * 1000.0 / predicted_ms,
+    }
+
+
+def _invalid_tool_arguments(body: dict) -> str:
+    """What llama.cpp's server says about a history whose tool-call arguments are not a JSON
+    object ("" when they all are)."""
+    for message in body.get("messages") or ():
+        for call in (message.get("tool_calls") or ()) if isinstance(message, dict) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            arguments = function.get("arguments") if isinstance(function, dict) else None
+            if isinstance(arguments, dict):
+                continue
+            try:
+                value = json.loads(arguments) if isinstance(arguments, str) else None
+            except ValueError as exc:
+                return f"[json.exception.parse_error.101] parse error at line 1, column {exc.pos + 1}: {exc.msg}"
+            if not isinstance(value, dict):
+                return "[json.exception.type_error.302] type must be object, but is " + type(value).__name__
+    return ""
+
+
+def _forever(make: Callable[[int], bytes]) -> Iterable[bytes]:
+    i = 0
+    while True:
+        yield make(i)
+        i += 1
+
+
+def _openai_completion(chat_id: str, created: int, answer: _Answer, started: int = 0, first: int = 0) -> bytes:
     message: dict = {
         "role": "assistant",
         "content": (answer.reply.text or None) if answer.calls else answer.reply.text,
@@ -750,25 +864,19 @@ def _openai_completion(chat_id: str, created: int, answer: _Answer) -> bytes:
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
             for c in answer.calls
         ]
-    return _dumps(
-        {
-            "id": chat_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": answer.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": "tool_calls" if answer.calls else "stop",
-                }
-            ],
-            "usage": _openai_usage(answer),
-            "service_tier": "default",
-            "system_fingerprint": _FINGERPRINT,
-        }
-    )
+    completion = {
+        "id": chat_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": answer.model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _finish_reason(answer)}],
+        "usage": _openai_usage(answer) if answer.reply.usage else None,
+        "service_tier": "default",
+        "system_fingerprint": _FINGERPRINT,
+    }
+    if answer.reply.timings:
+        completion["timings"] = _llama_timings(answer, started, first or started)
+    return _dumps(completion)
 
 
 def _ollama_model(model: str, modified: datetime) -> dict:
@@ -797,13 +905,16 @@ def _ollama_tool_calls(calls: list[_Call]) -> list[dict]:
     ]
 
 
+def _ollama_line(model: str, text: str) -> bytes:
+    return (
+        b'{"model":' + _dumps(model) + b',"created_at":"' + _rfc3339().encode()
+        + b'","message":{"role":"assistant","content":' + _dumps(text) + b'},"done":false}\n'
+    )
+
+
 def _ollama_pieces(answer: _Answer) -> Iterable[bytes]:
-    model = _dumps(answer.model)
     for chunk in answer.chunks:
-        yield (
-            b'{"model":' + model + b',"created_at":"' + _rfc3339().encode()
-            + b'","message":{"role":"assistant","content":' + _dumps(chunk) + b'},"done":false}\n'
-        )
+        yield _ollama_line(answer.model, chunk)
     if answer.calls:
         message = {"role": "assistant", "content": "", "tool_calls": _ollama_tool_calls(answer.calls)}
         line = {"model": answer.model, "created_at": _rfc3339(), "message": message, "done": False}
@@ -815,21 +926,24 @@ def _ollama_final(
 ) -> bytes:
     """The closing object of an Ollama answer, with measured durations in nanoseconds."""
     now = time.perf_counter_ns()
-    return _dumps(
-        {
-            "model": answer.model,
-            "created_at": _rfc3339(),
-            "message": message or {"role": "assistant", "content": ""},
-            "done_reason": "stop",
-            "done": True,
-            "total_duration": max(3, now - started),
-            "load_duration": max(1, chosen - started),
-            "prompt_eval_count": answer.prompt_tokens,
-            "prompt_eval_duration": max(1, first - chosen),
-            "eval_count": answer.completion_tokens,
-            "eval_duration": max(1, now - first),
-        }
-    )
+    final = {
+        "model": answer.model,
+        "created_at": _rfc3339(),
+        "message": message or {"role": "assistant", "content": ""},
+        "done_reason": "stop" if answer.reply.finish_reason == _DEFAULT_FINISH else answer.reply.finish_reason,
+        "done": True,
+        "total_duration": max(3, now - started),
+        "load_duration": max(1, chosen - started),
+        "prompt_eval_count": answer.prompt_tokens,
+        "prompt_eval_duration": max(1, first - chosen),
+        "eval_count": answer.completion_tokens,
+        "eval_duration": max(1, now - first),
+    }
+    if final["done_reason"] is None:
+        del final["done_reason"]
+    if not answer.reply.usage:
+        del final["prompt_eval_count"], final["eval_count"]
+    return _dumps(final)
 
 
 # -- the demo model -------------------------------------------------------------------------------
