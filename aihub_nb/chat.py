@@ -9,9 +9,10 @@ A Chat owns a MessageThread (`references["thread"]`). One turn, in order:
 a Jobs row goes pending -> running and locks the thread (`lockingJob`); the user's Message is
 written; each model call gets a ResponseStream whose `rawOutput` fills while the reply streams
 (the recording transport also writes one NetworkCall per HTTP request); 429 and 5xx answers are
-retried with bounded backoff honouring Retry-After; the model's Message is written; metrics
-(latency_ms, ttft_ms, tokens, tokens_per_s, cost_usd) are logged; the job completes and the lock
-is released. When the chat talks to an agent, tool calls the model asks for run through the
+retried with bounded backoff honouring Retry-After (at least MIN_BACKOFF); the model's Message
+is written with the reply's finish reason; metrics (latency_ms, ttft_ms, tokens, tokens_per_s,
+cost_usd; estimated token counts when the server reports none) are logged; the job completes and
+the lock is released. When the chat talks to an agent, tool calls the model asks for run through the
 agent's tools (aihub_nb.agents) and their results go back to the model, round after round.
 A failure or Ctrl-C at any point leaves all of that recorded, marked failed or interrupted.
 """
@@ -38,8 +39,18 @@ __all__ = ["Approver", "Chat", "Reply", "ToolBox", "ToolOutcome", "TurnEvent", "
 Approver = Callable[[str, dict[str, Any]], bool]
 
 MAX_RETRIES = 3
-_ADDITIVE = ("latency_ms", "prompt_tokens", "completion_tokens", "cost_usd", "error")
+_ADDITIVE = (
+    "latency_ms", "prompt_tokens", "completion_tokens", "prompt_tokens_est", "completion_tokens_est", "cost_usd",
+    "error", "usage_missing",
+)
 MAX_BACKOFF = 30.0
+MIN_BACKOFF = 0.25  # even when the server says Retry-After: 0
+# 5xx answers that mean "busy" or "a proxy failed": a repeat of these says nothing about the request.
+_PASSING_STATUSES = (502, 503, 504)
+# Why a reply ended, as the footer and the chat panel say it; other reasons go unsaid.
+FINISH_NOTES = {"length": "cut at the token limit", "content_filter": "stopped by the content filter"}
+# Replies that did not complete: shown to the user, never sent back to the model.
+_UNFINISHED = ("failed", "interrupted")
 
 # Message.type for each role the providers speak
 _ROLES = {"user": "user", "system": "system", "chatModel": "assistant", "agent": "assistant", "toolCall": "assistant"}
@@ -87,6 +98,7 @@ class Reply:
     metrics: dict[str, float] = field(default_factory=dict)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    finish_reason: str | None = None  # of the last model call: "stop", "length", "content_filter", ...
 
     def __str__(self) -> str:
         return self.text
@@ -101,9 +113,16 @@ class Reply:
     def summary_line(self, label: str) -> str:
         """`label · 12 → 40 tokens · 0.84 s · $0.000031 · 1 tool call`, for under a reply."""
         bits = [label]
+        note = FINISH_NOTES.get(self.finish_reason or "")
+        if note:
+            bits.append(f"⚠ {note}")
         usage = self.usage or {}
         if usage.get("completion_tokens") is not None:
             bits.append(f"{usage.get('prompt_tokens') or 0} → {usage['completion_tokens']} tokens")
+        elif usage.get("completion_tokens_est") is not None:
+            bits.append(
+                f"~{usage.get('prompt_tokens_est') or 0} → ~{usage['completion_tokens_est']} tokens (estimated: not reported)"
+            )
         if "latency_ms" in self.metrics:
             bits.append(f"{self.metrics['latency_ms'] / 1000:.2f} s")
         if "cost_usd" in self.metrics:
@@ -121,9 +140,13 @@ class _CallResult:
     finish_reason: str | None = None
     stream_id: str = ""
     started: float = 0.0
-    first_token: float | None = None
+    first_token: float | None = None  # the first piece of text or of a tool call
+    last_token: float | None = None
     ended: float = 0.0
     status: str = "streaming"
+    streamed: bool = True
+    timings: Any = None  # the server's own (providers.base.Timings)
+    sent: list[dict[str, Any]] = field(default_factory=list)  # the messages of the request
 
 
 class Chat:
@@ -269,10 +292,11 @@ class Chat:
                 messages.insert(0, {"role": "system", "content": target.system})
             result = yield from self._model_call(target, run, reply, messages, specs or None, options, stream)
             calls = result.tool_calls if toolbox else []
+            finish = {"finish_reason": result.finish_reason} if result.finish_reason else {}
             if not calls:
                 final = store.create(
                     "Message", threadId=self.thread_id, type=target.message_type, sourceId=target.source_id,
-                    content=result.text, references={"stream": result.stream_id},
+                    content=result.text, data=finish or None, references={"stream": result.stream_id},
                 )
                 reply.messages.append(final)
                 reply.text = result.text
@@ -280,7 +304,7 @@ class Chat:
                 return
             request = store.create(
                 "Message", threadId=self.thread_id, type="toolCall", sourceId=target.source_id, content=result.text,
-                data={"tool_calls": [_call_dict(c) for c in calls]}, references={"stream": result.stream_id},
+                data={"tool_calls": [_call_dict(c) for c in calls], **finish}, references={"stream": result.stream_id},
             )
             reply.messages.append(request)
             for call in calls:
@@ -316,33 +340,39 @@ class Chat:
             "ResponseStream", sourceId=conn["id"], status="streaming",
             references={"job": run.id, "thread": self.thread_id, "chat": self.id},
         )
-        result = _CallResult(stream_id=stream_row["id"], started=time.perf_counter())
+        result = _CallResult(stream_id=stream_row["id"], started=time.perf_counter(), streamed=stream, sent=messages)
         reply.ids.setdefault("streams", []).append(stream_row["id"])
         run.log(f"model call to {conn['provider']} {conn['modelId']} ({len(messages)} messages), stream {stream_row['id']}")
+        options = _with_defaults(options, conn)
         parts: list[str] = []
+        failures: list[ProviderError] = []
         try:
             with streaming_into(stream_row["id"], job=run.id, hold_tail=True):
                 for attempt in range(MAX_RETRIES + 1):
                     events = provider.chat(conn["modelId"], messages, tools=tools, stream=stream, options=options or None)
                     try:
                         for event in events:
-                            if event.text:
+                            if event.text or event.tool_delta or event.tool_calls:
+                                now = time.perf_counter()
                                 if result.first_token is None:
-                                    result.first_token = time.perf_counter()
+                                    result.first_token = now
+                                result.last_token = now
+                            if event.text:
                                 parts.append(event.text)
                                 yield TurnEvent("text", text=event.text)
                             if event.tool_calls:
-                                if result.first_token is None:
-                                    result.first_token = time.perf_counter()
                                 result.tool_calls.extend(event.tool_calls)
                             if event.usage is not None:
                                 result.usage = event.usage
                             if event.finish_reason:
                                 result.finish_reason = event.finish_reason
+                            if event.timings is not None:
+                                result.timings = event.timings
                         break
                     except ProviderError as exc:
-                        if not exc.retryable or parts or result.tool_calls or attempt == MAX_RETRIES:
-                            raise
+                        failures.append(exc)
+                        if not exc.retryable or result.first_token is not None or attempt == MAX_RETRIES:
+                            raise _same_failure(failures) or exc
                         wait = _backoff(attempt, exc.retry_after)
                         run.log(f"attempt {attempt + 1} failed ({exc}); retrying in {wait:.2f}s")
                         yield TurnEvent("retry", text=str(exc), data={"attempt": attempt + 1, "wait": wait})
@@ -354,6 +384,8 @@ class Chat:
             result.status = "completed"
         except BaseException as exc:
             result.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "failed"
+            if isinstance(exc, ProviderError) and exc.status_code is None:
+                _fail_answered_calls(store, stream_row["id"], str(exc))
             raise
         finally:
             result.text = redact("".join(parts))  # stored and sent back: no known secret in it
@@ -373,6 +405,8 @@ class Chat:
         }
         if result.tool_calls:
             message["data"] = {"tool_calls": [_call_dict(c) for c in result.tool_calls]}
+        if result.finish_reason:
+            message.setdefault("data", {})["finish_reason"] = result.finish_reason
         close_stream(store, stream_id, status=result.status, result_messages=[message])
         if result.status != "completed" and result.text and not reply.text:
             partial = store.create(
@@ -386,15 +420,18 @@ class Chat:
         completion = getattr(usage, "completion_tokens", None)
         latency = (result.ended - result.started) * 1000
         values: dict[str, float] = {"latency_ms": round(latency, 3)}
-        if result.first_token is not None:
-            values["ttft_ms"] = round((result.first_token - result.started) * 1000, 3)
+        values.update(_speed(result, completion))
         if prompt is not None:
             values["prompt_tokens"] = prompt
         if completion is not None:
             values["completion_tokens"] = completion
-            generating = result.ended - (result.first_token or result.started)
-            if generating > 0 and completion:
-                values["tokens_per_s"] = round(completion / generating, 3)
+        if result.status == "completed" and prompt is None and completion is None:
+            # Not reported (some servers ignore stream_options): counted, and estimated under other names.
+            values["usage_missing"] = 1.0
+            values["prompt_tokens_est"] = estimate_tokens(_sent_text(result.sent), conn["modelId"])
+            values["completion_tokens_est"] = estimate_tokens(
+                result.text + "".join(c.name + c.arguments for c in result.tool_calls), conn["modelId"]
+            )
         if result.status == "completed":
             from .monitoring import turn_cost
 
@@ -407,6 +444,8 @@ class Chat:
             "provider": conn["provider"], "model": conn["modelId"], "connection": conn["name"], "chat": self.name,
             "status": result.status,
         }
+        if result.finish_reason:
+            dims["finish_reason"] = result.finish_reason
         if target.agent:
             dims["agent"] = target.agent
         self.hub.record_metrics(values, dims, references={"stream": stream_id, "job": run.id})
@@ -418,10 +457,13 @@ class Chat:
             else:
                 reply.metrics[key] = value
         if prompt is not None or completion is not None:
-            reply.usage = {
-                "prompt_tokens": (reply.usage.get("prompt_tokens") or 0) + (prompt or 0),
-                "completion_tokens": (reply.usage.get("completion_tokens") or 0) + (completion or 0),
-            }
+            reply.usage["prompt_tokens"] = (reply.usage.get("prompt_tokens") or 0) + (prompt or 0)
+            reply.usage["completion_tokens"] = (reply.usage.get("completion_tokens") or 0) + (completion or 0)
+        elif "completion_tokens_est" in values:
+            for key in ("prompt_tokens_est", "completion_tokens_est"):
+                reply.usage[key] = (reply.usage.get(key) or 0) + int(values[key])
+        if result.finish_reason:
+            reply.finish_reason = result.finish_reason
         run.log(f"model call {result.status}: {len(result.text)} chars, {len(result.tool_calls)} tool calls, {latency:.0f} ms")
 
 
@@ -461,8 +503,126 @@ class _Target:
 
 def _backoff(attempt: int, retry_after: float | None) -> float:
     if retry_after is not None and retry_after >= 0:
-        return min(float(retry_after), MAX_BACKOFF)
+        return min(max(float(retry_after), MIN_BACKOFF), MAX_BACKOFF)
     return min(0.5 * (2**attempt), MAX_BACKOFF)
+
+
+def _same_failure(failures: list[ProviderError]) -> ProviderError | None:
+    """When every attempt failed with the same server error, in the same words, the request
+    itself is the likely cause, not a passing fault: an error that says so, else None."""
+    if len(failures) < 2:
+        return None
+    last = failures[-1]
+    status = last.status_code
+    if status is None or status < 500 or status in _PASSING_STATUSES:
+        return None
+    if any(f.status_code != status or str(f) != str(last) for f in failures):
+        return None
+    return type(last)(
+        f"Connection '{last.connection}': the server answered HTTP {status} to all {len(failures)} attempts in the "
+        f"same way, so retrying will not help: the request itself is what it cannot handle, for example a "
+        f"conversation history this server does not accept; try a new chat, or check the options. "
+        f"The server said: {str(last)}",
+        connection=last.connection,
+        status_code=status,
+    )
+
+
+def _with_defaults(options: dict[str, Any], conn: dict[str, Any]) -> dict[str, Any]:
+    """The turn's options, with the connection's default max_tokens when the turn sets no limit."""
+    limit = (conn.get("data") or {}).get("max_tokens")
+    if limit and not ({"max_tokens", "max_completion_tokens", "num_predict"} & set(options)):
+        return {**options, "max_tokens": int(limit)}
+    return options
+
+
+def _speed(result: _CallResult, completion: int | None) -> dict[str, float]:
+    """ttft_ms and tokens_per_s of one call. Streamed: from the first piece of text or tool call,
+    and n-1 tokens over the time from the first to the last piece (the first token ends the wait,
+    it is not generated inside the window). Not streamed there is no first token to see: the
+    server's own timings when its answer carries them (Ollama, llama.cpp), else nothing."""
+    out: dict[str, float] = {}
+    timings = result.timings
+    if result.streamed and result.first_token is not None:
+        out["ttft_ms"] = round((result.first_token - result.started) * 1000, 3)
+    elif timings is not None and timings.prompt_ms is not None:
+        out["ttft_ms"] = round(timings.prompt_ms, 3)
+    window = (result.last_token or 0) - (result.first_token or 0)
+    if result.streamed and completion and completion > 1 and window > 0:
+        out["tokens_per_s"] = round((completion - 1) / window, 3)
+    elif timings is not None and timings.tokens_per_s is not None:
+        out["tokens_per_s"] = round(timings.tokens_per_s, 3)
+    return out
+
+
+def _fail_answered_calls(store: Any, stream_id: str, error: str) -> None:
+    """A call whose HTTP exchange went through but whose answer was no reply (an empty stream,
+    an error inside it): its NetworkCall is an error too, with the reason."""
+    from .store import now_iso
+
+    with store.transaction() as conn:
+        conn.execute(
+            'UPDATE "NetworkCall" SET status = ?, error = ?, updatedAt = ? '
+            "WHERE status = 'success' AND json_extract(\"references\", '$.stream') = ?",
+            ("error", error, now_iso(), stream_id),
+        )
+
+
+def _sent_text(messages: list[dict[str, Any]]) -> str:
+    out = []
+    for m in messages:
+        content = m.get("content")
+        out.append(content if isinstance(content, str) else json.dumps(content or ""))
+        for call in m.get("tool_calls") or ():
+            out.append(json.dumps(call.get("function", {})))
+    return "\n".join(out)
+
+
+_ENCODINGS: dict[str, Any] = {}
+
+
+def estimate_tokens(text: str, model: str = "") -> int:
+    """About how many tokens `text` is: tiktoken's count when its encoding for `model` (else
+    o200k_base) is already on this machine (it is never downloaded here), else characters / 4."""
+    encoding = _encoding(model)
+    if encoding is not None:
+        return len(encoding.encode(text, disallowed_special=()))
+    return (len(text) + 3) // 4
+
+
+def _encoding(model: str) -> Any:
+    if model not in _ENCODINGS:
+        _ENCODINGS[model] = _offline_encoding(model)
+    return _ENCODINGS[model]
+
+
+_TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+
+
+def _offline_encoding(model: str) -> Any:
+    """tiktoken's encoding for `model` when its BPE file is in tiktoken's cache, else None."""
+    import hashlib
+    import os
+    import tempfile
+
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    try:
+        name = tiktoken.encoding_name_for_model(model)
+    except KeyError:
+        name = "o200k_base"
+    cache = os.environ.get("TIKTOKEN_CACHE_DIR")
+    if cache is None:
+        cache = os.environ.get("DATA_GYM_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    key = hashlib.sha1(_TIKTOKEN_URL.format(name).encode()).hexdigest()
+    if not cache or not os.path.exists(os.path.join(cache, key)):
+        return None  # it would be downloaded
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception:
+        return None
 
 
 def _call_dict(call: ToolCall) -> dict[str, Any]:

@@ -94,8 +94,12 @@ def test_one_turn_leaves_every_record(hub, server, provider):
     (stream,) = store.find("ResponseStream")
     assert stream["sourceId"] == conn["id"] and stream["status"] == "completed"
     assert stream["resultMessages"] == [
-        {"type": "chatModel", "role": "assistant", "sourceId": conn["id"], "content": "One two three."}
+        {
+            "type": "chatModel", "role": "assistant", "sourceId": conn["id"], "content": "One two three.",
+            "data": {"finish_reason": "stop"},
+        }
     ]
+    assert model["data"] == {"finish_reason": "stop"}
     assert model["references"]["stream"] == stream["id"]
 
     calls = [c for c in store.find("NetworkCall") if c["endpoint"].endswith(("/chat/completions", "/api/chat"))]
@@ -126,6 +130,7 @@ def test_one_turn_leaves_every_record(hub, server, provider):
     assert metrics["ttft_ms"]["value"] <= metrics["latency_ms"]["value"]
     assert metrics["latency_ms"]["dimensions"] == {
         "provider": provider, "model": "local-chat", "connection": "rec", "chat": "rows", "status": "completed",
+        "finish_reason": "stop",
     }
     assert reply.usage == {"prompt_tokens": 7, "completion_tokens": 3}
 
@@ -176,6 +181,9 @@ def test_persistent_5xx_fails_after_bounded_retries(hub, server, provider, monke
     with pytest.raises(ServerError) as caught:
         hub.chat("down").send("hi")
     assert "flaky" in str(caught.value) and caught.value.status_code == 500
+    # the same answer every time: not "try again later", but what is likely wrong
+    assert "answered HTTP 500 to all 4 attempts in the same way" in str(caught.value)
+    assert "try again later" not in str(caught.value).split("The server said:")[0]
     posts = [c for c in hub.store.find("NetworkCall") if c["method"] == "POST"]
     assert len(posts) == chat_module.MAX_RETRIES + 1 and {c["status"] for c in posts} == {"error"}
     job = hub.store.find("Jobs")[-1]
