@@ -630,6 +630,10 @@ def _call_dict(call: ToolCall) -> dict[str, Any]:
 
 
 def _to_provider_messages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The thread as the model gets it, always valid for a provider: a reply that failed or was
+    interrupted (data.status) stays out (the user still sees it, marked); tool-call arguments
+    that are not a JSON object (a call cut at the token limit) go as {"_invalid_arguments":
+    "<the text>"}; calls without results and results without calls are left out."""
     out: list[dict[str, Any]] = []
     for row in rows:
         kind = row["type"]
@@ -640,20 +644,42 @@ def _to_provider_messages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         role = _ROLES.get(kind)
         if role is None:
             continue
+        if role == "assistant" and data.get("status") in _UNFINISHED:
+            continue
         message: dict[str, Any] = {"role": role, "content": row["content"]}
         if kind == "toolCall":
-            message["tool_calls"] = data.get("tool_calls", [])
+            message["tool_calls"] = [_valid_call(c) for c in data.get("tool_calls", [])]
         out.append(message)
     return _drop_unanswered_tool_calls(out)
 
 
+def _valid_call(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function") or {}
+    arguments = function.get("arguments")
+    if isinstance(arguments, dict):
+        return call
+    try:
+        value = json.loads(arguments) if isinstance(arguments, str) else None
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        return call
+    raw = "" if arguments is None else str(arguments)
+    return {**call, "function": {**function, "arguments": json.dumps({"_invalid_arguments": raw}, ensure_ascii=False)}}
+
+
 def _drop_unanswered_tool_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A turn interrupted between a tool request and its results leaves calls no API accepts."""
+    """A turn interrupted between a tool request and its results leaves calls no API accepts;
+    a request left out leaves results that answer nothing."""
     answered = {m.get("tool_call_id") for m in messages if m["role"] == "tool"}
+    asked: set[str] = set()
     out = []
     for m in messages:
+        if m["role"] == "tool" and m.get("tool_call_id") not in asked:
+            continue
         if m.get("tool_calls"):
             calls = [c for c in m["tool_calls"] if c.get("id") in answered]
+            asked.update(c.get("id") for c in calls)
             if not calls:
                 if m["content"]:
                     out.append({"role": "assistant", "content": m["content"]})

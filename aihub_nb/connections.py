@@ -2,14 +2,17 @@
 the key. Keys themselves are never written to the store.
 
 A connection row (ModelConnections) keeps in `data`: `base_url` (OpenAI-compatible endpoints),
-`host` (Ollama), `api_key_env` (the *name* of the environment variable with the key), and
+`host` (Ollama), `api_key_env` (the *name* of the environment variable with the key),
 `builtin: true` for the local server that ships with aihub_nb (aihub_nb.testing), whose address
-is found anew in every session. A key passed explicitly is kept in this process's memory only
+is found anew in every session, `timeouts` ({"connect", "read", "total"} in seconds, the ones set;
+a `timeout` from older versions is the read timeout) and `max_tokens` (the reply limit sent when
+a turn sets none). A key passed explicitly is kept in this process's memory only
 and shown masked; after a restart, pass it again or put it in an environment variable.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -25,6 +28,8 @@ __all__ = [
     "PROVIDERS",
     "TYPES",
     "builtin_server",
+    "check_max_tokens",
+    "check_seconds",
     "find_connection",
     "mask_secret",
     "public_view",
@@ -61,6 +66,48 @@ def check_type(kind: str) -> str:
     if value not in TYPES:
         raise UsageError(f"Unknown connection type {kind!r}; valid types are: {', '.join(TYPES)}.")
     return value
+
+
+MAX_SECONDS = 86400.0
+MAX_TOKENS_LIMIT = 10_000_000
+
+
+def check_seconds(option: str, value: Any) -> float:
+    """A timeout in seconds: a number or numeric text, finite, above 0 and at most a day."""
+    number = _number(value)
+    if number is None or not 0 < number <= MAX_SECONDS:
+        raise UsageError(
+            f"{option} must be a number of seconds above 0 and at most {MAX_SECONDS:g} (e.g. 30), not {value!r}."
+        )
+    return number
+
+
+def check_max_tokens(value: Any) -> int:
+    """A reply limit in tokens: a whole number (or its text) from 1 up."""
+    number = _number(value)
+    if number is None or not number.is_integer() or not 1 <= number <= MAX_TOKENS_LIMIT:
+        raise UsageError(f"max_tokens must be a whole number of tokens from 1 to {MAX_TOKENS_LIMIT:,} (e.g. 1024), not {value!r}.")
+    return int(number)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def timeouts_of(data: dict[str, Any]) -> dict[str, float]:
+    """The timeouts a connection set ({"connect", "read", "total"}), older `timeout` as read."""
+    out = dict(data.get("timeouts") or {})
+    if "timeout" in data and "read" not in out:
+        out["read"] = data["timeout"]
+    return {k: float(v) for k, v in out.items() if k in ("connect", "read", "total")}
 
 
 def session_key(connection_id: str, key: str | None = None) -> str | None:
@@ -115,9 +162,19 @@ def public_view(row: dict[str, Any]) -> dict[str, Any]:
         "type": row["type"],
         "endpoint": endpoint(row),
         "api key": key,
+        "limits": _limits_text(data),
         "description": row.get("description") or "",
         "id": row["id"],
     }
+
+
+def _limits_text(data: dict[str, Any]) -> str:
+    """`total 600 s · connect 5 s · read 60 s · max_tokens 1024`: what is set, defaults otherwise."""
+    timeouts = {"total": 600.0, "connect": 5.0, "read": 60.0, **timeouts_of(data)}
+    bits = [f"{k} {v:g} s" for k, v in timeouts.items()]
+    if data.get("max_tokens"):
+        bits.append(f"max_tokens {data['max_tokens']}")
+    return " · ".join(bits)
 
 
 def builtin_server():

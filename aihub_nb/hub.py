@@ -118,13 +118,18 @@ class Hub:
         default: bool | None = None,
         builtin: bool = False,
         timeout: float | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        max_tokens: int | None = None,
     ) -> dict[str, Any]:
         """Create (or, for an existing name, replace) a model connection; return it, secrets masked.
 
         The key is referenced by environment variable (`api_key_env`, OPENAI_API_KEY by default
         for OpenAI); a key passed as `api_key` is used for this session only and never stored.
-        The first connection becomes the default one for new chats. `timeout` (seconds) bounds
-        the wait for each read from the endpoint (default 60).
+        The first connection becomes the default one for new chats. Timeouts, in seconds:
+        `timeout` for the whole answer of one request (default 600), `connect_timeout` to open
+        the connection (default 5), `read_timeout` between two pieces of the answer (default 60).
+        `max_tokens` limits each reply when a turn sets no limit of its own.
         """
         provider = _conn.check_provider(provider)
         if not model_id or not str(model_id).strip():
@@ -133,10 +138,7 @@ class Hub:
         data: dict[str, Any] = {}
         if builtin:
             data["builtin"] = True
-        if timeout is not None:
-            if not timeout > 0:
-                raise UsageError(f"timeout must be a positive number of seconds, not {timeout!r}.")
-            data["timeout"] = float(timeout)
+        data.update(_limits(timeout=timeout, connect_timeout=connect_timeout, read_timeout=read_timeout, max_tokens=max_tokens))
         if provider == "OPENAI":
             if host:
                 raise UsageError("--host is for OLLAMA connections; for an OpenAI-compatible endpoint use --base-url URL.")
@@ -206,9 +208,13 @@ class Hub:
         return out
 
     def edit_connection(self, name: str, **changes: Any) -> dict[str, Any]:
-        """Change a connection: model_id, new_name, base_url, host, api_key_env, api_key, description."""
+        """Change a connection: model_id, new_name, base_url, host, api_key_env, api_key, description,
+        timeout, connect_timeout, read_timeout, max_tokens."""
         row = self.connection(name)
-        allowed = {"model_id", "new_name", "base_url", "host", "api_key_env", "api_key", "description"}
+        allowed = {
+            "model_id", "new_name", "base_url", "host", "api_key_env", "api_key", "description",
+            "timeout", "connect_timeout", "read_timeout", "max_tokens",
+        }
         unknown = set(changes) - allowed
         if unknown:
             raise UsageError(f"Cannot change {', '.join(sorted(unknown))}; changeable: {', '.join(sorted(allowed))}.")
@@ -226,6 +232,12 @@ class Hub:
                 data[key] = _check_url(changes[key], option)
         if changes.get("api_key_env"):
             data["api_key_env"] = _check_env_name(changes["api_key_env"])
+        limits = _limits(**{k: changes.get(k) for k in ("timeout", "connect_timeout", "read_timeout", "max_tokens")})
+        if "timeouts" in limits:
+            data["timeouts"] = {**_conn.timeouts_of(data), **limits["timeouts"]}
+            data.pop("timeout", None)
+        if "max_tokens" in limits:
+            data["max_tokens"] = limits["max_tokens"]
         if changes.get("description") is not None:
             fields["description"] = changes["description"]
         if changes.get("api_key"):
@@ -287,7 +299,9 @@ class Hub:
         if data.get("builtin"):
             server = _conn.builtin_server()
             base_url, host = server.openai_base_url, server.ollama_host
-        timeout = data.get("timeout", 60.0)
+        from .providers import Timeouts
+
+        timeout = Timeouts(**_conn.timeouts_of(data))
         env = data.get("api_key_env") or ("OPENAI_API_KEY" if row["provider"] == "OPENAI" else None)
         key = (row["provider"], base_url, host, env, env and os.environ.get(env), _conn.session_key(row["id"]), timeout, row["name"])
         fingerprint = repr(key)
@@ -593,6 +607,25 @@ class Hub:
         from .jobs import run_in_background
 
         return run_in_background(self.store, fn, *args, name=name, **kwargs)
+
+
+def _limits(
+    *, timeout: Any = None, connect_timeout: Any = None, read_timeout: Any = None, max_tokens: Any = None
+) -> dict[str, Any]:
+    """The connection settings given, checked: {"timeouts": {...}, "max_tokens": n}."""
+    out: dict[str, Any] = {}
+    timeouts = {
+        key: _conn.check_seconds(option, value)
+        for key, option, value in (
+            ("total", "timeout", timeout), ("connect", "connect_timeout", connect_timeout), ("read", "read_timeout", read_timeout),
+        )
+        if value is not None
+    }
+    if timeouts:
+        out["timeouts"] = timeouts
+    if max_tokens is not None:
+        out["max_tokens"] = _conn.check_max_tokens(max_tokens)
+    return out
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")

@@ -168,6 +168,14 @@ def _tool_html(data: dict[str, Any], status: str) -> str:
     )
 
 
+def _limit_arguments(p: argparse.ArgumentParser) -> None:
+    """A connection's timeouts and reply limit; checked by the hub, which says what is wrong."""
+    p.add_argument("--timeout", metavar="SECONDS", help="the whole answer of one request (default 600)")
+    p.add_argument("--connect-timeout", metavar="SECONDS", help="opening the connection (default 5)")
+    p.add_argument("--read-timeout", metavar="SECONDS", help="between two pieces of the answer (default 60)")
+    p.add_argument("--max-tokens", metavar="N", help="reply limit when a turn sets none")
+
+
 def _footer(reply, connection: str) -> Any:
     from IPython.display import HTML
 
@@ -260,6 +268,7 @@ class AihubMagics(Magics):
         p.add_argument("--api-key-env")
         p.add_argument("--description", default="")
         p.add_argument("--default", action="store_true")
+        _limit_arguments(p)
         ns = p.parse_args(args)
         kind = ns.provider.lower()
         if kind == "auto":
@@ -272,6 +281,8 @@ class AihubMagics(Magics):
             row = self.hub.connect(
                 ns.provider, ns.model_id, name=ns.name, base_url=ns.base_url, host=ns.host,
                 api_key_env=ns.api_key_env, description=ns.description, default=True if ns.default else None,
+                timeout=ns.timeout, connect_timeout=ns.connect_timeout, read_timeout=ns.read_timeout,
+                max_tokens=ns.max_tokens,
             )
         return _table([row], ["name", "provider", "modelId", "endpoint", "api key"])
 
@@ -292,6 +303,7 @@ class AihubMagics(Magics):
         p.add_argument("--host")
         p.add_argument("--api-key-env")
         p.add_argument("--description")
+        _limit_arguments(p)
         ns = p.parse_args(args)
         if ns.action == "remove":
             self.hub.remove_connection(ns.name)
@@ -545,7 +557,7 @@ _HELP = r"""
 | | |
 |---|---|
 | `%%aihub chat NAME [--model CONNECTION \| --agent AGENT] [--system TEXT] [--no-interpolate] [--temperature T] [--max-tokens N] [--seed N] [--no-stream]` | send the cell, stream the reply |
-| `connect PROVIDER MODEL_ID [--name N] [--base-url URL] [--host URL] [--api-key-env VAR] [--default]` | connect a model (OPENAI or OLLAMA) |
+| `connect PROVIDER MODEL_ID [--name N] [--base-url URL] [--host URL] [--api-key-env VAR] [--default] [--timeout S] [--connect-timeout S] [--read-timeout S] [--max-tokens N]` | connect a model (OPENAI or OLLAMA); timeouts in seconds: whole answer, connecting, between pieces |
 | `connect local [MODEL]` / `connect auto` | the built-in local server / the best one this machine has |
 | `connections` · `connection show\|edit\|remove\|default NAME` · `models CONNECTION` | manage connections |
 | `chat NAME [--delete]` · `chats` · `render NAME` | show (or delete) a conversation, list chats, store a snapshot |

@@ -511,7 +511,7 @@ def test_connect_checks_its_arguments_and_replaces_by_name(hub, server):
         hub.connect("OPENAI", "m", host="http://x")
     with pytest.raises(UsageError, match="--base-url is for OPENAI"):
         hub.connect("OLLAMA", "m", base_url="http://x")
-    with pytest.raises(UsageError, match="timeout must be a positive"):
+    with pytest.raises(UsageError, match="timeout must be a number of seconds above 0"):
         hub.connect("OPENAI", "m", timeout=0)
     with pytest.raises(UsageError, match="model id"):
         hub.connect("OPENAI", " ")
