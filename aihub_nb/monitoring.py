@@ -72,7 +72,10 @@ __all__ = [
 ]
 
 # The metrics a chat turn records (aihub_nb.chat), which summary() aggregates.
-TURN_METRICS = ("latency_ms", "error", "prompt_tokens", "completion_tokens", "cost_usd")
+TURN_METRICS = (
+    "latency_ms", "error", "prompt_tokens", "completion_tokens", "cost_usd",
+    "usage_missing", "prompt_tokens_est", "completion_tokens_est",
+)
 
 _BASE_METRIC_COLUMNS = ("id", "createdAt", "name", "value")
 
@@ -598,11 +601,15 @@ def network_calls(
 
 
 def messages(store: "Store", chat: str, /) -> "pd.DataFrame":
-    """The messages of a chat's thread in order: chat is a Chat name or id."""
+    """The messages of a chat's thread in order: chat is a Chat name or id. `status` marks a
+    reply that failed or was interrupted; `finish_reason` says why a model's reply ended
+    ("length": cut at the token limit)."""
     thread_id = _thread_of(store, chat)
     sql = (
-        f'SELECT "id", {_ms("createdAt")}, "threadId", "type", "sourceId", "content", "data" '
-        'FROM "Message" WHERE "threadId" = ? ORDER BY "createdAt", rowid'
+        f'SELECT "id", {_ms("createdAt")}, "threadId", "type", "sourceId", "content", '
+        "CASE WHEN json_valid(\"data\") THEN json_extract(\"data\", '$.status') END AS \"status\", "
+        "CASE WHEN json_valid(\"data\") THEN json_extract(\"data\", '$.finish_reason') END AS \"finish_reason\", "
+        '"data" FROM "Message" WHERE "threadId" = ? ORDER BY "createdAt", rowid'
     )
     names, rows = _fetch(store, sql, [thread_id])
     return _frame(names, rows, {"createdAt": "time", "data": "json-masked", "content": "masked"})
@@ -823,6 +830,7 @@ def turn_cost(
 
 SUMMARY_COLUMNS = (
     "provider", "model", "calls", "errors", "error_rate", "prompt_tokens", "completion_tokens",
+    "usage_missing_calls", "prompt_tokens_est", "completion_tokens_est",
     "cost_usd", "unpriced_calls", "unpriced", "latency_p50_ms", "latency_p95_ms",
 )
 
@@ -830,8 +838,13 @@ SUMMARY_COLUMNS = (
 def summary(store: "Store", /, since: Any = None, until: Any = None) -> "pd.DataFrame":
     """One row per (provider, model) over the chat-turn metrics:
 
-    calls, errors, error_rate, prompt_tokens, completion_tokens, cost_usd, unpriced_calls,
-    unpriced, latency_p50_ms, latency_p95_ms.
+    calls, errors, error_rate, prompt_tokens, completion_tokens, usage_missing_calls,
+    prompt_tokens_est, completion_tokens_est, cost_usd, unpriced_calls, unpriced, latency_p50_ms,
+    latency_p95_ms.
+
+    prompt_tokens and completion_tokens are what the servers reported. usage_missing_calls counts
+    the completed calls whose server reported no token counts; their estimated counts are in the
+    *_est columns, never added to the reported ones.
 
     cost_usd sums the turns that had a price; it is NaN when none had one. unpriced_calls counts
     completed turns that carried no cost (the model had no price then; failed turns are never
@@ -908,6 +921,9 @@ def _combine(partials: "pd.DataFrame", latencies: "pd.DataFrame") -> "pd.DataFra
             "errors": col("total", "error"),
             "prompt_tokens": col("total", "prompt_tokens"),
             "completion_tokens": col("total", "completion_tokens"),
+            "usage_missing_calls": col("total", "usage_missing"),
+            "prompt_tokens_est": col("total", "prompt_tokens_est"),
+            "completion_tokens_est": col("total", "completion_tokens_est"),
             "cost_usd": col("total", "cost_usd"),
             "priced_calls": col("n", "cost_usd"),
             # completed turns without a cost, whether or not the provider reported tokens (a
@@ -934,7 +950,10 @@ def _combine(partials: "pd.DataFrame", latencies: "pd.DataFrame") -> "pd.DataFra
         out["latency_p50_ms"] = np.nan
         out["latency_p95_ms"] = np.nan
     out = out.reset_index()
-    for name in ("calls", "errors", "prompt_tokens", "completion_tokens", "unpriced_calls"):
+    for name in (
+        "calls", "errors", "prompt_tokens", "completion_tokens", "usage_missing_calls", "prompt_tokens_est",
+        "completion_tokens_est", "unpriced_calls",
+    ):
         out[name] = out[name].round().astype("int64")
     return out[list(SUMMARY_COLUMNS)].astype(_SUMMARY_DTYPES)
 
@@ -943,7 +962,8 @@ _FAILED = ("failed", "interrupted")
 
 _SUMMARY_DTYPES = {
     "provider": "str", "model": "str", "calls": "int64", "errors": "int64", "error_rate": "float64",
-    "prompt_tokens": "int64", "completion_tokens": "int64", "cost_usd": "float64", "unpriced_calls": "int64",
+    "prompt_tokens": "int64", "completion_tokens": "int64", "usage_missing_calls": "int64",
+    "prompt_tokens_est": "int64", "completion_tokens_est": "int64", "cost_usd": "float64", "unpriced_calls": "int64",
     "unpriced": "bool", "latency_p50_ms": "float64", "latency_p95_ms": "float64",
 }
 

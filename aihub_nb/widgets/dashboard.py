@@ -229,7 +229,8 @@ def _bucket_for(frame: "pd.DataFrame | None", window: str = "all") -> str:
 
 
 def summary_html(table: "pd.DataFrame") -> str:
-    """The summary as an HTML table: counts with separators, cost as "$…", "unpriced" or
+    """The summary as an HTML table: counts with separators, calls whose usage was not reported
+    (with their estimated tokens, apart from the reported ones), cost as "$…", "unpriced" or
     "≥ $… (+N unpriced)" ("–" when no turn was completed to be priced), latencies in ms."""
     if table is None or table.empty:
         return '<p style="color:#666">No chat turns in this window.</p>'
@@ -241,12 +242,18 @@ def summary_html(table: "pd.DataFrame") -> str:
             cost = f"≥ {_usd(r.cost_usd)} (+{r.unpriced_calls} unpriced)"
         else:
             cost = _usd(r.cost_usd)
+        missing = "–"
+        if r.usage_missing_calls:
+            missing = (
+                f"{r.usage_missing_calls:,} call{'s' if r.usage_missing_calls != 1 else ''} "
+                f"(estimated ~{r.prompt_tokens_est:,} → ~{r.completion_tokens_est:,} tokens)"
+            )
         rows.append([
             r.provider, r.model, f"{r.calls:,}", f"{r.errors:,}", f"{r.error_rate:.1%}", f"{r.prompt_tokens:,}",
-            f"{r.completion_tokens:,}", cost, _ms(r.latency_p50_ms), _ms(r.latency_p95_ms),
+            f"{r.completion_tokens:,}", missing, cost, _ms(r.latency_p50_ms), _ms(r.latency_p95_ms),
         ])
-    head = ["provider", "model", "calls", "errors", "error rate", "prompt tokens", "completion tokens", "cost (USD)",
-            "p50 latency", "p95 latency"]
+    head = ["provider", "model", "calls", "errors", "error rate", "prompt tokens", "completion tokens",
+            "usage not reported", "cost (USD)", "p50 latency", "p95 latency"]
     cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f'<table class="aihub-summary"><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>'
