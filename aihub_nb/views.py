@@ -22,6 +22,7 @@ import functools
 import html
 import itertools
 import json
+import re
 import unicodedata
 from collections.abc import Iterable
 from typing import Any
@@ -106,6 +107,7 @@ def _escape(text: Any) -> str:
 # ---------------------------------------------------------------- invisible characters
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_REPEATED_ESCAPE = re.compile(r"(\\[nrt]|\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2})\1{3,}")  # also as JSON wrote it
 
 
 def _hidden(ch: str) -> bool:
@@ -139,7 +141,7 @@ def visible(text: Any, limit: int | None = 300, *, multiline: bool = False) -> s
             out.append(f"{_escaped(ch)}×{count}" if count > 3 else _escaped(ch) * count)
         else:
             out.append(ch * count)
-    shown = "".join(out)
+    shown = _REPEATED_ESCAPE.sub(lambda m: f"{m.group(1)}×{len(m.group(0)) // len(m.group(1))}", "".join(out))
     if limit is not None and len(shown) > limit:
         rest = len(shown) - limit
         shown = f"{shown[:limit]}… ({rest} more characters)"
