@@ -115,6 +115,7 @@ class _TurnView:
 
     def __init__(self, refresh: float) -> None:
         self.refresh = refresh
+        self.wait = refresh
         self.parts: list[str] = []
         self.handle = None
         self.last = 0.0
@@ -128,9 +129,11 @@ class _TurnView:
             if self.handle is None:
                 self.handle = display(_reply(""), display_id=True)
             now = time.monotonic()
-            if now - self.last >= self.refresh:
-                self.last = now
+            if now - self.last >= self.wait:
                 self.handle.update(_reply("".join(self.parts)))
+                # a long reply costs more to render: repaint less often, so rendering stays ~10% of the time
+                self.last = time.monotonic()
+                self.wait = max(self.refresh, 9 * (self.last - now))
         elif event.kind == "tool_call":
             self.flush()
             self.handle, self.parts = None, []

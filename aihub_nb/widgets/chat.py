@@ -228,7 +228,7 @@ class ChatPanel(widgets.VBox):
         live = _LiveTurn(text, label)
         reply = None
         stopped = False
-        painted = 0.0
+        painted, wait = 0.0, REFRESH
         try:
             label = live.label = self._target_label(chat)
             history = self._history_html(chat)
@@ -236,12 +236,14 @@ class ChatPanel(widgets.VBox):
             turn = chat.turn(text, approve=approve)
 
             def show(event: TurnEvent) -> None:
-                nonlocal painted
+                nonlocal painted, wait
                 live.event(event)
                 now = time.monotonic()
-                if event.kind != "text" or now - painted >= REFRESH:
-                    painted = now
+                if event.kind != "text" or now - painted >= wait:
                     self.conversation.value = frame(history + live.html())
+                    # a long reply costs more to render: repaint less often (rendering ~10% of the time)
+                    painted = time.monotonic()
+                    wait = max(REFRESH, 9 * (painted - now))
 
             try:  # Stop: drive() closes the turn at the next event, recorded as interrupted
                 reply = drive(turn, show, self._stop.is_set)
