@@ -274,12 +274,18 @@ class Agent:
 def input_approver(tool_name: str, arguments: dict[str, Any]) -> bool:
     """Ask at the prompt whether a user-permitted tool may run; "y" or "yes" allows it.
 
+    The tool's name and arguments come from the model: they are shown with nothing hidden
+    (control, bidi and zero-width characters as escapes, padding counted, long values cut).
     Where nothing can be typed (a kernel without stdin, a closed stdin), says so and denies."""
-    question = f"Allow tool {tool_name!r} to run with {json.dumps(arguments, ensure_ascii=False)}? [y/N] "
+    from .views import visible
+
+    name = visible(tool_name, 80)
+    shown = visible(json.dumps(arguments, ensure_ascii=False, default=str), 500)
+    question = f"Allow tool '{name}' to run with {shown}? [y/N] "
     try:
         answer = input(question)
     except _no_stdin_errors():
-        print(f"Tool {tool_name!r} needs your permission, but this session cannot ask for input; it was denied.")
+        print(f"Tool '{name}' needs your permission, but this session cannot ask for input; it was denied.")
         return False
     return answer.strip().lower() in ("y", "yes")
 

@@ -87,7 +87,7 @@ class ToolBox(Protocol):
 
 @dataclass
 class Reply:
-    """The outcome of one turn. Renders as Markdown in a notebook."""
+    """The outcome of one turn. Shows in a notebook as sanitised HTML (aihub_nb.views)."""
 
     text: str
     status: str
@@ -107,8 +107,10 @@ class Reply:
         preview = self.text if len(self.text) <= 60 else self.text[:57] + "..."
         return f"<Reply {self.status} chat={self.chat!r} {preview!r}>"
 
-    def _repr_markdown_(self) -> str:
-        return self.text or "*(empty reply)*"
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        from .views import reply_view
+
+        return reply_view(self.text, self.tool_calls)._repr_mimebundle_()
 
     def summary_line(self, label: str) -> str:
         """`label · 12 → 40 tokens · 0.84 s · $0.000031 · 1 tool call`, for under a reply."""
@@ -186,8 +188,10 @@ class Chat:
         """The thread as provider messages (OpenAI chat format)."""
         return _to_provider_messages(self.messages())
 
-    def _repr_markdown_(self) -> str:
-        return render_markdown(self.name, self.messages())
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        from .views import chat_view, source_names
+
+        return chat_view(self.name, self.messages(), source_names(self.hub.store))._repr_mimebundle_()
 
     def __repr__(self) -> str:
         return f"<Chat {self.name!r} ({self.type} {self._row['sourceId']})>"
@@ -689,33 +693,16 @@ def _drop_unanswered_tool_calls(messages: list[dict[str, Any]]) -> list[dict[str
     return out
 
 
-_LABELS = {"user": "You", "chatModel": "Model", "agent": "Agent", "system": "System", "toolCall": "Tool call", "toolResult": "Tool result"}
-
-
-def render_markdown(name: str, rows: list[dict[str, Any]]) -> str:
-    """A conversation as Markdown: one block per message."""
-    if not rows:
-        return f"**{name}**: no messages yet."
-    parts = [f"### Chat `{name}`"]
-    for row in rows:
-        label = _LABELS.get(row["type"], row["type"])
-        status = (row.get("data") or {}).get("status")
-        suffix = f" *({status})*" if status in ("interrupted", "failed") else ""
-        content = row["content"]
-        if row["type"] == "toolCall":
-            calls = (row.get("data") or {}).get("tool_calls", [])
-            content = "\n".join(f"`{c['function']['name']}({c['function']['arguments']})`" for c in calls)
-        parts.append(f"**{label}**{suffix}:\n\n{content}")
-    return "\n\n---\n\n".join(parts)
-
-
 def rendered_messages(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """The thread as RenderedConversationThread.messages: type and content of each message."""
+    """The thread as RenderedConversationThread.messages: type and content of each message, and
+    the sanitised HTML it shows as."""
+    from .views import rendered_message
+
     out = []
     for row in rows:
         content = row["content"]
         if row["type"] == "toolCall":
             content = json.dumps((row.get("data") or {}).get("tool_calls", []), ensure_ascii=False)
-        out.append({"type": row["type"], "content": content})
+        out.append({"type": row["type"], "content": content, "html": rendered_message(row)})
     return out
 

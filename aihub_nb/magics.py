@@ -13,8 +13,6 @@ unexpected keeps its traceback. `%aihub help` lists the subcommands.
 from __future__ import annotations
 
 import argparse
-import html
-import json
 import re
 import shlex
 import time
@@ -27,6 +25,7 @@ from traitlets import Bool, Float, Unicode
 from .display import html_table
 from .errors import AihubError
 from .redact import redact
+from .views import Shown, chat_view, code_view, reply_view, snapshot_view, source_names, text_view, tool_call_view
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -111,61 +110,52 @@ def _table(rows: list[dict[str, Any]], columns: list[str] | None = None, empty: 
 
 
 class _TurnView:
-    """Shows a turn in the cell as it happens: the reply's Markdown updated in place, and one
-    collapsible block per tool call."""
+    """Shows a turn in the cell as it happens: the reply (sanitised HTML, aihub_nb.views) updated
+    in place, and one collapsible block per tool call."""
 
     def __init__(self, refresh: float) -> None:
         self.refresh = refresh
+        self.wait = refresh
         self.parts: list[str] = []
         self.handle = None
         self.last = 0.0
         self.tools: dict[str, Any] = {}
 
     def event(self, event) -> None:
-        from IPython.display import HTML, display
+        from IPython.display import display
 
         if event.kind == "text":
             self.parts.append(event.text)
             if self.handle is None:
-                self.handle = display(_markdown(""), display_id=True)
+                self.handle = display(_reply(""), display_id=True)
             now = time.monotonic()
-            if now - self.last >= self.refresh:
-                self.last = now
-                self.handle.update(_markdown("".join(self.parts)))
+            if now - self.last >= self.wait:
+                self.handle.update(_reply("".join(self.parts)))
+                # a long reply costs more to render: repaint less often, so rendering stays ~10% of the time
+                self.last = time.monotonic()
+                self.wait = max(self.refresh, 9 * (self.last - now))
         elif event.kind == "tool_call":
             self.flush()
             self.handle, self.parts = None, []
-            self.tools[event.data["id"]] = display(HTML(_tool_html(event.data, "running")), display_id=True)
+            self.tools[event.data["id"]] = display(_tool_view(event.data, "running"), display_id=True)
         elif event.kind == "tool_result":
             handle = self.tools.get(event.data["id"])
             if handle is not None:
-                handle.update(HTML(_tool_html(event.data, event.data["status"])))
+                handle.update(_tool_view(event.data, event.data["status"]))
         elif event.kind == "retry":
-            display(HTML(f"<small>retrying in {event.data['wait']:.1f}s: {html.escape(event.text)}</small>"))
+            display(text_view(f"retrying in {event.data['wait']:.1f}s: {event.text}"))
 
     def flush(self) -> None:
         if self.handle is not None:
-            self.handle.update(_markdown("".join(self.parts)))
+            self.handle.update(_reply("".join(self.parts)))
 
 
-def _markdown(text: str):
-    from IPython.display import Markdown
-
-    return Markdown(text or "…")
+def _reply(text: str) -> Shown:
+    return reply_view(text) if text else Shown("<p>…</p>", "…")
 
 
-def _tool_html(data: dict[str, Any], status: str) -> str:
-    try:
-        arguments = json.dumps(json.loads(data.get("arguments") or "{}"), ensure_ascii=False)
-    except ValueError:
-        arguments = data.get("arguments") or ""
-    icon = {"running": "⏳", "completed": "✅", "failed": "❌", "denied": "🚫"}.get(status, "•")
-    result = data.get("result")
-    body = f"<pre>{html.escape(str(result))}</pre>" if result is not None else "<em>running…</em>"
-    return (
-        f"<details><summary>{icon} <code>{html.escape(data['name'])}({html.escape(arguments)})</code> "
-        f"— {html.escape(status)}</summary>{body}</details>"
-    )
+def _tool_view(data: dict[str, Any], status: str) -> Shown:
+    return tool_call_view(data.get("name", "?"), data.get("arguments"), status, data.get("result"))
 
 
 def _limit_arguments(p: argparse.ArgumentParser) -> None:
@@ -176,10 +166,8 @@ def _limit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", metavar="N", help="reply limit when a turn sets none")
 
 
-def _footer(reply, connection: str) -> Any:
-    from IPython.display import HTML
-
-    return HTML(f"<small style='opacity:.6'>{html.escape(reply.summary_line(connection))}</small>")
+def _footer(reply, connection: str) -> Shown:
+    return text_view(reply.summary_line(connection))
 
 
 @magics_class
@@ -367,7 +355,7 @@ class AihubMagics(Magics):
             raise
         view.flush()
         if view.handle is None and not view.tools:
-            display(_markdown(reply.text))
+            display(_reply(reply.text))
         if self.show_footer:
             target = ns.agent or chat._row["sourceId"]
             label = self._source_label(chat)
@@ -391,9 +379,8 @@ class AihubMagics(Magics):
         if ns.delete:
             self.hub.delete_chat(ns.name)
             return self._chats([])
-        from IPython.display import Markdown
-
-        return Markdown(self.hub.get_chat(ns.name)._repr_markdown_())
+        chat = self.hub.get_chat(ns.name)
+        return chat_view(chat.name, chat.messages(), source_names(self.hub.store))
 
     def _chats(self, args: list[str]) -> Any:
         _parser("%aihub chats").parse_args(args)
@@ -403,13 +390,7 @@ class AihubMagics(Magics):
         p = _parser("%aihub render", "Store a snapshot of a chat's thread and show it.")
         p.add_argument("name")
         ns = p.parse_args(args)
-        from IPython.display import Markdown
-
-        from .chat import render_markdown
-
-        snapshot = self.hub.render(ns.name)
-        rows = [{"type": m["type"], "content": m["content"], "data": None} for m in snapshot["messages"]]
-        return Markdown(render_markdown(ns.name, rows) + f"\n\n<small>snapshot {snapshot['id']}</small>")
+        return snapshot_view(ns.name, self.hub.render(ns.name))
 
     # ------------------------------------------------------------ tools and agents
 
@@ -431,10 +412,10 @@ class AihubMagics(Magics):
         info = {k: v for k, v in row.items() if k in ("name", "type", "description", "schema")}
         source = (row.get("data") or {}).get("source")
         if source:
-            from IPython.display import Markdown, display
+            from IPython.display import display
 
             display(_table([info]))
-            return Markdown(f"```python\n{source}\n```")
+            return code_view(source)
         return _table([info])
 
     def _agents(self, args: list[str]) -> Any:

@@ -559,7 +559,9 @@ def test_a_turn_cut_between_tool_request_and_result_leaves_a_usable_history(hub,
         hub.chat("cut", agent="asker").send("1+2?", approve=interrupt)
     chat = hub.get_chat("cut")
     assert [m["type"] for m in chat.messages()] == ["user", "toolCall"]
-    assert "Tool call" in chat._repr_markdown_() and "add(" in chat._repr_markdown_()
+    shown = chat._repr_mimebundle_()
+    assert "text/markdown" not in shown and "add(" in shown["text/html"] and "not run" in shown["text/html"]
+    assert "[tool add(" in shown["text/plain"]
 
     server.script(Reply(text="Fine."))
     assert chat.send("never mind").text == "Fine."

@@ -422,7 +422,10 @@ def test_render_stores_a_snapshot(hub, server):
     server.script(Reply(text="pong"))
     hub.chat("r").send("ping")
     snapshot = hub.render("r")
-    assert snapshot["messages"] == [{"type": "user", "content": "ping"}, {"type": "chatModel", "content": "pong"}]
+    assert snapshot["messages"] == [
+        {"type": "user", "content": "ping", "html": "<p>ping</p>\n"},
+        {"type": "chatModel", "content": "pong", "html": "<p>pong</p>\n"},
+    ]
     assert hub.store.find("RenderedConversationThread")[0]["threadId"] == hub.get_chat("r").thread_id
 
 

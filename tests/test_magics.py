@@ -48,7 +48,8 @@ def test_chat_cell_streams_the_reply_and_continues(nb, server, connection):
     server.script(Reply(text="Hello **Ada**.", chunks=["Hello", " **Ada**", "."]))
     captured = _run_cell(nb, f"chat talk --model {connection}", "My name is Ada.")
     shown = _texts(captured)
-    assert "Hello **Ada**." in shown  # the Markdown, updated in place to the whole reply
+    assert '<div class="aihub-reply"><p>Hello <strong>Ada</strong>.</p>\n</div>' in shown  # updated in place to the whole reply
+    assert "Hello **Ada**." in [o.data["text/plain"] for o in captured.outputs]  # and readable as text
     assert any(connection in t and "tokens" in t for t in shown)  # the footer
     server.script(Reply(text="Ada."))
     _run_cell(nb, "chat talk", "What is my name?")
@@ -230,7 +231,7 @@ def test_agent_magics_and_a_tool_call_in_the_cell(nb, hub, server):
     server.script(Reply(tool_calls=[{"name": "add", "arguments": {"a": 2, "b": 3}}]), Reply(text="It is 5."))
     captured = _run_cell(nb, "chat maths --agent calc", "What is 2 + 3?")
     shown = "\n".join(_texts(captured))
-    assert "<details>" in shown and "add(" in shown and "completed" in shown and "It is 5." in shown
+    assert "<details" in shown and "add(" in shown and "completed" in shown and "It is 5." in shown
     (invocation,) = hub.store.find("ToolInvocation")
     assert (invocation["status"], invocation["parameters"], invocation["result"]) == ("completed", {"a": 2, "b": 3}, {"value": 5})
     assert server.requests[-1].json["messages"][0] == {"role": "system", "content": "Be exact."}

@@ -10,7 +10,8 @@ import pytest
 from aihub_nb import Hub
 from aihub_nb import chat as chat_module
 from aihub_nb.testing import Reply
-from aihub_nb.widgets.chat import DEFAULT, ChatPanel, markdown_html
+from aihub_nb.views import markdown_html
+from aihub_nb.widgets.chat import DEFAULT, ChatPanel
 from aihub_nb.widgets.hub import TABS, HubPanel
 
 

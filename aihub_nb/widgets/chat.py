@@ -17,7 +17,6 @@ can click Allow, so user-permitted tools are decided by `approve=` or `hub.appro
 
 from __future__ import annotations
 
-import functools
 import html
 import json
 import threading
@@ -29,6 +28,7 @@ import ipywidgets as widgets
 
 from ..chat import drive
 from ..errors import AihubError, NotFoundError
+from ..views import block, conversation_html, frame, markdown_html, note, small, source_names, tool_call_html, visible
 
 if TYPE_CHECKING:
     from ..chat import Approver, Chat, Reply, TurnEvent
@@ -39,14 +39,6 @@ __all__ = ["ChatPanel", "conversation_html"]
 DEFAULT = ("default", "")  # the connection choice meaning "the chat's own, else the default connection"
 REFRESH = 0.05  # seconds between repaints of a streaming reply
 APPROVAL_TIMEOUT = 600.0  # seconds a tool waits for Allow / Deny before it is denied
-
-_BOX = "border-radius:6px;padding:6px 10px;margin:4px 0;"
-_STYLES = {
-    "user": "background:rgba(33,150,243,.10);",
-    "assistant": "background:rgba(127,127,127,.08);",
-    "system": "background:rgba(255,193,7,.12);font-size:90%;",
-}
-
 
 class ChatPanel(widgets.VBox):
     """A chat picker, a connection or agent choice, a message box, Send / Stop, and the thread."""
@@ -175,18 +167,16 @@ class ChatPanel(widgets.VBox):
         name = self.chat_name.value.strip()
         row = self.hub.store.first("Chat", name=name) if name else None
         if row is None:
-            self.conversation.value = _frame(
-                _note(f"New chat {name!r}: write a message and Send." if name else "Pick a chat or type a new name.")
+            self.conversation.value = frame(
+                note(f"New chat {name!r}: write a message and Send." if name else "Pick a chat or type a new name.")
             )
             return
         messages = self.hub.store.find("Message", threadId=row["references"]["thread"])
-        self.conversation.value = _frame(conversation_html(messages, self._labels()) or _note("No messages yet."))
+        self.conversation.value = frame(conversation_html(messages, self._labels()) or note("No messages yet."))
 
     def _labels(self) -> dict[str, str]:
         """Who said it, as the turn shows it while it runs: "name (model)" or "agent name"."""
-        names = {r["id"]: f"{r['name']} ({r['modelId']})" for r in self.hub.store.find("ModelConnections")}
-        names.update({r["id"]: f"agent {r['name']}" for r in self.hub.store.find("Agent")})
-        return names
+        return source_names(self.hub.store)
 
     # ------------------------------------------------------------ sending
 
@@ -217,7 +207,7 @@ class ChatPanel(widgets.VBox):
         self.message.value = ""
         self._stop.clear()
         self._set_busy(True)
-        self.status.value = _small("⏳ sending…")
+        self.status.value = small("⏳ sending…")
         if self.sync:
             self._run_turn(chat, text)
         else:
@@ -230,7 +220,7 @@ class ChatPanel(widgets.VBox):
             return
         self._stop.set()
         self._answer(False)
-        self.status.value = _small("⏹ stopping…")
+        self.status.value = small("⏹ stopping…")
 
     def _run_turn(self, chat: Chat, text: str) -> None:
         """The turn, event by event; runs in the worker thread (or the caller's with sync=True)."""
@@ -238,7 +228,7 @@ class ChatPanel(widgets.VBox):
         live = _LiveTurn(text, label)
         reply = None
         stopped = False
-        painted = 0.0
+        painted, wait = 0.0, REFRESH
         try:
             label = live.label = self._target_label(chat)
             history = self._history_html(chat)
@@ -246,12 +236,14 @@ class ChatPanel(widgets.VBox):
             turn = chat.turn(text, approve=approve)
 
             def show(event: TurnEvent) -> None:
-                nonlocal painted
+                nonlocal painted, wait
                 live.event(event)
                 now = time.monotonic()
-                if event.kind != "text" or now - painted >= REFRESH:
-                    painted = now
-                    self.conversation.value = _frame(history + live.html())
+                if event.kind != "text" or now - painted >= wait:
+                    self.conversation.value = frame(history + live.html())
+                    # a long reply costs more to render: repaint less often (rendering ~10% of the time)
+                    painted = time.monotonic()
+                    wait = max(REFRESH, 9 * (painted - now))
 
             try:  # Stop: drive() closes the turn at the next event, recorded as interrupted
                 reply = drive(turn, show, self._stop.is_set)
@@ -270,11 +262,11 @@ class ChatPanel(widgets.VBox):
             self.last_reply = reply if reply is not None else self.last_reply
             self._show_thread()
             if reply is not None:
-                self.status.value = _small(reply.summary_line(label))
+                self.status.value = small(reply.summary_line(label))
             elif stopped:
-                self.status.value = _small(f"⏹ stopped: {label} — the partial reply ({len(live.text)} characters) is kept, marked interrupted")
+                self.status.value = small(f"⏹ stopped: {label} — the partial reply ({len(live.text)} characters) is kept, marked interrupted")
             else:
-                self.status.value = _small(f"✖ failed: {label}")
+                self.status.value = small(f"✖ failed: {label}")
         except Exception as exc:
             self._show_error(f"{type(exc).__name__}: {exc}", traceback.format_exc())
         finally:
@@ -306,16 +298,16 @@ class ChatPanel(widgets.VBox):
             return False
         event, answer = threading.Event(), [False]
         self._pending = (event, answer)
-        args = json.dumps(arguments, ensure_ascii=False)
-        self.approval_prompt.value = f"Run tool <code>{html.escape(tool)}({html.escape(args)})</code>?"
+        args = visible(json.dumps(arguments, ensure_ascii=False, default=str), 500)
+        self.approval_prompt.value = f"Run tool <code>{html.escape(visible(tool, 80))}({html.escape(args)})</code>?"
         self.approval.layout.display = "flex"
-        self.status.value = _small(f"⏸ waiting for your permission to run {tool}")
+        self.status.value = small(f"⏸ waiting for your permission to run {visible(tool, 80)}")
         try:
             event.wait(APPROVAL_TIMEOUT)
         finally:
             self._pending = None
             self.approval.layout.display = "none"
-            self.status.value = _small("⏳ running…")
+            self.status.value = small("⏳ running…")
         return answer[0]
 
     def _answer(self, allowed: bool) -> None:
@@ -380,111 +372,8 @@ class _LiveTurn:
             if kind == "text":
                 parts.append(markdown_html(value))
             elif kind == "tool":
-                parts.append(_tool_html(value.get("name", "?"), value.get("arguments"), value.get("status", "running"), value.get("result")))
+                parts.append(tool_call_html(value.get("name", "?"), value.get("arguments"), value.get("status", "running"), value.get("result")))
             else:
-                parts.append(_note(value))
+                parts.append(note(value))
         body = "".join(parts) or "<em>…</em>"
-        return _block("You", "user", markdown_html(self.user_text)) + _block(self.label, "assistant", body + " ▍")
-
-
-# ---------------------------------------------------------------- rendering
-
-
-def conversation_html(messages: list[dict[str, Any]], names: dict[str, str] | None = None) -> str:
-    """A thread's messages as HTML: one block per message, tool calls as collapsible blocks
-    holding their results. `names` maps a message's sourceId to the connection or agent name."""
-    names = names or {}
-    results = {
-        (m.get("data") or {}).get("tool_call_id"): m for m in messages if m["type"] == "toolResult"
-    }
-    shown: set[Any] = set()
-    parts = []
-    for row in messages:
-        kind = row["type"]
-        data = row.get("data") or {}
-        status = data.get("status")
-        suffix = f" <em>({html.escape(status)})</em>" if status in ("interrupted", "failed") else ""
-        if kind == "user":
-            parts.append(_block("You", "user", markdown_html(row["content"])))
-        elif kind == "system":
-            parts.append(_block("System", "system", markdown_html(row["content"])))
-        elif kind in ("chatModel", "agent"):
-            label = names.get(row.get("sourceId"), "Model" if kind == "chatModel" else "Agent")
-            parts.append(_block(label, "assistant", markdown_html(row["content"]), suffix))
-        elif kind == "toolCall":
-            body = markdown_html(row["content"]) if row["content"] else ""
-            for call in data.get("tool_calls", []):
-                fn = call.get("function", {})
-                result = results.get(call.get("id"))
-                shown.add(call.get("id"))
-                if result is None:
-                    body += _tool_html(fn.get("name", "?"), fn.get("arguments"), "not run", None)
-                else:
-                    rdata = result.get("data") or {}
-                    body += _tool_html(fn.get("name", "?"), fn.get("arguments"), rdata.get("status", "completed"), result["content"])
-            label = names.get(row.get("sourceId"), "Agent")
-            parts.append(_block(label, "assistant", body))
-        elif kind == "toolResult" and data.get("tool_call_id") not in shown:
-            parts.append(_block("Tool result", "assistant",
-                                _tool_html(data.get("name", "?"), None, data.get("status", "completed"), row["content"])))
-    return "".join(parts)
-
-
-_CSS = (
-    "<style>.aihub-chat table{border-collapse:collapse;margin:4px 0}"
-    ".aihub-chat th,.aihub-chat td{border:1px solid #ccc;padding:2px 8px;text-align:left}"
-    ".aihub-chat blockquote{border-left:3px solid #ccc;margin:4px 0;padding-left:8px;color:#555}"
-    ".aihub-chat p{margin:2px 0}.aihub-chat pre{margin:4px 0;overflow-x:auto}</style>"
-)
-
-
-@functools.cache
-def _markdown() -> Any:
-    import mistune
-
-    return mistune.create_markdown(escape=True, plugins=["table", "strikethrough", "url"])
-
-
-def markdown_html(text: str) -> str:
-    """Markdown to HTML as a chat shows it (tables, lists, quotes, code), with any HTML in the
-    text escaped and unsafe link targets dropped."""
-    return _markdown()(text or "")
-
-
-def _tool_html(name: str, arguments: Any, status: str, result: Any) -> str:
-    if isinstance(arguments, str):
-        try:
-            arguments = json.dumps(json.loads(arguments or "{}"), ensure_ascii=False)
-        except ValueError:
-            pass
-    elif arguments is not None:
-        arguments = json.dumps(arguments, ensure_ascii=False)
-    icon = {"running": "⏳", "completed": "✅", "failed": "❌", "denied": "🚫"}.get(status, "•")
-    body = f"<pre>{html.escape(str(result))}</pre>" if result is not None else "<em>running…</em>" if status == "running" else ""
-    return (
-        f'<details style="margin:4px 0"><summary>{icon} <code>{html.escape(name)}({html.escape(arguments or "")})</code> '
-        f"— {html.escape(status)}</summary>{body}</details>"
-    )
-
-
-def _block(label: str, role: str, body: str, suffix: str = "") -> str:
-    return f'<div style="{_BOX}{_STYLES[role]}"><b>{html.escape(label)}</b>{suffix}<div>{body}</div></div>'
-
-
-def _frame(body: str) -> str:
-    """The conversation in a scrolling box that stays at its newest message (a reversed flex
-    column starts scrolled to the bottom)."""
-    return (
-        f'{_CSS}<div class="aihub-chat" style="max-height:480px;overflow-y:auto;display:flex;'
-        f'flex-direction:column-reverse"><div>{body}</div></div>'
-    )
-
-
-def _note(text: str) -> str:
-    return f'<div style="color:#666"><small>{html.escape(text)}</small></div>'
-
-
-def _small(text: str) -> str:
-    return f'<small style="color:#666">{html.escape(text)}</small>'
-
-
+        return block("You", "user", markdown_html(self.user_text)) + block(self.label, "assistant", body + " ▍")
