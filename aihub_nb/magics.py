@@ -84,20 +84,40 @@ def _split(line: str) -> list[str]:
         raise IPythonUsageError(f"Cannot read the arguments ({exc}); close your quotes.") from None
 
 
-_INTERPOLATION = re.compile(r"(?<!\{)\{([A-Za-z_][\w.]*(?:\[[^\]\n{}]+\])*)\}(?!\})")
+_INTERPOLATION = re.compile(r"(?<!\{)\{([A-Za-z_]\w*(?:\.\w+|\[[^\]\n{}]+\])*)\}(?!\})")
+_FIELD_PART = re.compile(r"\.(\w+)|\[([^\]]+)\]")
 
 
 def interpolate(text: str, namespace: dict[str, Any]) -> str:
-    """Fill `{name}`, `{obj.attr}` and `{items[0]}` from the namespace; `{{`/`}}` are literal
-    braces; anything not found is left as written."""
+    """Fill `{name}`, `{obj.attr}`, `{d[key]}` and `{items[0]}` from the namespace, the way
+    `str.format` looks up a field: names, attributes and constant indexes only, nothing is
+    evaluated. `{{`/`}}` are literal braces; a name or item not found is left as written; an
+    attribute starting with `_` is refused."""
 
     def fill(match: re.Match) -> str:
         expression = match.group(1)
-        root = expression.split(".", 1)[0].split("[", 1)[0]
+        root = re.match(r"\w+", expression).group(0)
         if root not in namespace:
             return match.group(0)
+        value = namespace[root]
+        for attr, key in _FIELD_PART.findall(expression[len(root):]):
+            if attr:
+                if attr.startswith("_"):
+                    raise IPythonUsageError(
+                        f"Cannot fill {{{expression}}}: attributes starting with _ are not filled; "
+                        "write {{ for a literal brace or use --no-interpolate."
+                    )
+                try:
+                    value = getattr(value, attr)
+                except Exception:
+                    return match.group(0)
+            else:
+                try:
+                    value = value[int(key) if key.isdigit() else key]
+                except Exception:
+                    return match.group(0)
         try:
-            return str(eval(expression, {"__builtins__": {}}, namespace))  # noqa: S307 - the user's own names
+            return str(value)
         except Exception:
             return match.group(0)
 
