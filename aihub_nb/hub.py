@@ -57,9 +57,10 @@ class Hub:
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = Store(self.home / DB_FILENAME)
-        from .jobs import fail_orphaned_jobs
+        from .jobs import fail_orphaned_jobs, fail_stale_pending_jobs
 
         fail_orphaned_jobs(self.store)
+        fail_stale_pending_jobs(self.store)
         self._watch_secrets()
         self._providers: dict[str, tuple[str, Provider]] = {}
         self._providers_lock = threading.Lock()
@@ -422,12 +423,27 @@ class Hub:
         return rows
 
     def delete_chat(self, name: str) -> None:
-        """Delete a chat and its thread's messages."""
+        """Delete a chat and its thread's messages; refused while a turn is answering in it."""
+        from .jobs import check_unlocked
+
         chat = self.get_chat(name)
         with self.store.transaction() as conn:
+            check_unlocked(
+                self.store, chat.thread_id, label=f"Chat {name!r}",
+                hint=f"delete it when that turn ends, or if its kernel is gone: %aihub chat {name} --unlock.",
+            )
             conn.execute('DELETE FROM "Message" WHERE threadId = ?', (chat.thread_id,))
             conn.execute('DELETE FROM "MessageThread" WHERE id = ?', (chat.thread_id,))
             conn.execute('DELETE FROM "Chat" WHERE id = ?', (chat.id,))
+
+    def unlock(self, chat: str) -> str | None:
+        """Free a chat left busy by a turn whose kernel stopped answering; return the id of the job
+        that held it (marked failed, with a note), or None if the chat was not locked. Refused
+        while that turn still runs in a live process."""
+        from .jobs import unlock_thread
+
+        found = self.get_chat(chat)
+        return unlock_thread(self.store, found.thread_id, label=f"Chat {chat!r}")
 
     def render(self, name: str) -> dict[str, Any]:
         """Store a RenderedConversationThread snapshot of the chat's thread and return it."""

@@ -407,7 +407,15 @@ class AihubMagics(Magics):
         p = _parser("%aihub chat", "Show a chat's conversation (to send, use the cell magic %%aihub chat NAME).")
         p.add_argument("name")
         p.add_argument("--delete", action="store_true", help="delete the chat and its messages")
+        p.add_argument("--unlock", action="store_true", help="free a chat left busy by a kernel that died")
         ns = p.parse_args(args)
+        if ns.unlock:
+            from IPython.display import Markdown
+
+            job = self.hub.unlock(ns.name)
+            if job is None:
+                return Markdown(f"Chat `{ns.name}` was not locked.")
+            return Markdown(f"Chat `{ns.name}` unlocked; job `{job}` that held it is marked failed.")
         if ns.delete:
             self.hub.delete_chat(ns.name)
             return self._chats([])
@@ -580,7 +588,7 @@ _HELP = r"""
 | `connect PROVIDER MODEL_ID [--name N] [--base-url URL] [--host URL] [--api-key-env VAR] [--default] [--timeout S] [--connect-timeout S] [--read-timeout S] [--max-tokens N]` | connect a model (OPENAI or OLLAMA); timeouts in seconds: whole answer, connecting, between pieces |
 | `connect local [MODEL]` / `connect auto` | the built-in local server / the best one this machine has |
 | `connections` · `connection show\|edit\|remove\|default NAME` · `models CONNECTION` | manage connections |
-| `chat NAME [--delete]` · `chats` · `render NAME` | show (or delete) a conversation, list chats, store a snapshot |
+| `chat NAME [--delete \| --unlock]` · `chats` · `render NAME` | show (delete, or unlock) a conversation, list chats, store a snapshot |
 | `tools` · `tool show\|remove NAME` · `agents` · `agent create NAME --model C --tools a,b [--permission P or TOOL=P,...] [--instructions T]` · `agent show\|remove NAME` | tools and agents |
 | `metrics [NAME] [--since 1h] [-o VAR]` · `calls` · `jobs` | monitoring as DataFrames |
 | `price set MODEL IN OUT [--provider P]` · `prices` | the price table (USD per million tokens) |
