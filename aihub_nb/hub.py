@@ -157,12 +157,14 @@ class Hub:
         fields = dict(provider=provider, modelId=str(model_id), type=_conn.check_type(type), data=data, description=description)
         if api_key:
             api_key = check_key(str(api_key), "the api_key given")  # before anything is stored
-        existing = self.store.first("ModelConnections", name=name)
+        with self.store.transaction():  # look-up and create as one: a name racing in from another kernel waits
+            existing = self.store.first("ModelConnections", name=name)
+            if existing:
+                row = self.store.update("ModelConnections", existing["id"], **fields)
+            else:
+                row = self.store.create("ModelConnections", name=name, **fields)
         if existing:
-            row = self.store.update("ModelConnections", existing["id"], **fields)
             self._forget_provider(row["id"])
-        else:
-            row = self.store.create("ModelConnections", name=name, **fields)
         if api_key:
             _conn.session_key(row["id"], api_key)
         if default or (default is None and self._settings().get("defaultConnectionId") in (None, "")):
@@ -363,17 +365,22 @@ class Hub:
             raise UsageError("A chat talks to a model or to an agent, not both: pass --model or --agent.")
         row = self.store.first("Chat", name=name)
         target = self._chat_target(model, agent) if (model or agent or row is None) else None
+        created = False
         if row is None:
             assert target is not None
-            thread = self.store.create("MessageThread")
-            row = self.store.create(
-                "Chat", name=name, type=target[0], sourceId=target[1], description=description or "",
-                references={"thread": thread["id"]},
-            )
-            self.store.set_reference("MessageThread", thread["id"], "chat", row["id"])
-        elif target and (row["type"], row["sourceId"]) != target:
+            with self.store.transaction():  # look again under the write lock: one row per name
+                row = self.store.first("Chat", name=name)
+                if row is None:
+                    thread = self.store.create("MessageThread")
+                    row = self.store.create(
+                        "Chat", name=name, type=target[0], sourceId=target[1], description=description or "",
+                        references={"thread": thread["id"]},
+                    )
+                    self.store.set_reference("MessageThread", thread["id"], "chat", row["id"])
+                    created = True
+        if (model or agent) and target and not created and (row["type"], row["sourceId"]) != target:
             row = self.store.update("Chat", row["id"], type=target[0], sourceId=target[1])
-        elif description is not None:
+        elif description is not None and not created:
             row = self.store.update("Chat", row["id"], description=description)
         chat = Chat(self, row)
         if system:

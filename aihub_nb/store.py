@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import RecordNotFoundError, UnknownFieldError, UnknownModelError
+from .errors import RecordNotFoundError, StoreError, UnknownFieldError, UnknownModelError
 from .prisma import Field, Model, Schema, load_schema
 
 __all__ = ["Store", "now_iso", "uuid7"]
@@ -189,6 +189,7 @@ class Store:
             with self.transaction():
                 changes = self._apply_schema()
                 changes += migrations.apply_pending(self)
+                changes += self._apply_unique_indexes()  # after the migrations that make them hold
             self._insert_sql.clear()
             self._insert_plans.clear()
             return changes
@@ -239,11 +240,26 @@ class Store:
                 changes.append(f"added column {model.table}.{f.column}")
         for model in self.models.values():
             for index in model.indexes:
+                if index.unique:
+                    continue
                 columns = [model.fields[c].column if c in model.fields else c for c in index.columns]
                 name = _index_name(model, index)
                 db[model.table].create_index(columns, index_name=name, unique=index.unique, if_not_exists=True)
         if _MIGRATIONS_TABLE not in existing:
             self.conn.execute(f"CREATE TABLE IF NOT EXISTS {_MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, appliedAt TEXT NOT NULL)")
+        return changes
+
+    def _apply_unique_indexes(self) -> list[str]:
+        existing = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        changes = []
+        for model in self.models.values():
+            for index in model.indexes:
+                name = _index_name(model, index)
+                if not index.unique or name in existing:
+                    continue
+                columns = ", ".join(_quote(model.fields[c].column if c in model.fields else c) for c in index.columns)
+                self.conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {_quote(name)} ON {_quote(model.table)} ({columns})")
+                changes.append(f"created unique index {name}")
         return changes
 
     # -- transactions
@@ -354,7 +370,10 @@ class Store:
         row, params = self._insert_values(self._insert_plan(model), fields, now_iso())
         sql = self._insert_statement(model, tuple(row))
         with self._lock:
-            self.conn.execute(sql, params)
+            try:
+                self.conn.execute(sql, params)
+            except sqlite3.IntegrityError as exc:
+                raise _integrity_error(model, exc, row) from None
         if len(row) == len(fmap):
             return row
         return {name: row.get(name) for name in fmap}
@@ -532,8 +551,20 @@ class Store:
         return f"Store({str(self.path)!r})"
 
 
+def _integrity_error(model: Model, exc: sqlite3.IntegrityError, row: dict[str, Any]) -> StoreError:
+    """A UNIQUE failure as one line naming the table, field and value."""
+    text = str(exc)
+    if text.startswith("UNIQUE constraint failed:"):
+        columns = [c.strip().split(".", 1)[-1] for c in text.split(":", 1)[1].split(",")]
+        by_column = {f.column: f.name for f in model.fields.values()}
+        names = [by_column.get(c, c) for c in columns]
+        shown = ", ".join(f"{n}={row.get(n)!r}" for n in names)
+        return StoreError(f"A {model.name} with {shown} exists already; {model.name} {', '.join(names)} must be unique.")
+    return StoreError(f"{model.name}: {text}.")
+
+
 def _index_name(model: Model, index) -> str:
-    return f"idx_{model.table}_{'_'.join(index.columns)}"
+    return f"{'uq' if index.unique else 'idx'}_{model.table}_{'_'.join(index.columns)}"
 
 
 def _column_default(f: Field) -> Any:
