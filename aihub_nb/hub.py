@@ -417,16 +417,26 @@ class Hub:
 
     def chats(self) -> list[dict[str, Any]]:
         """Every chat: name, what it talks to, how many messages, when last used."""
+        thread = 'CASE WHEN json_valid(c."references") THEN json_extract(c."references", \'$.thread\') END'
         rows = self.store.query(
-            'SELECT c.id, c.name, c.type, c.sourceId, c.createdAt, '
-            '(SELECT count(*) FROM "Message" m WHERE m.threadId = json_extract(c."references", \'$.thread\')) AS messages, '
-            '(SELECT max(m.createdAt) FROM "Message" m WHERE m.threadId = json_extract(c."references", \'$.thread\')) AS lastMessageAt '
+            f'SELECT c.id, c.name, c.type, c.sourceId, c.createdAt, ({thread}) AS thread, '
+            f'(SELECT count(*) FROM "Message" m WHERE m.threadId = ({thread})) AS messages, '
+            f'(SELECT max(m.createdAt) FROM "Message" m WHERE m.threadId = ({thread})) AS lastMessageAt '
             'FROM "Chat" c ORDER BY c.rowid'
         )
         names = {r["id"]: r["name"] for r in self.store.find("ModelConnections")}
         names.update({r["id"]: r["name"] for r in self.store.find("Agent")})
         for row in rows:
             row["with"] = names.get(row.pop("sourceId"), "(removed)")
+            if row.pop("thread") is None:
+                import warnings
+
+                from .errors import StoreWarning
+
+                warnings.warn(
+                    f"Chat row {row['id']!r} ({row['name']!r}): field references names no thread (malformed or missing); "
+                    "its messages cannot be listed.", StoreWarning, stacklevel=2,
+                )
         return rows
 
     def delete_chat(self, name: str) -> None:

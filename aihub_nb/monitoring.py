@@ -366,7 +366,9 @@ def metrics(
             continue
         path = ("$." + _json_key(key)).replace("'", "''")
         _in(f"json_extract(\"dimensions\", '{path}')", value, where, params)
-    sql = f'SELECT "id", {_ms("createdAt")}, "name", "value", "dimensions" FROM "Metric"'
+    # a value written outside aihub_nb that is not a number reads as NaN rather than failing the frame
+    value = 'CASE WHEN typeof("value") IN (\'real\', \'integer\') THEN "value" END AS "value"'
+    sql = f'SELECT "id", {_ms("createdAt")}, "name", {value}, "dimensions" FROM "Metric"'
     sql += _where_sql(where)
     _, rows = _fetch(store, sql, params)
     return _metric_frame(rows, extra_keys=list(dimension_filters))
