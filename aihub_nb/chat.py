@@ -22,6 +22,7 @@ A failure or Ctrl-C at any point leaves all of that recorded, marked failed or i
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -514,6 +515,9 @@ def _check_options(options: Any) -> None:
             f"options cannot set {', '.join(reserved)}: the chat sets those (the model from its connection, "
             "stream=False for a whole reply at once); pass model options such as temperature, max_tokens or seed."
         )
+    for key, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"Option {key} must be a finite number, not {value!r}.")
 
 
 def _backoff(attempt: int, retry_after: float | None) -> float:

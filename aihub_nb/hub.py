@@ -556,11 +556,15 @@ class Hub:
 
     # ------------------------------------------------------------ monitoring
 
-    def metrics(self, name: str | None = None, since=None, until=None, **dimension_filters: Any):
-        """Metrics as a DataFrame: createdAt, name, value and one column per dimension."""
+    def metrics(self, name: Any = ..., /, since=None, until=None, **dimension_filters: Any):
+        """Metrics as a DataFrame: createdAt, name, value and one column per dimension.
+
+        `hub.metrics("latency_ms", provider="OPENAI")`: the metric name first (or `name=`), each
+        other keyword filters a dimension; after a positional name, `name=` filters a dimension
+        called name."""
         from . import monitoring
 
-        return monitoring.metrics(self.store, name=name, since=since, until=until, **dimension_filters)
+        return monitoring.metrics(self.store, name, since=since, until=until, **dimension_filters)
 
     def log_metric(self, name: str, value: float, /, **dimensions: Any) -> None:
         """Record one of your own metrics (an eval score, a rating); batched, so many are cheap."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import keyword
 import re
 import shlex
 import time
@@ -60,11 +61,16 @@ def use_hub(hub: Hub | None) -> None:
     _DEFAULT_HUB, _PINNED = hub, hub is not None
 
 
+def _one_line(text: str) -> str:
+    """Text with control characters (a newline in an argument, a NUL) shown as escapes."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises a one-line usage error instead of exiting."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise IPythonUsageError(f"{message}. Usage: {self._one_line_usage()}")
+        raise IPythonUsageError(f"{_one_line(message)}. Usage: {self._one_line_usage()}")
 
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
         raise IPythonUsageError(" ".join((message or self._one_line_usage()).split()))
@@ -269,7 +275,7 @@ class AihubMagics(Magics):
                 )
             return handler(rest)
         except AihubError as exc:
-            raise IPythonUsageError(redact(str(exc))) from None
+            raise IPythonUsageError(_one_line(redact(str(exc)))) from None
 
     def _help(self, args: list[str]) -> Any:
         from IPython.display import Markdown
@@ -526,7 +532,7 @@ class AihubMagics(Magics):
         except TypeError as exc:
             raise IPythonUsageError(f"{prog}: {exc}") from None
         if ns.output:
-            if not ns.output.isidentifier():
+            if not ns.output.isidentifier() or keyword.iskeyword(ns.output) or ns.output.startswith("__"):
                 p.error(f"-o takes a variable name, not {ns.output!r}")
             self.shell.user_ns[ns.output] = frame
         return frame

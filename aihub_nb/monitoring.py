@@ -83,6 +83,7 @@ _BASE_METRIC_COLUMNS = ("id", "createdAt", "name", "value")
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|m|min|mins|h|hr|hrs|d|day|days|w|wk|wks)\s*$", re.I)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_MIN_TIME, _MAX_TIME = -62135596800.0, 253402300799.0  # 0001-01-01 and 9999-12-31T23:59:59, UTC
 
 
 def parse_time(value: Any, *, now: float | None = None) -> str | None:
@@ -94,6 +95,15 @@ def parse_time(value: Any, *, now: float | None = None) -> str | None:
     """
     if value is None:
         return None
+
+    def stamp(t: float) -> str:
+        if not _MIN_TIME <= t <= _MAX_TIME:  # NaN fails too
+            raise UsageError(
+                f"Cannot use {repr(value)[:40]} as a time: it is outside the years 1..9999; "
+                "give an ISO time like '2026-11-27T08:00:00Z' or a span back from now like '1h'."
+            )
+        return now_iso(t)
+
     if isinstance(value, str):
         text = value.strip()
         if text.lower() in ("", "all"):
@@ -101,7 +111,7 @@ def parse_time(value: Any, *, now: float | None = None) -> str | None:
         m = _RELATIVE.match(text)
         if m:
             seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)[0].lower()]
-            return now_iso((time.time() if now is None else now) - seconds)
+            return stamp((time.time() if now is None else now) - seconds)
         try:
             value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
         except ValueError:
@@ -110,9 +120,12 @@ def parse_time(value: Any, *, now: float | None = None) -> str | None:
                 "or a span back from now like '15m', '1h', '7d', '2w'."
             ) from None
     if isinstance(value, timedelta):
-        return now_iso((time.time() if now is None else now) - value.total_seconds())
+        return stamp((time.time() if now is None else now) - value.total_seconds())
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return now_iso(float(value))
+        try:
+            return stamp(float(value))
+        except OverflowError:  # an int too large for a float
+            return stamp(math.inf)
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
@@ -343,8 +356,8 @@ def _newest_last(frame: "pd.DataFrame", column: str = "createdAt") -> "pd.DataFr
 
 def metrics(
     store: "Store",
+    name: str | Iterable[str] | None = ...,  # type: ignore[assignment]  # ...: not given
     /,
-    name: str | Iterable[str] | None = None,
     since: Any = None,
     until: Any = None,
     **dimension_filters: Any,
@@ -353,8 +366,11 @@ def metrics(
 
     `name` is one metric name or several; `since` / `until` bound createdAt (datetime, ISO string,
     or "15m" / "1h" / "7d" / "2w" back from now); each keyword filters a dimension by equality
-    (a list means any of them). Newest rows last.
+    (a list means any of them). Newest rows last. `name=` as a keyword is the metric name too,
+    unless the name was given first: `metrics(store, None, name="x")` filters a dimension `name`.
     """
+    if name is ...:
+        name = dimension_filters.pop("name", None)
     where: list[str] = []
     params: list[Any] = []
     if name is not None:
@@ -364,8 +380,7 @@ def metrics(
         if isinstance(value, (list, tuple, set, frozenset)) and not value:
             where.append("0")  # any of nothing
             continue
-        path = ("$." + _json_key(key)).replace("'", "''")
-        _in(f"json_extract(\"dimensions\", '{path}')", value, where, params)
+        _in(_dimension_sql(key), value, where, params)
     # a value written outside aihub_nb that is not a number reads as NaN rather than failing the frame
     value = 'CASE WHEN typeof("value") IN (\'real\', \'integer\') THEN "value" END AS "value"'
     sql = f'SELECT "id", {_ms("createdAt")}, "name", {value}, "dimensions" FROM "Metric"'
@@ -377,6 +392,18 @@ def metrics(
 def _json_key(key: str) -> str:
     """A JSON path member for `key`, quoted so keys with spaces or dots work: $."my key"."""
     return '"' + key + '"'
+
+
+def _dimension_sql(key: str) -> str:
+    """SQL for the value of dimension `key`: a JSON path where SQLite's paths can spell the key,
+    else (a key with " or \\) a look-up by exact key."""
+    if not isinstance(key, str):
+        raise UsageError(f"A dimension filter needs a text key, not {key!r}.")
+    literal = "'" + key.replace("'", "''") + "'"
+    if '"' in key or "\\" in key:
+        return f'(SELECT value FROM json_each("dimensions") WHERE key = {literal})'
+    path = ("$." + _json_key(key)).replace("'", "''")
+    return f"json_extract(\"dimensions\", '{path}')"
 
 
 def _metric_frame(rows: list[tuple], extra_keys: list[str] = ()) -> "pd.DataFrame":

@@ -133,7 +133,9 @@ def _is_float(value: Any) -> bool:
 
 
 def _is_int(value: Any) -> bool:
-    return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
+    if type(value) is not int and (not isinstance(value, numbers.Integral) or isinstance(value, bool)):
+        return False
+    return -(2**63) <= value < 2**63  # what SQLite's INTEGER holds
 
 
 def _is_bool(value: Any) -> bool:
@@ -156,7 +158,7 @@ _CHECKS = {
     "DateTime": _is_datetime, "Bytes": lambda v: isinstance(v, (bytes, bytearray, memoryview)),
 }
 _EXPECTED = {
-    "Float": "a number", "Decimal": "a number", "Int": "a whole number", "BigInt": "a whole number",
+    "Float": "a number", "Decimal": "a number", "Int": "a whole number below 2**63", "BigInt": "a whole number below 2**63",
     "Boolean": "True or False", "DateTime": "a datetime or an ISO-8601 string", "Bytes": "bytes",
     "Json": "a JSON value (no NaN or infinity)",
 }
@@ -179,7 +181,7 @@ def _checked_sql(model: str, field: Field, value: Any) -> Any:
         raise _type_error(model, field, value)
     try:
         return _to_sql(field, value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise _type_error(model, field, value) from None
 
 
@@ -435,7 +437,7 @@ class Store:
                 else:
                     try:
                         sql = write(value)
-                    except ValueError:
+                    except (ValueError, OverflowError):
                         raise _type_error(model, f, value) from None
                     params.append(sql)
                     row[name] = value if back is None else back(sql)
