@@ -17,7 +17,8 @@ sets) and parses each distinct string once. That keeps a million-row load within
 of a bare `pandas.read_sql`, and needs no registry of keys that could go stale.
 
 Metric writes from `log_metric` are batched by a `MetricWriter` per store: flushed when the buffer
-fills, after `max_delay` seconds, on `flush()`, before any read here, and at interpreter exit.
+fills, after `max_delay` seconds, on `flush()`, before any read here, at interpreter exit, and on
+SIGTERM. Only a kill -9 (or a power cut) loses metrics: at most the last `max_delay` (1 s).
 
 Costs: `set_price` keeps prices per million tokens in `ModelPrice`; `turn_cost` prices one turn
 and returns None for a model without a price, so "unpriced" is never mistaken for $0.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import atexit
 import json
 import math
+import os
 import re
 import sqlite3
 import threading
@@ -563,6 +565,41 @@ def _register_atexit() -> None:
     if not _atexit_registered:
         _atexit_registered = True
         atexit.register(_flush_all_at_exit)
+    _flush_on_sigterm()
+
+
+_sigterm_installed = False
+
+
+def _flush_on_sigterm() -> None:
+    """Write pending metrics when the process gets SIGTERM too (atexit does not run then), then
+    hand the signal on: to the handler that was there, or the default (the process ends).
+    Installed once, from the main thread only, and only over the default or a Python handler."""
+    global _sigterm_installed
+    import signal
+
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL and not callable(previous):
+        return  # ignored, or set outside Python: leave it alone
+    _sigterm_installed = True
+
+    def on_sigterm(signum, frame):
+        for writer in list(_live_writers):
+            if writer._lock.acquire(timeout=1.0):  # not if this thread was interrupted holding it
+                writer._lock.release()
+                try:
+                    writer.flush()
+                except Exception:  # a closed or busy store: nothing more to do on the way out
+                    pass
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _flush_all_at_exit() -> None:

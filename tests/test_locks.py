@@ -185,3 +185,4 @@ def test_options_cannot_override_what_the_chat_sets(hub, server):
     server.script(Reply(text="ok"))
     assert chat.send("hi", options={"temperature": 0}).text == "ok"
     assert server.requests[-1].json["temperature"] == 0
+
