@@ -56,6 +56,7 @@ class Hub:
     def __init__(self, home: str | os.PathLike | None = None) -> None:
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private_home(self.home)
         self.store = Store(self.home / DB_FILENAME)
         from .jobs import fail_orphaned_jobs, fail_stale_pending_jobs
 
@@ -663,6 +664,25 @@ def _limits(
     if max_tokens is not None:
         out["max_tokens"] = _conn.check_max_tokens(max_tokens)
     return out
+
+
+def _private_home(home: Path) -> None:
+    """The hub folder holds the database: readable by its owner only. A folder made earlier with
+    wider permissions is tightened when it is yours; otherwise you are told."""
+    import stat
+    import warnings
+
+    info = home.stat()
+    if not info.st_mode & 0o077:
+        return
+    if info.st_uid == os.getuid():
+        os.chmod(home, stat.S_IMODE(info.st_mode) & 0o700)
+    else:
+        warnings.warn(
+            f"{home} is readable by others (mode {stat.S_IMODE(info.st_mode):o}) and not yours to change; "
+            "ask its owner to chmod 700 it, or set AIHUB_HOME to a folder of your own.",
+            stacklevel=3,
+        )
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")

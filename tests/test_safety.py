@@ -1,4 +1,4 @@
-"""Batched metrics survive a SIGTERM: they are written before the process ends."""
+"""SIGTERM keeps batched metrics (they are written before the process ends); the hub folder is private."""
 
 from __future__ import annotations
 
@@ -56,3 +56,14 @@ def test_sigterm_writes_the_pending_metrics_then_ends_as_before(tmp_path, handle
         assert hub.metrics("score")["value"].tolist() == [float(i) for i in range(250)]
     finally:
         hub.close()
+
+
+def test_an_existing_home_open_to_others_is_tightened(tmp_path):
+    import stat
+
+    home = tmp_path / "shared-home"
+    home.mkdir()
+    os.chmod(home, 0o777)
+    Hub(home).close()
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "aihub.db").stat().st_mode) == 0o600
