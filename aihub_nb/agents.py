@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_ROUNDS = 8
+MAX_ROUNDS_LIMIT = 1000  # a hard limit stays a limit: rounds past this are a mistake
 
 
 # ---------------------------------------------------------------- defining
@@ -81,8 +82,8 @@ def define_agent(
             "or pass model=CONNECTION."
         )
     rounds = DEFAULT_MAX_ROUNDS if max_rounds is None else max_rounds
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise UsageError(f"max_rounds must be a whole number of at least 1, got {max_rounds!r}.")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= MAX_ROUNDS_LIMIT:
+        raise UsageError(f"max_rounds must be a whole number from 1 to {MAX_ROUNDS_LIMIT}, got {max_rounds!r}.")
     rows = _tool_rows(hub, tools or [])
     stances = _stances(permission, [row["name"] for row in rows])
     store = hub.store

@@ -12,7 +12,9 @@ written; each model call gets a ResponseStream whose `rawOutput` fills while the
 retried with bounded backoff honouring Retry-After (at least MIN_BACKOFF); the model's Message
 is written with the reply's finish reason; metrics (latency_ms, ttft_ms, tokens, tokens_per_s,
 cost_usd; estimated token counts when the server reports none) are logged; the job completes and
-the lock is released. When the chat talks to an agent, tool calls the model asks for run through the
+the lock is released. Taking the lock and starting the job are one transaction, so a turn that
+fails or is killed at any point never leaves the chat locked by a job that did not start. When the
+chat talks to an agent, tool calls the model asks for run through the
 agent's tools (aihub_nb.agents) and their results go back to the model, round after round.
 A failure or Ctrl-C at any point leaves all of that recorded, marked failed or interrupted.
 """
@@ -20,13 +22,14 @@ A failure or Ctrl-C at any point leaves all of that recorded, marked failed or i
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import NotFoundError, ProviderError, RoundLimitError, UsageError
-from .jobs import JobRun, lock_thread, release_thread
+from .jobs import JobRun, release_thread
 from .redact import redact
 from .netlog import close_stream, streaming_into
 
@@ -235,17 +238,13 @@ class Chat:
         """
         if not isinstance(text, str) or not text.strip():
             raise UsageError("Nothing to send: the message is empty; write the message in the cell below the magic.")
+        _check_options(options)
         target = self._target(approve)
         store = self.hub.store
         run = JobRun(store, f"chat turn: {self.name}", "chat.turn", references={"chat": self.id, "thread": self.thread_id})
-        try:
-            lock_thread(store, self.thread_id, run.id, label=f"Chat {self.name!r}")
-        except BaseException as exc:
-            run.finish(exc)
-            raise
         reply = Reply(text="", status="running", chat=self.name, ids={"chat": self.id, "thread": self.thread_id, "job": run.id})
-        run.start()
         try:
+            run.start(lock=self.thread_id, label=f"Chat {self.name!r}")  # lock and start: one transaction
             user = store.create("Message", threadId=self.thread_id, type="user", sourceId="user", content=text)
             reply.messages.append(user)
             run.log(f"user message {user['id']} ({len(text)} chars) to {target.label}")
@@ -503,6 +502,26 @@ class _Target:
     system: str = ""
     toolbox: ToolBox | None = None
     agent: str | None = None
+
+
+# Request fields the chat itself sets: options may not override them.
+_RESERVED_OPTIONS = ("messages", "model", "stream", "stream_options", "tools")
+
+
+def _check_options(options: Any) -> None:
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise UsageError(f"options must be a dict such as {{'temperature': 0.2}}, not {type(options).__name__}.")
+    reserved = sorted(set(options) & set(_RESERVED_OPTIONS))
+    if reserved:
+        raise UsageError(
+            f"options cannot set {', '.join(reserved)}: the chat sets those (the model from its connection, "
+            "stream=False for a whole reply at once); pass model options such as temperature, max_tokens or seed."
+        )
+    for key, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"Option {key} must be a finite number, not {value!r}.")
 
 
 def _backoff(attempt: int, retry_after: float | None) -> float:

@@ -22,6 +22,9 @@ Every message says what went wrong and what to do next, on one line.
     ├── ToolError                    a tool could not be defined or called
     │   └── ToolArgumentsError       arguments that do not fit the tool's schema
     └── RoundLimitError              an agent used all its rounds without a final answer
+
+    StoreWarning (a UserWarning)     a stored value could not be read (malformed JSON written
+                                     outside aihub_nb); the row is read with the field's default
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
     "SchemaError",
     "ServerError",
     "StoreError",
+    "StoreWarning",
     "StreamError",
     "ThreadBusyError",
     "ToolArgumentsError",
@@ -56,6 +60,10 @@ class AihubError(Exception):
 
 class StoreError(AihubError):
     """The store was asked for something it does not hold."""
+
+
+class StoreWarning(UserWarning):
+    """A stored value could not be read as its type; the rest of the row (and the listing) goes on."""
 
 
 class UnknownModelError(StoreError):

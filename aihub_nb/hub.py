@@ -56,10 +56,12 @@ class Hub:
     def __init__(self, home: str | os.PathLike | None = None) -> None:
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private_home(self.home)
         self.store = Store(self.home / DB_FILENAME)
-        from .jobs import fail_orphaned_jobs
+        from .jobs import fail_orphaned_jobs, fail_stale_pending_jobs
 
         fail_orphaned_jobs(self.store)
+        fail_stale_pending_jobs(self.store)
         self._watch_secrets()
         self._providers: dict[str, tuple[str, Provider]] = {}
         self._providers_lock = threading.Lock()
@@ -156,12 +158,14 @@ class Hub:
         fields = dict(provider=provider, modelId=str(model_id), type=_conn.check_type(type), data=data, description=description)
         if api_key:
             api_key = check_key(str(api_key), "the api_key given")  # before anything is stored
-        existing = self.store.first("ModelConnections", name=name)
+        with self.store.transaction():  # look-up and create as one: a name racing in from another kernel waits
+            existing = self.store.first("ModelConnections", name=name)
+            if existing:
+                row = self.store.update("ModelConnections", existing["id"], **fields)
+            else:
+                row = self.store.create("ModelConnections", name=name, **fields)
         if existing:
-            row = self.store.update("ModelConnections", existing["id"], **fields)
             self._forget_provider(row["id"])
-        else:
-            row = self.store.create("ModelConnections", name=name, **fields)
         if api_key:
             _conn.session_key(row["id"], api_key)
         if default or (default is None and self._settings().get("defaultConnectionId") in (None, "")):
@@ -362,17 +366,22 @@ class Hub:
             raise UsageError("A chat talks to a model or to an agent, not both: pass --model or --agent.")
         row = self.store.first("Chat", name=name)
         target = self._chat_target(model, agent) if (model or agent or row is None) else None
+        created = False
         if row is None:
             assert target is not None
-            thread = self.store.create("MessageThread")
-            row = self.store.create(
-                "Chat", name=name, type=target[0], sourceId=target[1], description=description or "",
-                references={"thread": thread["id"]},
-            )
-            self.store.set_reference("MessageThread", thread["id"], "chat", row["id"])
-        elif target and (row["type"], row["sourceId"]) != target:
+            with self.store.transaction():  # look again under the write lock: one row per name
+                row = self.store.first("Chat", name=name)
+                if row is None:
+                    thread = self.store.create("MessageThread")
+                    row = self.store.create(
+                        "Chat", name=name, type=target[0], sourceId=target[1], description=description or "",
+                        references={"thread": thread["id"]},
+                    )
+                    self.store.set_reference("MessageThread", thread["id"], "chat", row["id"])
+                    created = True
+        if (model or agent) and target and not created and (row["type"], row["sourceId"]) != target:
             row = self.store.update("Chat", row["id"], type=target[0], sourceId=target[1])
-        elif description is not None:
+        elif description is not None and not created:
             row = self.store.update("Chat", row["id"], description=description)
         chat = Chat(self, row)
         if system:
@@ -409,25 +418,50 @@ class Hub:
 
     def chats(self) -> list[dict[str, Any]]:
         """Every chat: name, what it talks to, how many messages, when last used."""
+        thread = 'CASE WHEN json_valid(c."references") THEN json_extract(c."references", \'$.thread\') END'
         rows = self.store.query(
-            'SELECT c.id, c.name, c.type, c.sourceId, c.createdAt, '
-            '(SELECT count(*) FROM "Message" m WHERE m.threadId = json_extract(c."references", \'$.thread\')) AS messages, '
-            '(SELECT max(m.createdAt) FROM "Message" m WHERE m.threadId = json_extract(c."references", \'$.thread\')) AS lastMessageAt '
+            f'SELECT c.id, c.name, c.type, c.sourceId, c.createdAt, ({thread}) AS thread, '
+            f'(SELECT count(*) FROM "Message" m WHERE m.threadId = ({thread})) AS messages, '
+            f'(SELECT max(m.createdAt) FROM "Message" m WHERE m.threadId = ({thread})) AS lastMessageAt '
             'FROM "Chat" c ORDER BY c.rowid'
         )
         names = {r["id"]: r["name"] for r in self.store.find("ModelConnections")}
         names.update({r["id"]: r["name"] for r in self.store.find("Agent")})
         for row in rows:
             row["with"] = names.get(row.pop("sourceId"), "(removed)")
+            if row.pop("thread") is None:
+                import warnings
+
+                from .errors import StoreWarning
+
+                warnings.warn(
+                    f"Chat row {row['id']!r} ({row['name']!r}): field references names no thread (malformed or missing); "
+                    "its messages cannot be listed.", StoreWarning, stacklevel=2,
+                )
         return rows
 
     def delete_chat(self, name: str) -> None:
-        """Delete a chat and its thread's messages."""
+        """Delete a chat and its thread's messages; refused while a turn is answering in it."""
+        from .jobs import check_unlocked
+
         chat = self.get_chat(name)
         with self.store.transaction() as conn:
+            check_unlocked(
+                self.store, chat.thread_id, label=f"Chat {name!r}",
+                hint=f"delete it when that turn ends, or if its kernel is gone: %aihub chat {name} --unlock.",
+            )
             conn.execute('DELETE FROM "Message" WHERE threadId = ?', (chat.thread_id,))
             conn.execute('DELETE FROM "MessageThread" WHERE id = ?', (chat.thread_id,))
             conn.execute('DELETE FROM "Chat" WHERE id = ?', (chat.id,))
+
+    def unlock(self, chat: str) -> str | None:
+        """Free a chat left busy by a turn whose kernel stopped answering; return the id of the job
+        that held it (marked failed, with a note), or None if the chat was not locked. Refused
+        while that turn still runs in a live process."""
+        from .jobs import unlock_thread
+
+        found = self.get_chat(chat)
+        return unlock_thread(self.store, found.thread_id, label=f"Chat {chat!r}")
 
     def render(self, name: str) -> dict[str, Any]:
         """Store a RenderedConversationThread snapshot of the chat's thread and return it."""
@@ -523,11 +557,15 @@ class Hub:
 
     # ------------------------------------------------------------ monitoring
 
-    def metrics(self, name: str | None = None, since=None, until=None, **dimension_filters: Any):
-        """Metrics as a DataFrame: createdAt, name, value and one column per dimension."""
+    def metrics(self, name: Any = ..., /, since=None, until=None, **dimension_filters: Any):
+        """Metrics as a DataFrame: createdAt, name, value and one column per dimension.
+
+        `hub.metrics("latency_ms", provider="OPENAI")`: the metric name first (or `name=`), each
+        other keyword filters a dimension; after a positional name, `name=` filters a dimension
+        called name."""
         from . import monitoring
 
-        return monitoring.metrics(self.store, name=name, since=since, until=until, **dimension_filters)
+        return monitoring.metrics(self.store, name, since=since, until=until, **dimension_filters)
 
     def log_metric(self, name: str, value: float, /, **dimensions: Any) -> None:
         """Record one of your own metrics (an eval score, a rating); batched, so many are cheap."""
@@ -626,6 +664,25 @@ def _limits(
     if max_tokens is not None:
         out["max_tokens"] = _conn.check_max_tokens(max_tokens)
     return out
+
+
+def _private_home(home: Path) -> None:
+    """The hub folder holds the database: readable by its owner only. A folder made earlier with
+    wider permissions is tightened when it is yours; otherwise you are told."""
+    import stat
+    import warnings
+
+    info = home.stat()
+    if not info.st_mode & 0o077:
+        return
+    if info.st_uid == os.getuid():
+        os.chmod(home, stat.S_IMODE(info.st_mode) & 0o700)
+    else:
+        warnings.warn(
+            f"{home} is readable by others (mode {stat.S_IMODE(info.st_mode):o}) and not yours to change; "
+            "ask its owner to chmod 700 it, or set AIHUB_HOME to a folder of your own.",
+            stacklevel=3,
+        )
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")

@@ -7,14 +7,19 @@
 
 A job goes pending -> running -> completed / failed; what it logs lands in its TextLog. A
 MessageThread is locked by setting its `lockingJob` to the running job's id, so a second turn
-on the same thread is refused instead of interleaving. A lock whose job has ended, or whose
-process is gone, is recovered by the next turn.
+on the same thread is refused instead of interleaving. Taking the lock and starting the job are
+one transaction (`JobRun.start(lock=thread_id)`): no failure, Ctrl-C or kill can leave a thread
+locked by a job that never started. A lock whose job has ended, whose process is gone, or that
+never started, is recovered by the next turn; `unlock_thread` frees one by hand (refusing while
+a live process holds it). A job records its process from the moment it is created, so a pending
+job whose process died is marked failed when the store is next opened by a hub.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,14 +35,21 @@ if TYPE_CHECKING:
 __all__ = [
     "BackgroundJob",
     "JobRun",
+    "check_unlocked",
     "fail_orphaned_jobs",
+    "fail_stale_pending_jobs",
     "lock_thread",
     "process_start",
     "release_thread",
     "run_in_background",
+    "unlock_thread",
 ]
 
 ORPHANED = "its process ended before the job finished"
+NEVER_STARTED = "its process ended before the job started"
+# A legacy lock (written before lock and start were one transaction) held by a job that never
+# started and names no process is taken as stale once it is this old.
+_PENDING_GRACE_S = 10.0
 
 _ACTIVE: set[str] = set()  # ids of jobs running in this process
 _ACTIVE_LOCK = threading.Lock()
@@ -77,16 +89,27 @@ class JobRun:
         log = store.create("TextLog", text="")
         self.text_log_id = log["id"]
         row = store.create(
-            "Jobs", name=name, type=type, status="pending", textLogId=log["id"], references=references or {}
+            "Jobs", name=name, type=type, status="pending", textLogId=log["id"], references=references or {},
+            pid=_PID, processStart=_START,
         )
         self.id: str = row["id"]
         self.status = "pending"
         self.error: str | None = None
 
-    def start(self) -> JobRun:
+    def start(self, *, lock: str | None = None, label: str = "This thread") -> JobRun:
+        """Mark the job running; with `lock`, take that MessageThread's lock in the same
+        transaction (ThreadBusyError, and nothing changed, while a live job holds it)."""
         with _ACTIVE_LOCK:
             _ACTIVE.add(self.id)
-        self.store.set("Jobs", self.id, status="running", pid=_PID, processStart=_START, startedAt=now_iso())
+        try:
+            with self.store.transaction() as conn:
+                if lock is not None:
+                    _take_lock(self.store, conn, lock, self.id, label)
+                self.store.set("Jobs", self.id, status="running", pid=_PID, processStart=_START, startedAt=now_iso())
+        except BaseException:
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(self.id)
+            raise
         self.status = "running"
         return self
 
@@ -137,9 +160,18 @@ def _lock_is_stale(store: Store, job_id: str) -> bool:
     if job["pid"] == _PID and job["processStart"] == _START:
         with _ACTIVE_LOCK:
             return job_id not in _ACTIVE
-    if job["status"] == "pending":
-        return False
+    if job["status"] == "pending" and not job["pid"]:  # locked by a job that never started
+        return _age_s(job["updatedAt"]) > _PENDING_GRACE_S
     return not _process_alive(job["pid"], job["processStart"])
+
+
+def _age_s(stamp: str | None) -> float:
+    from datetime import datetime
+
+    try:
+        return time.time() - datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return float("inf")
 
 
 def fail_orphaned_jobs(store: Store) -> int:
@@ -152,17 +184,35 @@ def fail_orphaned_jobs(store: Store) -> int:
     return len(orphans)
 
 
+def fail_stale_pending_jobs(store: Store) -> int:
+    """Mark failed the pending jobs that will never start: their process is gone, or (written
+    before jobs named their process) they have waited past a short grace. Return how many."""
+    rows = store.query('SELECT id, pid, processStart, updatedAt FROM "Jobs" WHERE status = \'pending\'')
+    stale = [
+        r["id"] for r in rows
+        if not (r["pid"] == _PID and r["processStart"] == _START)
+        and (not _process_alive(r["pid"], r["processStart"]) if r["pid"] else _age_s(r["updatedAt"]) > _PENDING_GRACE_S)
+    ]
+    for job_id in stale:
+        store.set("Jobs", job_id, status="failed", error=NEVER_STARTED, finishedAt=now_iso())
+    return len(stale)
+
+
+def _take_lock(store: Store, conn, thread_id: str, job_id: str, label: str) -> None:
+    row = conn.execute('SELECT lockingJob FROM "MessageThread" WHERE id = ?', (thread_id,)).fetchone()
+    holder = row[0] if row else None
+    if holder and holder != job_id and not _lock_is_stale(store, holder):
+        raise ThreadBusyError(
+            f"{label} is busy: job {holder} is still answering; wait for it to finish or interrupt it."
+        )
+    conn.execute('UPDATE "MessageThread" SET lockingJob = ?, updatedAt = ? WHERE id = ?', (job_id, now_iso(), thread_id))
+
+
 def lock_thread(store: Store, thread_id: str, job_id: str, *, label: str = "This thread") -> None:
-    """Set MessageThread.lockingJob to job_id, or raise ThreadBusyError if a live job holds it."""
-    now = now_iso()
+    """Set MessageThread.lockingJob to job_id, or raise ThreadBusyError if a live job holds it.
+    (A turn takes its lock with `JobRun.start(lock=...)`, in the transaction that starts it.)"""
     with store.transaction() as conn:
-        row = conn.execute('SELECT lockingJob FROM "MessageThread" WHERE id = ?', (thread_id,)).fetchone()
-        holder = row[0] if row else None
-        if holder and holder != job_id and not _lock_is_stale(store, holder):
-            raise ThreadBusyError(
-                f"{label} is busy: job {holder} is still answering; wait for it to finish or interrupt it."
-            )
-        conn.execute('UPDATE "MessageThread" SET lockingJob = ?, updatedAt = ? WHERE id = ?', (job_id, now, thread_id))
+        _take_lock(store, conn, thread_id, job_id, label)
 
 
 def release_thread(store: Store, thread_id: str, job_id: str) -> None:
@@ -171,6 +221,39 @@ def release_thread(store: Store, thread_id: str, job_id: str) -> None:
         'UPDATE "MessageThread" SET lockingJob = NULL, updatedAt = ? WHERE id = ? AND lockingJob = ?',
         (now_iso(), thread_id, job_id),
     )
+
+
+def check_unlocked(store: Store, thread_id: str, *, label: str, hint: str) -> None:
+    """Raise ThreadBusyError if a live job holds the thread's lock (a stale lock does not count)."""
+    row = store.conn.execute('SELECT lockingJob FROM "MessageThread" WHERE id = ?', (thread_id,)).fetchone()
+    holder = row[0] if row else None
+    if holder and not _lock_is_stale(store, holder):
+        raise ThreadBusyError(f"{label} is busy: job {holder} is still answering; {hint}")
+
+
+def unlock_thread(store: Store, thread_id: str, *, label: str = "This thread") -> str | None:
+    """Free the thread's lock by hand and return the id of the job that held it (None if it was
+    not locked). That job, if it had not ended, is marked failed with a note. Refuses with
+    ThreadBusyError while the job runs in a live process (this one included)."""
+    with store.transaction() as conn:
+        row = conn.execute('SELECT lockingJob FROM "MessageThread" WHERE id = ?', (thread_id,)).fetchone()
+        holder = row[0] if row else None
+        if not holder:
+            return None
+        if not _lock_is_stale(store, holder):
+            job = store.first("Jobs", id=holder) or {}
+            where = "in this kernel" if job.get("pid") == _PID else f"in process {job.get('pid')}"
+            raise ThreadBusyError(
+                f"{label} is held by job {holder}, still running {where}; stop that turn (Ctrl-C or Stop) "
+                "or end that kernel, then unlock."
+            )
+        conn.execute(
+            'UPDATE "Jobs" SET status = \'failed\', error = ?, finishedAt = ?, updatedAt = ? '
+            "WHERE id = ? AND status NOT IN ('completed', 'failed')",
+            ("interrupted: unlocked by the user (its process had stopped answering)", now_iso(), now_iso(), holder),
+        )
+        conn.execute('UPDATE "MessageThread" SET lockingJob = NULL, updatedAt = ? WHERE id = ?', (now_iso(), thread_id))
+    return holder
 
 
 # ---------------------------------------------------------------- background runs

@@ -13,6 +13,7 @@ unexpected keeps its traceback. `%aihub help` lists the subcommands.
 from __future__ import annotations
 
 import argparse
+import keyword
 import re
 import shlex
 import time
@@ -59,11 +60,16 @@ def use_hub(hub: Hub | None) -> None:
     _DEFAULT_HUB, _PINNED = hub, hub is not None
 
 
+def _one_line(text: str) -> str:
+    """Text with control characters (a newline in an argument, a NUL) shown as escapes."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises a one-line usage error instead of exiting."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise IPythonUsageError(f"{message}. Usage: {self._one_line_usage()}")
+        raise IPythonUsageError(f"{_one_line(message)}. Usage: {self._one_line_usage()}")
 
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
         raise IPythonUsageError(" ".join((message or self._one_line_usage()).split()))
@@ -83,20 +89,40 @@ def _split(line: str) -> list[str]:
         raise IPythonUsageError(f"Cannot read the arguments ({exc}); close your quotes.") from None
 
 
-_INTERPOLATION = re.compile(r"(?<!\{)\{([A-Za-z_][\w.]*(?:\[[^\]\n{}]+\])*)\}(?!\})")
+_INTERPOLATION = re.compile(r"(?<!\{)\{([A-Za-z_]\w*(?:\.\w+|\[[^\]\n{}]+\])*)\}(?!\})")
+_FIELD_PART = re.compile(r"\.(\w+)|\[([^\]]+)\]")
 
 
 def interpolate(text: str, namespace: dict[str, Any]) -> str:
-    """Fill `{name}`, `{obj.attr}` and `{items[0]}` from the namespace; `{{`/`}}` are literal
-    braces; anything not found is left as written."""
+    """Fill `{name}`, `{obj.attr}`, `{d[key]}` and `{items[0]}` from the namespace, the way
+    `str.format` looks up a field: names, attributes and constant indexes only, nothing is
+    evaluated. `{{`/`}}` are literal braces; a name or item not found is left as written; an
+    attribute starting with `_` is refused."""
 
     def fill(match: re.Match) -> str:
         expression = match.group(1)
-        root = expression.split(".", 1)[0].split("[", 1)[0]
+        root = re.match(r"\w+", expression).group(0)
         if root not in namespace:
             return match.group(0)
+        value = namespace[root]
+        for attr, key in _FIELD_PART.findall(expression[len(root):]):
+            if attr:
+                if attr.startswith("_"):
+                    raise IPythonUsageError(
+                        f"Cannot fill {{{expression}}}: attributes starting with _ are not filled; "
+                        "write {{ for a literal brace or use --no-interpolate."
+                    )
+                try:
+                    value = getattr(value, attr)
+                except Exception:
+                    return match.group(0)
+            else:
+                try:
+                    value = value[int(key) if key.isdigit() else key]
+                except Exception:
+                    return match.group(0)
         try:
-            return str(eval(expression, {"__builtins__": {}}, namespace))  # noqa: S307 - the user's own names
+            return str(value)
         except Exception:
             return match.group(0)
 
@@ -237,7 +263,7 @@ class AihubMagics(Magics):
                 )
             return handler(rest)
         except AihubError as exc:
-            raise IPythonUsageError(redact(str(exc))) from None
+            raise IPythonUsageError(_one_line(redact(str(exc)))) from None
 
     def _help(self, args: list[str]) -> Any:
         from IPython.display import Markdown
@@ -375,7 +401,15 @@ class AihubMagics(Magics):
         p = _parser("%aihub chat", "Show a chat's conversation (to send, use the cell magic %%aihub chat NAME).")
         p.add_argument("name")
         p.add_argument("--delete", action="store_true", help="delete the chat and its messages")
+        p.add_argument("--unlock", action="store_true", help="free a chat left busy by a kernel that died")
         ns = p.parse_args(args)
+        if ns.unlock:
+            from IPython.display import Markdown
+
+            job = self.hub.unlock(ns.name)
+            if job is None:
+                return Markdown(f"Chat `{ns.name}` was not locked.")
+            return Markdown(f"Chat `{ns.name}` unlocked; job `{job}` that held it is marked failed.")
         if ns.delete:
             self.hub.delete_chat(ns.name)
             return self._chats([])
@@ -479,7 +513,7 @@ class AihubMagics(Magics):
         except TypeError as exc:
             raise IPythonUsageError(f"{prog}: {exc}") from None
         if ns.output:
-            if not ns.output.isidentifier():
+            if not ns.output.isidentifier() or keyword.iskeyword(ns.output) or ns.output.startswith("__"):
                 p.error(f"-o takes a variable name, not {ns.output!r}")
             self.shell.user_ns[ns.output] = frame
         return frame
@@ -541,7 +575,7 @@ _HELP = r"""
 | `connect PROVIDER MODEL_ID [--name N] [--base-url URL] [--host URL] [--api-key-env VAR] [--default] [--timeout S] [--connect-timeout S] [--read-timeout S] [--max-tokens N]` | connect a model (OPENAI or OLLAMA); timeouts in seconds: whole answer, connecting, between pieces |
 | `connect local [MODEL]` / `connect auto` | the built-in local server / the best one this machine has |
 | `connections` · `connection show\|edit\|remove\|default NAME` · `models CONNECTION` | manage connections |
-| `chat NAME [--delete]` · `chats` · `render NAME` | show (or delete) a conversation, list chats, store a snapshot |
+| `chat NAME [--delete \| --unlock]` · `chats` · `render NAME` | show (delete, or unlock) a conversation, list chats, store a snapshot |
 | `tools` · `tool show\|remove NAME` · `agents` · `agent create NAME --model C --tools a,b [--permission P or TOOL=P,...] [--instructions T]` · `agent show\|remove NAME` | tools and agents |
 | `metrics [NAME] [--since 1h] [-o VAR]` · `calls` · `jobs` | monitoring as DataFrames |
 | `price set MODEL IN OUT [--provider P]` · `prices` | the price table (USD per million tokens) |

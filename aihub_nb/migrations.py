@@ -61,3 +61,25 @@ def m001_json_defaults(store: "Store") -> None:
                     f'UPDATE "{model.table}" SET "{field.column}" = ? WHERE "{field.column}" IS NULL OR "{field.column}" = \'\'',
                     (empty,),
                 )
+
+
+@migration
+def m002_unique_names(store: "Store") -> None:
+    """Chat, connection, tool and agent names became unique (schema.prisma @@unique([name])).
+    Rows that share a name keep it on the oldest; the others are renamed NAME-2, NAME-3, ..."""
+    from .store import now_iso
+
+    for table in ("Chat", "ModelConnections", "Tool", "Agent"):
+        if "name" not in getattr(store.models.get(table), "fields", {}):
+            continue  # a store opened with another schema
+        taken = {r[0] for r in store.conn.execute(f'SELECT DISTINCT name FROM "{table}"')}
+        duplicates = store.conn.execute(
+            f'SELECT id, name FROM "{table}" AS t '
+            f'WHERE rowid > (SELECT min(rowid) FROM "{table}" AS u WHERE u.name = t.name) ORDER BY rowid'
+        ).fetchall()
+        for row_id, name in duplicates:
+            n = 2
+            while (new := f"{name[:120]}-{n}") in taken:
+                n += 1
+            taken.add(new)
+            store.conn.execute(f'UPDATE "{table}" SET name = ?, updatedAt = ? WHERE id = ?', (new, now_iso(), row_id))

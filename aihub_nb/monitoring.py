@@ -17,7 +17,8 @@ sets) and parses each distinct string once. That keeps a million-row load within
 of a bare `pandas.read_sql`, and needs no registry of keys that could go stale.
 
 Metric writes from `log_metric` are batched by a `MetricWriter` per store: flushed when the buffer
-fills, after `max_delay` seconds, on `flush()`, before any read here, and at interpreter exit.
+fills, after `max_delay` seconds, on `flush()`, before any read here, at interpreter exit, and on
+SIGTERM. Only a kill -9 (or a power cut) loses metrics: at most the last `max_delay` (1 s).
 
 Costs: `set_price` keeps prices per million tokens in `ModelPrice`; `turn_cost` prices one turn
 and returns None for a model without a price, so "unpriced" is never mistaken for $0.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import atexit
 import json
 import math
+import os
 import re
 import sqlite3
 import threading
@@ -83,6 +85,7 @@ _BASE_METRIC_COLUMNS = ("id", "createdAt", "name", "value")
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|m|min|mins|h|hr|hrs|d|day|days|w|wk|wks)\s*$", re.I)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_MIN_TIME, _MAX_TIME = -62135596800.0, 253402300799.0  # 0001-01-01 and 9999-12-31T23:59:59, UTC
 
 
 def parse_time(value: Any, *, now: float | None = None) -> str | None:
@@ -94,6 +97,15 @@ def parse_time(value: Any, *, now: float | None = None) -> str | None:
     """
     if value is None:
         return None
+
+    def stamp(t: float) -> str:
+        if not _MIN_TIME <= t <= _MAX_TIME:  # NaN fails too
+            raise UsageError(
+                f"Cannot use {repr(value)[:40]} as a time: it is outside the years 1..9999; "
+                "give an ISO time like '2026-11-27T08:00:00Z' or a span back from now like '1h'."
+            )
+        return now_iso(t)
+
     if isinstance(value, str):
         text = value.strip()
         if text.lower() in ("", "all"):
@@ -101,7 +113,7 @@ def parse_time(value: Any, *, now: float | None = None) -> str | None:
         m = _RELATIVE.match(text)
         if m:
             seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)[0].lower()]
-            return now_iso((time.time() if now is None else now) - seconds)
+            return stamp((time.time() if now is None else now) - seconds)
         try:
             value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
         except ValueError:
@@ -110,9 +122,12 @@ def parse_time(value: Any, *, now: float | None = None) -> str | None:
                 "or a span back from now like '15m', '1h', '7d', '2w'."
             ) from None
     if isinstance(value, timedelta):
-        return now_iso((time.time() if now is None else now) - value.total_seconds())
+        return stamp((time.time() if now is None else now) - value.total_seconds())
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return now_iso(float(value))
+        try:
+            return stamp(float(value))
+        except OverflowError:  # an int too large for a float
+            return stamp(math.inf)
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
@@ -343,8 +358,8 @@ def _newest_last(frame: "pd.DataFrame", column: str = "createdAt") -> "pd.DataFr
 
 def metrics(
     store: "Store",
+    name: str | Iterable[str] | None = ...,  # type: ignore[assignment]  # ...: not given
     /,
-    name: str | Iterable[str] | None = None,
     since: Any = None,
     until: Any = None,
     **dimension_filters: Any,
@@ -353,8 +368,11 @@ def metrics(
 
     `name` is one metric name or several; `since` / `until` bound createdAt (datetime, ISO string,
     or "15m" / "1h" / "7d" / "2w" back from now); each keyword filters a dimension by equality
-    (a list means any of them). Newest rows last.
+    (a list means any of them). Newest rows last. `name=` as a keyword is the metric name too,
+    unless the name was given first: `metrics(store, None, name="x")` filters a dimension `name`.
     """
+    if name is ...:
+        name = dimension_filters.pop("name", None)
     where: list[str] = []
     params: list[Any] = []
     if name is not None:
@@ -364,9 +382,10 @@ def metrics(
         if isinstance(value, (list, tuple, set, frozenset)) and not value:
             where.append("0")  # any of nothing
             continue
-        path = ("$." + _json_key(key)).replace("'", "''")
-        _in(f"json_extract(\"dimensions\", '{path}')", value, where, params)
-    sql = f'SELECT "id", {_ms("createdAt")}, "name", "value", "dimensions" FROM "Metric"'
+        _in(_dimension_sql(key), value, where, params)
+    # a value written outside aihub_nb that is not a number reads as NaN rather than failing the frame
+    value = 'CASE WHEN typeof("value") IN (\'real\', \'integer\') THEN "value" END AS "value"'
+    sql = f'SELECT "id", {_ms("createdAt")}, "name", {value}, "dimensions" FROM "Metric"'
     sql += _where_sql(where)
     _, rows = _fetch(store, sql, params)
     return _metric_frame(rows, extra_keys=list(dimension_filters))
@@ -375,6 +394,18 @@ def metrics(
 def _json_key(key: str) -> str:
     """A JSON path member for `key`, quoted so keys with spaces or dots work: $."my key"."""
     return '"' + key + '"'
+
+
+def _dimension_sql(key: str) -> str:
+    """SQL for the value of dimension `key`: a JSON path where SQLite's paths can spell the key,
+    else (a key with " or \\) a look-up by exact key."""
+    if not isinstance(key, str):
+        raise UsageError(f"A dimension filter needs a text key, not {key!r}.")
+    literal = "'" + key.replace("'", "''") + "'"
+    if '"' in key or "\\" in key:
+        return f'(SELECT value FROM json_each("dimensions") WHERE key = {literal})'
+    path = ("$." + _json_key(key)).replace("'", "''")
+    return f"json_extract(\"dimensions\", '{path}')"
 
 
 def _metric_frame(rows: list[tuple], extra_keys: list[str] = ()) -> "pd.DataFrame":
@@ -534,6 +565,41 @@ def _register_atexit() -> None:
     if not _atexit_registered:
         _atexit_registered = True
         atexit.register(_flush_all_at_exit)
+    _flush_on_sigterm()
+
+
+_sigterm_installed = False
+
+
+def _flush_on_sigterm() -> None:
+    """Write pending metrics when the process gets SIGTERM too (atexit does not run then), then
+    hand the signal on: to the handler that was there, or the default (the process ends).
+    Installed once, from the main thread only, and only over the default or a Python handler."""
+    global _sigterm_installed
+    import signal
+
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL and not callable(previous):
+        return  # ignored, or set outside Python: leave it alone
+    _sigterm_installed = True
+
+    def on_sigterm(signum, frame):
+        for writer in list(_live_writers):
+            if writer._lock.acquire(timeout=1.0):  # not if this thread was interrupted holding it
+                writer._lock.release()
+                try:
+                    writer.flush()
+                except Exception:  # a closed or busy store: nothing more to do on the way out
+                    pass
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _flush_all_at_exit() -> None:

@@ -18,17 +18,20 @@ statements cached per model and column set, with no schema look-up per call.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import random
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import RecordNotFoundError, UnknownFieldError, UnknownModelError
+from .errors import RecordNotFoundError, StoreError, StoreWarning, UnknownFieldError, UnknownModelError
 from .prisma import Field, Model, Schema, load_schema
 
 __all__ = ["Store", "now_iso", "uuid7"]
@@ -88,7 +91,9 @@ def now_iso(t: float | None = None) -> str:
 # ---------------------------------------------------------------- value conversion
 
 
-_dump_json = json.JSONEncoder(ensure_ascii=False, default=str).encode  # json.dumps, minus building an encoder per call
+# json.dumps, minus building an encoder per call. NaN and infinities are refused: SQLite's JSON
+# functions reject the text they would make, and every filter on that column would fail.
+_dump_json = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False).encode
 
 
 def _dump_bool(value: Any) -> int:
@@ -101,10 +106,83 @@ def _dump_datetime(value: Any) -> Any:
     return now_iso(value.timestamp()) if hasattr(value, "timestamp") else str(value)
 
 
-_WRITERS = {"Json": _dump_json, "Boolean": _dump_bool, "DateTime": _dump_datetime}
+def _dump_float(value: Any) -> float:
+    return value if type(value) is float else float(value)  # numpy's float32 would go in as bytes
+
+
+def _dump_int(value: Any) -> int:
+    return value if type(value) is int else int(value)
+
+
+_WRITERS = {
+    "Json": _dump_json, "Boolean": _dump_bool, "DateTime": _dump_datetime,
+    "Float": _dump_float, "Decimal": _dump_float, "Int": _dump_int, "BigInt": _dump_int,
+}
 # What create() returns for a given value, from its SQL form, so it matches get(): True, not 1;
 # an ISO string, not a datetime. (Json values come back as given.)
 _READ_BACK = {"Boolean": bool, "DateTime": str}
+
+
+def _is_float(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return value == value  # NaN != NaN
+    if kind is int:
+        return True
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
+
+
+def _is_int(value: Any) -> bool:
+    if type(value) is not int and (not isinstance(value, numbers.Integral) or isinstance(value, bool)):
+        return False
+    return -(2**63) <= value < 2**63  # what SQLite's INTEGER holds
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, int)) or type(value).__name__ == "bool_"
+
+
+def _is_datetime(value: Any) -> bool:
+    if type(value) is str:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            return False
+        return True
+    return hasattr(value, "timestamp")
+
+
+# What a value given for a field of each type must be; a failing check is a one-line StoreError.
+_CHECKS = {
+    "Float": _is_float, "Decimal": _is_float, "Int": _is_int, "BigInt": _is_int, "Boolean": _is_bool,
+    "DateTime": _is_datetime, "Bytes": lambda v: isinstance(v, (bytes, bytearray, memoryview)),
+}
+_EXPECTED = {
+    "Float": "a number", "Decimal": "a number", "Int": "a whole number below 2**63", "BigInt": "a whole number below 2**63",
+    "Boolean": "True or False", "DateTime": "a datetime or an ISO-8601 string", "Bytes": "bytes",
+    "Json": "a JSON value (no NaN or infinity)",
+}
+
+
+def _type_error(model: str, field: Field, value: Any) -> StoreError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return StoreError(
+        f"{model}.{field.name} is {'an' if field.type[0] in 'AEIOU' else 'a'} {field.type} field: give {_EXPECTED.get(field.type, field.type)}, not {shown} ({type(value).__name__})."
+    )
+
+
+def _checked_sql(model: str, field: Field, value: Any) -> Any:
+    """The SQL form of a value, after checking it fits the field's type."""
+    if value is None:
+        return None
+    check = _CHECKS.get(field.type)
+    if check is not None and not check(value):
+        raise _type_error(model, field, value)
+    try:
+        return _to_sql(field, value)
+    except (ValueError, OverflowError):
+        raise _type_error(model, field, value) from None
 
 
 def _to_sql(field: Field, value: Any) -> Any:
@@ -128,6 +206,21 @@ def _load_json(value: Any) -> Any:
     if value is None or value == "":
         return None if value is None else {}
     return json.loads(value)
+
+
+def _bad_json(model: Model, field: Field, record: dict[str, Any], value: Any, exc: ValueError) -> Any:
+    """A Json field that holds malformed text (written outside aihub_nb): warn naming the table,
+    row and field, and read it as the field's default, so one bad row does not break a listing."""
+    warnings.warn(
+        f"{model.table} row {record.get('id')!r}: field {field.name} holds malformed JSON ({exc}: {str(value)[:40]!r}); "
+        f"read as its default. Fix it with store.update({model.name!r}, {record.get('id')!r}, {field.name}=...).",
+        StoreWarning,
+        stacklevel=4,
+    )
+    if field.optional:
+        return None
+    default = field.default if field.has_default else None
+    return json.loads(default) if isinstance(default, str) else {}
 
 
 def _load_bool(value: Any) -> Any:
@@ -189,6 +282,7 @@ class Store:
             with self.transaction():
                 changes = self._apply_schema()
                 changes += migrations.apply_pending(self)
+                changes += self._apply_unique_indexes()  # after the migrations that make them hold
             self._insert_sql.clear()
             self._insert_plans.clear()
             return changes
@@ -239,11 +333,26 @@ class Store:
                 changes.append(f"added column {model.table}.{f.column}")
         for model in self.models.values():
             for index in model.indexes:
+                if index.unique:
+                    continue
                 columns = [model.fields[c].column if c in model.fields else c for c in index.columns]
                 name = _index_name(model, index)
                 db[model.table].create_index(columns, index_name=name, unique=index.unique, if_not_exists=True)
         if _MIGRATIONS_TABLE not in existing:
             self.conn.execute(f"CREATE TABLE IF NOT EXISTS {_MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, appliedAt TEXT NOT NULL)")
+        return changes
+
+    def _apply_unique_indexes(self) -> list[str]:
+        existing = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        changes = []
+        for model in self.models.values():
+            for index in model.indexes:
+                name = _index_name(model, index)
+                if not index.unique or name in existing:
+                    continue
+                columns = ", ".join(_quote(model.fields[c].column if c in model.fields else c) for c in index.columns)
+                self.conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {_quote(name)} ON {_quote(model.table)} ({columns})")
+                changes.append(f"created unique index {name}")
         return changes
 
     # -- transactions
@@ -307,23 +416,30 @@ class Store:
                 text = _dump_json(const)
                 fresh = dict if text == "{}" else list if text == "[]" else (lambda text=text: json.loads(text))
             sql_const = None if const is None else _to_sql(f, const)
-            steps.append((f.name, _WRITERS.get(f.type), _READ_BACK.get(f.type), how, const, fresh, sql_const))
+            check = _CHECKS.get(f.type)
+            steps.append((f.name, _WRITERS.get(f.type), _READ_BACK.get(f.type), how, const, fresh, sql_const, check, f))
         plan = self._insert_plans[model.name] = tuple(steps)
         return plan
 
     @staticmethod
-    def _insert_values(plan: tuple[tuple, ...], fields: dict[str, Any], now: str) -> tuple[dict[str, Any], list[Any]]:
+    def _insert_values(model: str, plan: tuple[tuple, ...], fields: dict[str, Any], now: str) -> tuple[dict[str, Any], list[Any]]:
         """The record as create() returns it, and the SQL parameters for its INSERT."""
         row: dict[str, Any] = {}
         params: list[Any] = []
-        for name, write, back, how, const, fresh, sql_const in plan:
+        for name, write, back, how, const, fresh, sql_const, check, f in plan:
             if name in fields:
                 value = fields[name]
+                if value is not None and check is not None and not check(value):
+                    raise _type_error(model, f, value)
                 if write is None or value is None:
                     row[name] = value
                     params.append(value)
                 else:
-                    params.append(sql := write(value))
+                    try:
+                        sql = write(value)
+                    except (ValueError, OverflowError):
+                        raise _type_error(model, f, value) from None
+                    params.append(sql)
                     row[name] = value if back is None else back(sql)
             elif how is _NOW:
                 row[name] = now
@@ -351,10 +467,13 @@ class Store:
         fmap = model.fields
         if not fields.keys() <= fmap.keys():
             self._check_fields(model, fields)
-        row, params = self._insert_values(self._insert_plan(model), fields, now_iso())
+        row, params = self._insert_values(model.name, self._insert_plan(model), fields, now_iso())
         sql = self._insert_statement(model, tuple(row))
         with self._lock:
-            self.conn.execute(sql, params)
+            try:
+                self.conn.execute(sql, params)
+            except sqlite3.IntegrityError as exc:
+                raise _integrity_error(model, exc, row) from None
         if len(row) == len(fmap):
             return row
         return {name: row.get(name) for name in fmap}
@@ -371,12 +490,15 @@ class Store:
         for fields in rows:
             if not fields.keys() <= fmap.keys():
                 self._check_fields(model, fields)
-            row, params = values(plan, fields, now)
+            row, params = values(model.name, plan, fields, now)
             batches.setdefault(tuple(row), []).append(params)
             count += 1
         with self.transaction():
             for names, params in batches.items():
-                self.conn.executemany(self._insert_statement(model, names), params)
+                try:
+                    self.conn.executemany(self._insert_statement(model, names), params)
+                except sqlite3.IntegrityError as exc:
+                    raise _integrity_error(model, exc, {}) from None
         return count
 
     def get(self, model_name: str, id: str) -> dict[str, Any]:
@@ -424,11 +546,18 @@ class Store:
         by_column = {f.column: f for f in model.fields.values()}
         keys = [by_column[c].name if c in by_column else c for c in names]
         readers = [_reader(by_column.get(c)) for c in names]
+        fields = [by_column.get(c) for c in names]
         out = []
         for row in rows:
             record = {}
-            for key, read, value in zip(keys, readers, row):
-                record[key] = read(value) if read else value
+            for key, read, value, f in zip(keys, readers, row, fields):
+                if read is None:
+                    record[key] = value
+                    continue
+                try:
+                    record[key] = read(value)
+                except ValueError as exc:
+                    record[key] = _bad_json(model, f, record, value, exc)
             out.append(record)
         return out
 
@@ -447,7 +576,7 @@ class Store:
             if f.updated_at:
                 fields[f.name] = now_iso()
         sets = ", ".join(f"{_quote(model.fields[n].column)} = ?" for n in fields)
-        params = [_to_sql(model.fields[n], v) for n, v in fields.items()]
+        params = [_checked_sql(model.name, model.fields[n], v) for n, v in fields.items()]
         with self._lock:
             cursor = self.conn.execute(f"UPDATE {_quote(model.table)} SET {sets} WHERE id = ?", [*params, id])
             if cursor.rowcount == 0:
@@ -506,10 +635,10 @@ class Store:
             if "references" not in m.fields:
                 continue
             if name is None:
-                cond = 'EXISTS (SELECT 1 FROM json_each(t."references") WHERE json_each.value = ?)'
+                cond = 'json_valid(t."references") AND EXISTS (SELECT 1 FROM json_each(t."references") WHERE json_each.value = ?)'
                 params = [target_id]
             else:
-                cond = 'json_extract(t."references", ?) = ?'
+                cond = 'json_valid(t."references") AND json_extract(t."references", ?) = ?'
                 params = ["$." + json.dumps(name), target_id]
             rows = self._select(m, f"SELECT * FROM {_quote(m.table)} AS t WHERE {cond} ORDER BY rowid", params)
             for row in rows:
@@ -532,8 +661,25 @@ class Store:
         return f"Store({str(self.path)!r})"
 
 
+def _integrity_error(model: Model, exc: sqlite3.IntegrityError, row: dict[str, Any]) -> StoreError:
+    """A UNIQUE failure as one line naming the table, field and value."""
+    text = str(exc)
+    if text.startswith("UNIQUE constraint failed:"):
+        columns = [c.strip().split(".", 1)[-1] for c in text.split(":", 1)[1].split(",")]
+        by_column = {f.column: f.name for f in model.fields.values()}
+        names = [by_column.get(c, c) for c in columns]
+        shown = ", ".join(f"{n}={row.get(n)!r}" for n in names)
+        if not row:
+            return StoreError(f"{model.name} {', '.join(names)} must be unique; a row repeats one that exists.")
+        return StoreError(f"A {model.name} with {shown} exists already; {model.name} {', '.join(names)} must be unique.")
+    if text.startswith("NOT NULL constraint failed:"):
+        column = text.split(":", 1)[1].strip().split(".", 1)[-1]
+        return StoreError(f"{model.name}.{column} cannot be None; give it a value.")
+    return StoreError(f"{model.name}: {text}.")
+
+
 def _index_name(model: Model, index) -> str:
-    return f"idx_{model.table}_{'_'.join(index.columns)}"
+    return f"{'uq' if index.unique else 'idx'}_{model.table}_{'_'.join(index.columns)}"
 
 
 def _column_default(f: Field) -> Any:

@@ -199,11 +199,12 @@ def define_http_tool(
 
 
 def _save_tool(hub: Hub, name: str, type: str, description: str, schema: dict, data: dict) -> dict[str, Any]:
-    existing = hub.store.first("Tool", name=name)
     fields = dict(type=type, description=description or "", schema=schema, data=data)
-    if existing:
-        return hub.store.update("Tool", existing["id"], **fields)
-    return hub.store.create("Tool", name=name, **fields)
+    with hub.store.transaction():  # look-up and create as one: one row per name across kernels
+        existing = hub.store.first("Tool", name=name)
+        if existing:
+            return hub.store.update("Tool", existing["id"], **fields)
+        return hub.store.create("Tool", name=name, **fields)
 
 
 def _check_tool_name(name: str) -> None:

@@ -458,7 +458,7 @@ def test_agent_definition_errors(hub, server):
         hub.agent("helper", tools=["add"], permission={"add": "always"})
     with pytest.raises(UsageError, match=r"permission names 'mul', not among the agent's tools \(add\)"):
         hub.agent("helper", tools=["add"], permission={"mul": "automatic"})
-    with pytest.raises(UsageError, match="max_rounds must be a whole number of at least 1, got 0"):
+    with pytest.raises(UsageError, match="max_rounds must be a whole number from 1 to 1000, got 0"):
         hub.agent("helper", tools=["add"], max_rounds=0)
     with pytest.raises(NotFoundError, match="No connection named 'nope'"):
         hub.agent("helper", model="nope")

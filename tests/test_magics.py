@@ -68,6 +68,23 @@ def test_interpolation_from_the_namespace(nb, server):
     assert server.requests[-1].json["messages"][-1]["content"] == "Literal {topic}"
 
 
+def test_interpolation_looks_up_fields_and_never_evaluates(nb, server, tmp_path):
+    import types
+
+    marker = tmp_path / "ran"
+    nb.user_ns["cfg"] = types.SimpleNamespace(topic="owls", tags={"main": "night"})
+    nb.user_ns["In"] = ["", "x = 1"]
+    payload = f"{{In[__builtins__.__import__('os').system('touch {marker}')]}}"
+    _run_cell(nb, "chat safe --model oa", f"{payload} {{cfg.topic}} {{cfg.tags[main]}} {{In[1]}}")
+    assert not marker.exists()
+    assert server.requests[-1].json["messages"][-1]["content"] == f"{payload} owls night x = 1"
+    sent = len(server.requests)
+    with pytest.raises(UsageError) as info:
+        _run_cell(nb, "chat safe", "{cfg.__class__.__init__.__globals__}")
+    assert "attributes starting with _" in str(info.value) and "\n" not in str(info.value)
+    assert len(server.requests) == sent
+
+
 def test_system_option(nb, server):
     _run_cell(nb, 'chat sys --model oa --system "Be brief."', "Hi")
     assert server.requests[-1].json["messages"][0] == {"role": "system", "content": "Be brief."}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aihub_nb.errors import SchemaError
+from aihub_nb.errors import SchemaError, StoreError
 from aihub_nb.prisma import SCHEMA_PATH, load_schema, parse_schema
 from aihub_nb.store import Store
 
@@ -327,7 +327,7 @@ def test_a_store_creates_tables_from_a_custom_schema(tmp_path):
         ]
         post = store.create("Post", title="On engines", authorId=author["id"])
         assert store.get("Post", post["id"])["meta"] == {"a": [1, 2]}
-        with pytest.raises(Exception, match="UNIQUE"):
+        with pytest.raises(StoreError, match="must be unique"):
             store.create("Post", title="On engines", authorId="someone else")
     finally:
         store.close()
