@@ -3,7 +3,7 @@ the key. Keys themselves are never written to the store.
 
 A connection row (ModelConnections) keeps in `data`: `base_url` (OpenAI-compatible endpoints),
 `host` (Ollama), `api_key_env` (the *name* of the environment variable with the key),
-`builtin: true` for the local server that ships with aihub_nb (aihub_nb.testing), whose address
+`builtin: true` for the local server that ships with aihub_nb (aihub_nb.demo), whose address
 is found anew in every session, `timeouts` ({"connect", "read", "total"} in seconds, the ones set;
 a `timeout` from older versions is the read timeout) and `max_tokens` (the reply limit sent when
 a turn sets none). A key passed explicitly is kept in this process's memory only
@@ -182,7 +182,7 @@ def builtin_server():
     global _BUILTIN
     with _BUILTIN_LOCK:
         if _BUILTIN is None:
-            from .testing import LocalServer
+            from .demo import LocalServer
 
             _BUILTIN = LocalServer().start()
         return _BUILTIN

@@ -2,7 +2,7 @@
 
     python -m benchmarks chat [--tokens 2000] [--runs 20] [--warmup 3] [--provider openai|ollama|both] [--profile]
 
-Both sides stream the same scripted reply (`Reply.lorem(tokens)`: one word per chunk) from the
+Both sides stream the same scripted reply (`ScriptedReply.lorem(tokens)`: one word per chunk) from the
 same `aihub_nb.testing.LocalServer`, in the same process and run:
 
 * raw: the official client (`openai.OpenAI(..., max_retries=0)` with
@@ -40,7 +40,7 @@ import ollama
 import openai
 
 from aihub_nb.hub import Hub
-from aihub_nb.testing import LocalServer, Reply
+from aihub_nb.testing import LocalServer, ScriptedReply
 
 TARGET = 1.10
 MODEL = "local-chat"
@@ -56,7 +56,7 @@ class _Case:
         self.server = server
         self.tokens = tokens
         self.connection = f"bench-{provider}"
-        self.expected = Reply.lorem(tokens).text
+        self.expected = ScriptedReply.lorem(tokens).text
         self.turns = 0
         messages = [{"role": "user", "content": PROMPT}]
         if provider == "openai":
@@ -82,7 +82,7 @@ class _Case:
         self._raw = raw
 
     def _timed(self, call: Callable[[], str]) -> tuple[float, str]:
-        self.server.script(Reply.lorem(self.tokens))
+        self.server.script(ScriptedReply.lorem(self.tokens))
         gc.collect()
         started = time.perf_counter()
         text = call()
@@ -140,7 +140,7 @@ def _check_recording(hub: Hub, case: _Case) -> str:
 
 def _profile(case: _Case, top: int = 15) -> str:
     profiler = cProfile.Profile()
-    case.server.script(Reply.lorem(case.tokens))
+    case.server.script(ScriptedReply.lorem(case.tokens))
     case.turns += 1
     name = f"{case.connection}-{case.turns}"
     gc.collect()

@@ -16,7 +16,7 @@ import pytest
 from aihub_nb import Hub
 from aihub_nb.agents import input_approver, load_agent
 from aihub_nb.errors import NotFoundError, RoundLimitError, UsageError
-from aihub_nb.testing import Reply
+from aihub_nb.testing import ScriptedReply
 
 PROVIDERS = ["OPENAI", "OLLAMA"]
 
@@ -101,7 +101,7 @@ def agent(hub, server, provider):
 
 
 def test_single_call_round_trip(hub, server, provider, agent):
-    server.script(Reply(tool_calls=[_call("add", a=2, b=3)]), Reply(text="2 + 3 = 5."))
+    server.script(ScriptedReply(tool_calls=[_call("add", a=2, b=3)]), ScriptedReply(text="2 + 3 = 5."))
     reply = hub.chat("work", agent=agent).send("What is 2 + 3?")
     assert (reply.text, reply.status) == ("2 + 3 = 5.", "completed")
     assert _types(hub, "work") == ["user", "toolCall", "toolResult", "agent"]
@@ -139,7 +139,7 @@ def test_demo_model_calls_the_tool_it_is_asked_to(hub, server, provider, agent):
 
 
 def test_parallel_calls_in_one_reply(hub, server, provider, agent):
-    server.script(Reply(tool_calls=[_call("add", a=2, b=3), _call("mul", a=4, b=5)]), Reply(text="5 and 20."))
+    server.script(ScriptedReply(tool_calls=[_call("add", a=2, b=3), _call("mul", a=4, b=5)]), ScriptedReply(text="5 and 20."))
     reply = hub.chat("par", agent=agent).send("Add 2 and 3, multiply 4 by 5.")
     assert reply.text == "5 and 20."
     assert _types(hub, "par") == ["user", "toolCall", "toolResult", "toolResult", "agent"]
@@ -155,7 +155,7 @@ def test_parallel_calls_in_one_reply(hub, server, provider, agent):
 
 
 def test_unknown_tool_is_answered_with_the_agents_tools(hub, server, provider, agent):
-    server.script(Reply(tool_calls=[_call("subtract", a=5, b=3)]), Reply(text="I cannot subtract."))
+    server.script(ScriptedReply(tool_calls=[_call("subtract", a=5, b=3)]), ScriptedReply(text="I cannot subtract."))
     reply = hub.chat("unk", agent=agent).send("5 - 3?")
     assert reply.text == "I cannot subtract."
     message = "There is no tool 'subtract' for agent 'helper'; its tools are: add, mul, divide. Use one of those, or answer without it."
@@ -168,7 +168,7 @@ def test_unknown_tool_is_answered_with_the_agents_tools(hub, server, provider, a
 
 
 def test_arguments_failing_validation_are_not_run(hub, server, provider, agent):
-    server.script(Reply(tool_calls=[_call("add", a="two", b=3)]), Reply(text="Sorry."))
+    server.script(ScriptedReply(tool_calls=[_call("add", a="two", b=3)]), ScriptedReply(text="Sorry."))
     hub.chat("bad", agent=agent).send("Add two and 3.")
     [inv] = hub.store.find("ToolInvocation")
     error = (
@@ -183,7 +183,7 @@ def test_arguments_failing_validation_are_not_run(hub, server, provider, agent):
 
 
 def test_a_tool_that_raises_becomes_an_error_result(hub, server, provider, agent):
-    server.script(Reply(tool_calls=[_call("divide", a=1, b=0)]), Reply(text="Division by zero."))
+    server.script(ScriptedReply(tool_calls=[_call("divide", a=1, b=0)]), ScriptedReply(text="Division by zero."))
     reply = hub.chat("boom", agent=agent).send("1 / 0?")
     assert (reply.text, reply.status) == ("Division by zero.", "completed")
     [inv] = hub.store.find("ToolInvocation")
@@ -217,7 +217,7 @@ def test_user_permitted_tool_needs_approval(hub, server, provider, approver, sta
         asked.append((name, arguments))
         return approver == "yes"
 
-    server.script(Reply(tool_calls=[_call("add", a=2, b=3)]), Reply(text="Done."))
+    server.script(ScriptedReply(tool_calls=[_call("add", a=2, b=3)]), ScriptedReply(text="Done."))
     hub.chat("perm", agent="careful").send("2 + 3?", approve=approve if approver else None)
     assert asked == ([("add", {"a": 2, "b": 3})] if approver else [])
     [inv] = hub.store.find("ToolInvocation")
@@ -242,7 +242,7 @@ def test_round_limit_stops_the_loop_and_keeps_the_record(hub, server, provider):
     _connect(hub, server, provider)
     hub.tool(add)
     hub.agent("looper", tools=[add], max_rounds=3)
-    server.script(*[Reply(tool_calls=[_call("add", a=i, b=1)]) for i in range(5)])
+    server.script(*[ScriptedReply(tool_calls=[_call("add", a=i, b=1)]) for i in range(5)])
     chat = hub.chat("loop", agent="looper")
     with pytest.raises(RoundLimitError) as caught:
         chat.send("Keep adding.")
@@ -299,7 +299,7 @@ def test_unavailable_python_tool_in_a_new_session(tmp_path, server, provider):
     hub.tool(add)
     assert [(t["name"], t["available"]) for t in hub.describe_agent("scribe")["tools"]] == [("note", False), ("add", True)]
     assert [s["function"]["name"] for s in load_agent(hub, "scribe").specs()] == ["add"]  # only what can run is offered
-    server.script(Reply(tool_calls=[_call("note", text="hi")]), Reply(text="I could not take the note."))
+    server.script(ScriptedReply(tool_calls=[_call("note", text="hi")]), ScriptedReply(text="I could not take the note."))
     reply = hub.chat("notes", agent="scribe").send("Note 'hi'.")
     assert reply.text == "I could not take the note."
     assert ran == []
@@ -434,7 +434,7 @@ def test_a_huge_tool_result_reaches_the_model_cut(hub, server, provider):
         return "line\n" * MAX_RESULT_CHARS
 
     hub.agent("reader", tools=[read_log])
-    server.script(Reply(tool_calls=[_call("read_log")]), Reply(text="The log repeats one line."))
+    server.script(ScriptedReply(tool_calls=[_call("read_log")]), ScriptedReply(text="The log repeats one line."))
     reply = hub.chat("logs", agent="reader").send("What is in the log?")
     assert reply.text == "The log repeats one line."
     [(_, sent)] = _tool_messages(server, provider)
@@ -528,8 +528,8 @@ def test_reply_metrics_add_up_over_rounds(hub, server):
 
     hub.agent("summer", model="oa", tools=["add"])
     server.script(
-        Reply(tool_calls=[{"name": "add", "arguments": {"a": 1, "b": 2}}], prompt_tokens=10, completion_tokens=4),
-        Reply(text="3", prompt_tokens=20, completion_tokens=1),
+        ScriptedReply(tool_calls=[{"name": "add", "arguments": {"a": 1, "b": 2}}], prompt_tokens=10, completion_tokens=4),
+        ScriptedReply(text="3", prompt_tokens=20, completion_tokens=1),
     )
     reply = hub.chat("sum", agent="summer").send("1+2?")
     assert reply.usage == {"prompt_tokens": 30, "completion_tokens": 5}
@@ -554,7 +554,7 @@ def test_a_turn_cut_between_tool_request_and_result_leaves_a_usable_history(hub,
     def interrupt(tool, arguments):
         raise KeyboardInterrupt
 
-    server.script(Reply(text="Let me add.", tool_calls=[{"name": "add", "arguments": {"a": 1, "b": 2}}]))
+    server.script(ScriptedReply(text="Let me add.", tool_calls=[{"name": "add", "arguments": {"a": 1, "b": 2}}]))
     with pytest.raises(KeyboardInterrupt):
         hub.chat("cut", agent="asker").send("1+2?", approve=interrupt)
     chat = hub.get_chat("cut")
@@ -563,7 +563,7 @@ def test_a_turn_cut_between_tool_request_and_result_leaves_a_usable_history(hub,
     assert "text/markdown" not in shown and "add(" in shown["text/html"] and "not run" in shown["text/html"]
     assert "[tool add(" in shown["text/plain"]
 
-    server.script(Reply(text="Fine."))
+    server.script(ScriptedReply(text="Fine."))
     assert chat.send("never mind").text == "Fine."
     sent = _chat_requests(server)[-1].json["messages"]
     # the unanswered call is left out (APIs refuse a tool call without its result); its text stays

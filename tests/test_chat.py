@@ -26,7 +26,7 @@ from aihub_nb.errors import (
     ThreadBusyError,
     UsageError,
 )
-from aihub_nb.testing import Reply
+from aihub_nb.testing import ScriptedReply
 
 PROVIDERS = ["OPENAI", "OLLAMA"]
 
@@ -46,14 +46,14 @@ def _chat_requests(server):
 def test_two_turns_continue_in_a_fresh_hub(tmp_path, server, provider, stream):
     hub = Hub(tmp_path)
     _connect(hub, server, provider)
-    server.script(Reply(text="Hi Ada, nice to meet you."))
+    server.script(ScriptedReply(text="Hi Ada, nice to meet you."))
     first = hub.chat("intro").send("My name is Ada.", stream=stream)
     assert first.text == "Hi Ada, nice to meet you."
     assert first.status == "completed"
     hub.close()
 
     again = Hub(tmp_path)  # a kernel restart: a new Hub on the same file
-    server.script(Reply(text="Your name is Ada."))
+    server.script(ScriptedReply(text="Your name is Ada."))
     second = again.chat("intro").send("What is my name?", stream=stream)
     assert second.text == "Your name is Ada."
     # absent, "stream" means false to OpenAI and true to Ollama
@@ -76,7 +76,7 @@ def test_two_turns_continue_in_a_fresh_hub(tmp_path, server, provider, stream):
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_one_turn_leaves_every_record(hub, server, provider):
     conn = _connect(hub, server, provider, name="rec")
-    server.script(Reply(text="One two three.", chunks=["One", " two", " three."], prompt_tokens=7, completion_tokens=3))
+    server.script(ScriptedReply(text="One two three.", chunks=["One", " two", " three."], prompt_tokens=7, completion_tokens=3))
     reply = hub.chat("rows", model="rec").send("Count to three")
     store = hub.store
     chat = store.first("Chat", name="rows")
@@ -138,7 +138,7 @@ def test_one_turn_leaves_every_record(hub, server, provider):
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_stream_yields_text_as_it_arrives(hub, server, provider):
     _connect(hub, server, provider)
-    server.script(Reply(text="a b c", chunks=["a", " b", " c"], token_delay=0.05))
+    server.script(ScriptedReply(text="a b c", chunks=["a", " b", " c"], token_delay=0.05))
     chat = hub.chat("s")
     arrivals = []
     for piece in chat.stream("go"):
@@ -150,7 +150,7 @@ def test_stream_yields_text_as_it_arrives(hub, server, provider):
 
 def test_slow_first_token_shows_in_ttft(hub, server):
     _connect(hub, server, "OPENAI")
-    server.script(Reply(text="late", first_token_delay=0.3))
+    server.script(ScriptedReply(text="late", first_token_delay=0.3))
     reply = hub.chat("slow").send("hi")
     assert reply.text == "late"
     assert reply.metrics["ttft_ms"] >= 300
@@ -159,7 +159,7 @@ def test_slow_first_token_shows_in_ttft(hub, server):
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_429_is_retried_after_retry_after(hub, server, provider):
     _connect(hub, server, provider)
-    server.script(Reply(fault="429", retry_after=0.4), Reply(text="made it"))
+    server.script(ScriptedReply(fault="429", retry_after=0.4), ScriptedReply(text="made it"))
     started = time.perf_counter()
     reply = hub.chat("rl").send("hi")
     assert reply.text == "made it"
@@ -177,7 +177,7 @@ def test_persistent_5xx_fails_after_bounded_retries(hub, server, provider, monke
 
     monkeypatch.setattr(chat_module, "_backoff", lambda attempt, retry_after: 0.01)
     _connect(hub, server, provider, name="flaky")
-    server.script(*[Reply(fault="500") for _ in range(chat_module.MAX_RETRIES + 1)])
+    server.script(*[ScriptedReply(fault="500") for _ in range(chat_module.MAX_RETRIES + 1)])
     with pytest.raises(ServerError) as caught:
         hub.chat("down").send("hi")
     assert "flaky" in str(caught.value) and caught.value.status_code == 500
@@ -196,7 +196,7 @@ def test_persistent_5xx_fails_after_bounded_retries(hub, server, provider, monke
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_dropped_stream_keeps_the_partial_reply(hub, server, provider):
     _connect(hub, server, provider, name="dropper")
-    server.script(Reply(text="alpha beta gamma delta epsilon", fault="drop", drop_after=2))
+    server.script(ScriptedReply(text="alpha beta gamma delta epsilon", fault="drop", drop_after=2))
     with pytest.raises(StreamError) as caught:
         hub.chat("cut").send("hi")
     assert "dropper" in str(caught.value)
@@ -215,7 +215,7 @@ def test_dropped_stream_keeps_the_partial_reply(hub, server, provider):
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_malformed_chunk_is_a_stream_error(hub, server, provider):
     _connect(hub, server, provider)
-    server.script(Reply(text="fine so far then broken", fault="malformed", drop_after=2))
+    server.script(ScriptedReply(text="fine so far then broken", fault="malformed", drop_after=2))
     with pytest.raises(StreamError):
         hub.chat("bad").send("hi")
     stream = hub.store.find("ResponseStream")[-1]
@@ -296,7 +296,7 @@ def test_refused_connection(hub, provider):
 
 def test_timeout(hub, server):
     _connect(hub, server, "OPENAI", name="patient", timeout=0.3)
-    server.script(Reply(text="too late", first_token_delay=1.5))
+    server.script(ScriptedReply(text="too late", first_token_delay=1.5))
     with pytest.raises(ProviderTimeoutError) as caught:
         hub.chat("t").send("hi")
     assert "patient" in str(caught.value)
@@ -305,7 +305,7 @@ def test_timeout(hub, server):
 
 def test_concurrent_turn_on_the_same_thread_is_refused(hub, server):
     _connect(hub, server, "OPENAI")
-    server.script(Reply(text="slow reply", first_token_delay=0.8))
+    server.script(ScriptedReply(text="slow reply", first_token_delay=0.8))
     thread_id = hub.chat("busy").thread_id
     results = {}
 
@@ -343,7 +343,7 @@ def test_lock_left_by_a_dead_process_is_recovered(hub, server):
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_ctrl_c_mid_stream_keeps_the_partial_reply(hub, server, provider):
     _connect(hub, server, provider)
-    server.script(Reply.lorem(200, token_delay=0.01))
+    server.script(ScriptedReply.lorem(200, token_delay=0.01))
     chat = hub.chat("stop")
     timer = threading.Timer(0.5, _thread.interrupt_main)
     timer.start()
@@ -358,7 +358,7 @@ def test_ctrl_c_mid_stream_keeps_the_partial_reply(hub, server, provider):
     job = hub.store.find("Jobs")[-1]
     assert job["status"] == "failed" and "interrupted" in job["error"]
     assert hub.store.get("MessageThread", chat.thread_id)["lockingJob"] is None
-    server.script(Reply(text="back"))
+    server.script(ScriptedReply(text="back"))
     assert chat.send("are you there?").text == "back"  # the thread is usable again
 
 
@@ -419,7 +419,7 @@ def test_connections_list_models_edit_remove(hub, server):
 
 def test_render_stores_a_snapshot(hub, server):
     _connect(hub, server, "OPENAI")
-    server.script(Reply(text="pong"))
+    server.script(ScriptedReply(text="pong"))
     hub.chat("r").send("ping")
     snapshot = hub.render("r")
     assert snapshot["messages"] == [
@@ -483,7 +483,7 @@ def test_env_key_picked_up_after_it_is_set(tmp_path, monkeypatch):
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_leaving_a_stream_early_records_it_as_interrupted(hub, server, provider):
     _connect(hub, server, provider)
-    server.script(Reply.lorem(100))
+    server.script(ScriptedReply.lorem(100))
     chat = hub.chat("early")
     for i, _ in enumerate(chat.stream("go")):
         if i == 4:
@@ -547,7 +547,7 @@ def test_autoconnect_prefers_openai_then_a_running_ollama(hub, server, monkeypat
 
 def test_hub_frames_follow_the_store(hub, server):
     _connect(hub, server, "OPENAI")
-    server.script(Reply(text="pong", prompt_tokens=2, completion_tokens=1))
+    server.script(ScriptedReply(text="pong", prompt_tokens=2, completion_tokens=1))
     hub.chat("frames").send("ping")
     assert list(hub.messages("frames")["content"]) == ["ping", "pong"]
     assert list(hub.streams()["status"]) == ["completed"]

@@ -17,7 +17,7 @@ from IPython.core.error import UsageError as IPythonUsageError
 from aihub_nb import Hub
 from aihub_nb.errors import ThreadBusyError, UsageError
 
-from aihub_nb.testing import Reply
+from aihub_nb.testing import ScriptedReply
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def test_a_process_killed_between_lock_and_start_leaves_the_chat_free(tmp_path, 
         [killed] = hub.store.find("Jobs")
         assert (killed["status"], killed["error"]) == ("failed", "its process ended before the job started")  # recovered on open
         assert _lock(hub, "c") is None
-        server.script(Reply(text="back"))
+        server.script(ScriptedReply(text="back"))
         assert hub.chat("c").send("again").text == "back"
         assert [m["content"] for m in hub.get_chat("c").messages()] == ["again", "back"]
     finally:
@@ -84,7 +84,7 @@ def test_a_failure_between_lock_and_start_releases_the_lock(hub, server):
     assert _lock(hub, "c") is None
     [job] = hub.store.find("Jobs")
     assert job["status"] == "failed" and "database is locked" in job["error"]
-    server.script(Reply(text="fine"))
+    server.script(ScriptedReply(text="fine"))
     assert chat.send("again").text == "fine"
 
 
@@ -96,7 +96,7 @@ def test_a_legacy_lock_by_a_job_that_never_started_is_stale(hub, server):
     job = hub.store.create("Jobs", name="t", type="chat.turn", status="pending", textLogId=log["id"], createdAt=old)
     hub.store.conn.execute('UPDATE "Jobs" SET updatedAt = ? WHERE id = ?', (old, job["id"]))
     hub.store.update("MessageThread", chat.thread_id, lockingJob=job["id"])
-    server.script(Reply(text="ok"))
+    server.script(ScriptedReply(text="ok"))
     assert chat.send("hi").text == "ok"
     from aihub_nb.jobs import fail_stale_pending_jobs
 
@@ -122,7 +122,7 @@ def test_unlock_refuses_a_live_holder_then_frees_a_dead_one_and_delete_respects_
     hub.connect("OPENAI", "local-chat", name="m", base_url=server.openai_base_url)
     hub.chat("c", model="m")
     assert hub.unlock("c") is None  # not locked: nothing to do
-    server.script(Reply(text="slow", first_token_delay=8))
+    server.script(ScriptedReply(text="slow", first_token_delay=8))
     proc = _python(_TURN_IN_PROGRESS, str(home))
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "aihub_nb")
@@ -151,7 +151,7 @@ def test_unlock_refuses_a_live_holder_then_frees_a_dead_one_and_delete_respects_
         job = hub.store.get("Jobs", held)
         assert job["status"] == "failed" and "unlocked by the user" in job["error"]
         assert _lock(hub, "c") is None
-        server.script(Reply(text="mine now"))
+        server.script(ScriptedReply(text="mine now"))
         assert hub.chat("c").send("next").text == "mine now"
         hub.delete_chat("c")
         assert hub.chats() == []
@@ -165,7 +165,7 @@ def test_unlock_refuses_a_live_holder_then_frees_a_dead_one_and_delete_respects_
 
 def test_unlock_refuses_a_turn_running_in_this_kernel(hub, server):
     hub.connect("OPENAI", "local-chat", name="m", base_url=server.openai_base_url)
-    server.script(Reply(text="a b c", chunks=["a", " b", " c"]))
+    server.script(ScriptedReply(text="a b c", chunks=["a", " b", " c"]))
     turn = hub.chat("c").turn("hi")
     next(turn)  # the turn holds the lock, mid-reply
     with pytest.raises(ThreadBusyError, match="in this kernel"):
@@ -182,7 +182,7 @@ def test_options_cannot_override_what_the_chat_sets(hub, server):
             chat.send("hi", options={key: value, "temperature": 0})
         assert key in str(refused.value) and "\n" not in str(refused.value)
     assert server.requests == [] and hub.store.find("Jobs") == []
-    server.script(Reply(text="ok"))
+    server.script(ScriptedReply(text="ok"))
     assert chat.send("hi", options={"temperature": 0}).text == "ok"
     assert server.requests[-1].json["temperature"] == 0
 

@@ -8,7 +8,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from aihub_nb import magics
-from aihub_nb.testing import Reply
+from aihub_nb.testing import ScriptedReply
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +45,13 @@ def _run_cell(ip, line: str, cell: str):
 
 @pytest.mark.parametrize("connection", ["oa", "ol"])
 def test_chat_cell_streams_the_reply_and_continues(nb, server, connection):
-    server.script(Reply(text="Hello **Ada**.", chunks=["Hello", " **Ada**", "."]))
+    server.script(ScriptedReply(text="Hello **Ada**.", chunks=["Hello", " **Ada**", "."]))
     captured = _run_cell(nb, f"chat talk --model {connection}", "My name is Ada.")
     shown = _texts(captured)
     assert '<div class="aihub-reply"><p>Hello <strong>Ada</strong>.</p>\n</div>' in shown  # updated in place to the whole reply
     assert "Hello **Ada**." in [o.data["text/plain"] for o in captured.outputs]  # and readable as text
     assert any(connection in t and "tokens" in t for t in shown)  # the footer
-    server.script(Reply(text="Ada."))
+    server.script(ScriptedReply(text="Ada."))
     _run_cell(nb, "chat talk", "What is my name?")
     history = server.requests[-1].json["messages"]
     assert [m["content"] for m in history] == ["My name is Ada.", "Hello **Ada**.", "What is my name?"]
@@ -91,7 +91,7 @@ def test_system_option(nb, server):
 
 
 def test_show_chat_and_list_chats(nb, server):
-    server.script(Reply(text="pong"))
+    server.script(ScriptedReply(text="pong"))
     _run_cell(nb, "chat shown --model oa", "ping")
     shown = nb.run_line_magic("aihub", "chat shown")
     assert "ping" in shown.data and "pong" in shown.data
@@ -100,7 +100,7 @@ def test_show_chat_and_list_chats(nb, server):
 
 
 def test_render_stores_a_snapshot(nb, hub, server):
-    server.script(Reply(text="pong"))
+    server.script(ScriptedReply(text="pong"))
     _run_cell(nb, "chat snap --model oa", "ping")
     shown = nb.run_line_magic("aihub", "render snap")
     (snapshot,) = hub.store.find("RenderedConversationThread")
@@ -164,7 +164,7 @@ def test_provider_failure_is_one_line_and_recorded(nb, hub, server, monkeypatch)
     from aihub_nb import chat as chat_module
 
     monkeypatch.setattr(chat_module, "_backoff", lambda attempt, retry_after: 0.0)
-    server.script(*[Reply(fault="500") for _ in range(chat_module.MAX_RETRIES + 1)])
+    server.script(*[ScriptedReply(fault="500") for _ in range(chat_module.MAX_RETRIES + 1)])
     with pytest.raises(UsageError) as caught:
         nb.run_cell_magic("aihub", "chat failing --model oa", "hi")
     assert "'oa'" in str(caught.value)
@@ -196,7 +196,7 @@ def test_config_traits(ip, nb, server):
 
 
 def test_monitoring_magics_keep_frames(nb, hub, server):
-    server.script(Reply(text="one", prompt_tokens=4, completion_tokens=1))
+    server.script(ScriptedReply(text="one", prompt_tokens=4, completion_tokens=1))
     _run_cell(nb, "chat mon --model oa", "hi")
     frame = nb.run_line_magic("aihub", "metrics latency_ms --since 1h -o lat")
     assert nb.user_ns["lat"] is frame
@@ -212,7 +212,7 @@ def test_monitoring_magics_keep_frames(nb, hub, server):
 
 def test_price_magic_gives_cost(nb, hub, server):
     nb.run_line_magic("aihub", "price set local-chat 1000000 2000000")
-    server.script(Reply(text="priced", prompt_tokens=3, completion_tokens=2))
+    server.script(ScriptedReply(text="priced", prompt_tokens=3, completion_tokens=2))
     _run_cell(nb, "chat cost --model oa", "hi")
     (cost,) = hub.store.find("Metric", name="cost_usd")
     assert cost["value"] == pytest.approx(3 * 1.0 + 2 * 2.0)
@@ -245,7 +245,7 @@ def test_agent_magics_and_a_tool_call_in_the_cell(nb, hub, server):
     with pytest.raises(UsageError, match="TOOL=STANCE"):
         nb.run_line_magic("aihub", "agent create bad --model oa --tools add --permission add=automatic,oops")
 
-    server.script(Reply(tool_calls=[{"name": "add", "arguments": {"a": 2, "b": 3}}]), Reply(text="It is 5."))
+    server.script(ScriptedReply(tool_calls=[{"name": "add", "arguments": {"a": 2, "b": 3}}]), ScriptedReply(text="It is 5."))
     captured = _run_cell(nb, "chat maths --agent calc", "What is 2 + 3?")
     shown = "\n".join(_texts(captured))
     assert "<details" in shown and "add(" in shown and "completed" in shown and "It is 5." in shown
@@ -279,7 +279,7 @@ def test_ctrl_c_while_the_cell_shows_the_reply(nb, hub, server, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(magics._TurnView, "event", interrupted)
-    server.script(Reply.lorem(50))
+    server.script(ScriptedReply.lorem(50))
     with pytest.raises(UsageError, match="Interrupted: chat 'stopped' keeps the partial reply"):
         nb.run_cell_magic("aihub", "chat stopped --model oa", "talk")
     assert hub.store.find("ResponseStream")[-1]["status"] == "interrupted"
@@ -344,7 +344,7 @@ def test_a_hub_the_notebook_opened_is_the_one_the_magics_use(ip, tmp_path, monke
         mine.connect("OPENAI", "local-tools", name="oa", base_url=server.openai_base_url)
         assert magics.default_hub() is mine
         ip.run_line_magic("aihub", "agent create twice --model oa --tools double")
-        server.script(Reply(tool_calls=[{"name": "double", "arguments": {"x": 4}}]), Reply(text="8"))
+        server.script(ScriptedReply(tool_calls=[{"name": "double", "arguments": {"x": 4}}]), ScriptedReply(text="8"))
         _run_cell(ip, "chat d --agent twice", "double 4")
         (call,) = mine.store.find("ToolInvocation")
         assert (call["status"], call["result"]) == ("completed", {"value": 8})

@@ -433,20 +433,20 @@ def test_streams_with_parsed_results(store):
 def test_real_chats_show_up_in_every_frame(tmp_path, server):
     from aihub_nb import Hub
     from aihub_nb.errors import StreamError
-    from aihub_nb.testing import Reply
+    from aihub_nb.testing import ScriptedReply
 
     hub = Hub(tmp_path / "hub")
     try:
         hub.connect("OPENAI", "local-chat", name="oa", base_url=server.openai_base_url)
         hub.connect("OLLAMA", "local-chat", name="ol", host=server.ollama_host)
         mon.set_price(hub.store, "local-chat", 1.0, 2.0, provider="OPENAI")
-        server.script(Reply(text="one", prompt_tokens=10, completion_tokens=4),
-                      Reply(text="two", prompt_tokens=12, completion_tokens=6))
+        server.script(ScriptedReply(text="one", prompt_tokens=10, completion_tokens=4),
+                      ScriptedReply(text="two", prompt_tokens=12, completion_tokens=6))
         chat = hub.chat("priced", model="oa")
         chat.send("first")
         chat.send("second")
-        server.script(Reply(text="three", prompt_tokens=3, completion_tokens=2),
-                      Reply(text="alpha beta gamma", fault="drop", drop_after=1))
+        server.script(ScriptedReply(text="three", prompt_tokens=3, completion_tokens=2),
+                      ScriptedReply(text="alpha beta gamma", fault="drop", drop_after=1))
         local = hub.chat("free", model="ol")
         local.send("third")
         with pytest.raises(StreamError):
@@ -499,7 +499,7 @@ def test_plots_of_real_chats_read_well(tmp_path, server):
     import matplotlib.pyplot as plt
 
     from aihub_nb import Hub, plots
-    from aihub_nb.testing import Reply
+    from aihub_nb.testing import ScriptedReply
     from aihub_nb.widgets.dashboard import Dashboard
 
     hub = Hub(tmp_path / "hub")
@@ -507,7 +507,7 @@ def test_plots_of_real_chats_read_well(tmp_path, server):
         hub.connect("OPENAI", "local-chat", name="oa", base_url=server.openai_base_url)
         hub.connect("OLLAMA", "local-tools", name="ol", host=server.ollama_host)
         mon.set_price(hub.store, "local-chat", 1.0, 2.0, provider="OPENAI")
-        server.script(*[Reply(text="an answer " * (i + 1), first_token_delay=0.02 * i) for i in range(6)])
+        server.script(*[ScriptedReply(text="an answer " * (i + 1), first_token_delay=0.02 * i) for i in range(6)])
         for i in range(6):
             hub.chat("a" if i % 2 else "b", model="oa" if i % 2 else "ol").send(f"question {i}")
             hub.log_metric("eval_score", i / 10, suite="smoke")

@@ -28,7 +28,7 @@ from aihub_nb.errors import (
 from aihub_nb.providers import Event, OllamaProvider, OpenAIProvider, ToolCall, Usage, make_provider
 from aihub_nb.providers.base import retry_after_seconds
 from aihub_nb.recording import MemorySink, recording_transport
-from aihub_nb.testing import LocalServer, Reply
+from aihub_nb.testing import LocalServer, ScriptedReply
 
 KINDS = ("OPENAI", "OLLAMA")
 USER = [{"role": "user", "content": "hi"}]
@@ -84,7 +84,7 @@ def _free_port() -> int:
 
 
 def test_text_and_usage(srv, provider, stream):
-    srv.script(Reply(chunks=["Hel", "lo", " world"], prompt_tokens=7, completion_tokens=3))
+    srv.script(ScriptedReply(chunks=["Hel", "lo", " world"], prompt_tokens=7, completion_tokens=3))
     events = list(provider.chat("local-chat", USER, stream=stream))
     assert _text(events) == "Hello world"
     assert len([e for e in events if e.text]) == (3 if stream else 1)
@@ -99,7 +99,7 @@ def test_text_and_usage(srv, provider, stream):
 @pytest.mark.parametrize("count", [1, 3], ids=["single", "parallel"])
 def test_tool_calls(srv, provider, stream, count):
     calls = [{"name": f"tool{i}", "arguments": {"a": i, "b": ["x", {"y": None}]}} for i in range(count)]
-    srv.script(Reply(tool_calls=calls))
+    srv.script(ScriptedReply(tool_calls=calls))
     events = list(provider.chat("local-tools", USER, tools=[ADD_TOOL], stream=stream))
     got = _tool_calls(events)
     assert [c.name for c in got] == [c["name"] for c in calls]
@@ -187,7 +187,7 @@ FAULTS = [
 
 @pytest.mark.parametrize(("fault", "error", "status"), FAULTS, ids=[f[0] for f in FAULTS])
 def test_faults_map_to_errors(srv, provider, stream, fault, error, status):
-    srv.script(Reply.lorem(8, fault=fault, retry_after=2.5))
+    srv.script(ScriptedReply.lorem(8, fault=fault, retry_after=2.5))
     with pytest.raises(error) as caught:
         list(provider.chat("local-chat", USER, stream=stream))
     exc = caught.value
@@ -225,7 +225,7 @@ def test_unreachable(kind, stream):
 @pytest.mark.parametrize("kind", KINDS)
 def test_timeout(srv, kind, stream):
     made = _make(kind, srv, timeout=0.2)
-    srv.script(Reply("late", first_token_delay=0.6))
+    srv.script(ScriptedReply("late", first_token_delay=0.6))
     with pytest.raises(ProviderTimeoutError, match="did not answer in time") as caught:
         list(made.chat("local-chat", USER, stream=stream))
     assert caught.value.connection == "conn"

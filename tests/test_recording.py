@@ -16,7 +16,7 @@ from aihub_nb.recording import (
     redact_headers,
     redact_url,
 )
-from aihub_nb.testing import LocalServer, Reply
+from aihub_nb.testing import LocalServer, ScriptedReply
 
 LIBS = ("httpx", "httpx2")
 CHAT = {"model": "local-chat", "messages": [{"role": "user", "content": "héllo"}], "stream": True}
@@ -75,7 +75,7 @@ def test_records_request_response_and_body_as_fetched_directly(srv, lib):
 
 
 def test_streamed_chunks_reach_the_sink_as_the_client_reads_them(srv, lib):
-    srv.script(Reply.lorem(6, token_delay=0.01))
+    srv.script(ScriptedReply.lorem(6, token_delay=0.01))
     sink = MemorySink()
     received = []
     with _client(lib, sink) as client:
@@ -110,7 +110,7 @@ def test_openai_stream_closed_at_done_is_complete(srv):
 
 
 def test_close_after_the_last_byte_is_complete(srv, lib):
-    srv.script(Reply.lorem(5))
+    srv.script(ScriptedReply.lorem(5))
     sink = MemorySink()
     with _client(lib, sink) as client:
         with client.stream("POST", srv.openai_base_url + "/chat/completions", json=CHAT) as response:
@@ -125,7 +125,7 @@ def test_close_after_the_last_byte_is_complete(srv, lib):
 
 
 def test_early_close_is_reported_once(srv, lib):
-    srv.script(Reply.lorem(50, token_delay=0.05))
+    srv.script(ScriptedReply.lorem(50, token_delay=0.05))
     sink = MemorySink()
     with _client(lib, sink) as client:
         with client.stream("POST", srv.openai_base_url + "/chat/completions", json=CHAT) as response:
@@ -137,7 +137,7 @@ def test_early_close_is_reported_once(srv, lib):
 
 def test_dropped_stream_is_reported_once_and_reraised(srv, lib):
     module = importlib.import_module(lib)
-    srv.script(Reply.lorem(10, fault="drop", drop_after=3))
+    srv.script(ScriptedReply.lorem(10, fault="drop", drop_after=3))
     sink = MemorySink()
     received = []
     with _client(lib, sink) as client:
@@ -206,7 +206,7 @@ class _BrokenSink:
 
 @pytest.mark.parametrize("fail_request", [True, False])
 def test_a_failing_sink_never_breaks_the_call(srv, lib, caplog, fail_request):
-    srv.script(Reply.lorem(20))
+    srv.script(ScriptedReply.lorem(20))
     sink = _BrokenSink(fail_request)
     with caplog.at_level(logging.ERROR, logger="aihub_nb.recording"):
         with _client(lib, sink) as client:

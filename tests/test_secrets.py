@@ -15,7 +15,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from aihub_nb import magics
 from aihub_nb.errors import AuthenticationError, UsageError
 from aihub_nb.redact import StreamRedactor, add_secret, redact
-from aihub_nb.testing import LocalServer, Reply, find_in_database
+from aihub_nb.testing import LocalServer, ScriptedReply, find_in_database
 
 SECRET = "sk-test-9f8e7d6c5b4a39281706"
 KEY_ENV = "AIHUB_TEST_SECRET_KEY"
@@ -49,7 +49,7 @@ def ip():
 def test_a_key_with_a_trailing_newline_is_sent_stripped_and_stored_nowhere(hub, server, provider, monkeypatch):
     monkeypatch.setenv(KEY_ENV, SECRET + "\n")
     _connect(hub, provider, server, api_key_env=KEY_ENV)
-    server.script(Reply("hello"))
+    server.script(ScriptedReply("hello"))
     reply = hub.chat("t", model="c").send("hi")
     assert reply.text == "hello"
     assert server.requests[-1].headers["authorization"] == f"Bearer {SECRET}"
@@ -272,7 +272,7 @@ def test_an_error_page_echoing_a_secret_reaches_neither_the_model_nor_the_store(
     hub.connect("OPENAI", "local-chat", name="c", base_url=server.openai_base_url)
     hub.http_tool("lookup", "GET", home.url + "/echo/{q}?appid=${TOOL_KEY}")
     hub.agent("a", model="c", tools=["lookup"])
-    server.script(Reply(tool_calls=[{"name": "lookup", "arguments": {"q": "x"}}]), Reply("done"))
+    server.script(ScriptedReply(tool_calls=[{"name": "lookup", "arguments": {"q": "x"}}]), ScriptedReply("done"))
     reply = hub.chat("t", agent="a").send("look it up")
     assert reply.text == "done"
     assert home.received[-1]["path"] == f"/echo/x?appid={SECRET}"  # the tool did send it

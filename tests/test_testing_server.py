@@ -14,7 +14,7 @@ import ollama
 import openai
 import pytest
 
-from aihub_nb.testing import DEFAULT_MODELS, LocalServer, RecordedRequest, Reply
+from aihub_nb.testing import DEFAULT_MODELS, LocalServer, RecordedRequest, ScriptedReply
 
 USER = [{"role": "user", "content": "hi there"}]
 TOOLS = [
@@ -97,7 +97,7 @@ def test_ollama_list_and_version(server, ol):
 
 # -- OpenAI chat ----------------------------------------------------------------------------------
 def test_openai_non_stream(server, oa):
-    server.script(Reply("Hello world!", prompt_tokens=7))
+    server.script(ScriptedReply("Hello world!", prompt_tokens=7))
     done = oa.chat.completions.create(model="local-chat", messages=USER)
     assert done.id.startswith("chatcmpl-") and done.object == "chat.completion"
     assert done.model == "local-chat"
@@ -109,7 +109,7 @@ def test_openai_non_stream(server, oa):
 
 
 def test_openai_stream_with_usage(server, oa):
-    server.script(Reply("Hello world!", chunks=["Hel", "lo world", "!"], completion_tokens=9))
+    server.script(ScriptedReply("Hello world!", chunks=["Hel", "lo world", "!"], completion_tokens=9))
     chunks = list(
         oa.chat.completions.create(
             model="local-chat", messages=USER, stream=True, stream_options={"include_usage": True}
@@ -151,7 +151,7 @@ def test_openai_raw_sse(server):
 
 
 def test_openai_stream_single_tool_call(server, oa):
-    server.script(Reply(tool_calls=[{"name": "add", "arguments": {"a": 2, "b": "x"}, "id": "call_fixed"}]))
+    server.script(ScriptedReply(tool_calls=[{"name": "add", "arguments": {"a": 2, "b": "x"}, "id": "call_fixed"}]))
     chunks = list(oa.chat.completions.create(model="local-tools", messages=USER, tools=TOOLS, stream=True))
     calls = _assemble_tool_calls(chunks)
     assert calls == [{"id": "call_fixed", "name": "add", "arguments": '{"a":2,"b":"x"}'}]
@@ -160,7 +160,7 @@ def test_openai_stream_single_tool_call(server, oa):
 
 def test_openai_stream_parallel_tool_calls(server, oa):
     server.script(
-        Reply(tool_calls=[{"name": "add", "arguments": {"a": 1}}, {"name": "mul", "arguments": '{"a": 3}'}])
+        ScriptedReply(tool_calls=[{"name": "add", "arguments": {"a": 1}}, {"name": "mul", "arguments": '{"a": 3}'}])
     )
     chunks = list(oa.chat.completions.create(model="local-tools", messages=USER, tools=TOOLS, stream=True))
     calls = _assemble_tool_calls(chunks)
@@ -169,7 +169,7 @@ def test_openai_stream_parallel_tool_calls(server, oa):
 
 
 def test_openai_non_stream_tool_calls(server, oa):
-    server.script(Reply(tool_calls=[{"name": "add", "arguments": {"a": 1}}, {"name": "mul"}]))
+    server.script(ScriptedReply(tool_calls=[{"name": "add", "arguments": {"a": 1}}, {"name": "mul"}]))
     choice = oa.chat.completions.create(model="local-tools", messages=USER, tools=TOOLS).choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     assert [(t.type, t.function.name, t.function.arguments) for t in choice.message.tool_calls] == [
@@ -180,7 +180,7 @@ def test_openai_non_stream_tool_calls(server, oa):
 
 # -- Ollama chat ----------------------------------------------------------------------------------
 def test_ollama_stream_and_final_chunk(server, ol):
-    server.script(Reply("Hello world!", token_delay=0.01))
+    server.script(ScriptedReply("Hello world!", token_delay=0.01))
     parts = list(ol.chat(model="local-chat", messages=USER, stream=True))
     assert [p.message.content for p in parts[:-1]] == ["Hello", " world", "!"]
     assert not any(p.done for p in parts[:-1])
@@ -194,7 +194,7 @@ def test_ollama_stream_and_final_chunk(server, ol):
 
 def test_ollama_non_stream_tool_calls(server, ol):
     calls = [{"name": "add", "arguments": {"a": 2}}, {"name": "mul", "arguments": {"b": 3}}]
-    server.script(Reply(tool_calls=calls))
+    server.script(ScriptedReply(tool_calls=calls))
     done = ol.chat(model="local-tools:latest", messages=USER, tools=TOOLS)
     assert done.done and done.done_reason == "stop" and done.model == "local-tools:latest"
     assert [(t.function.name, dict(t.function.arguments)) for t in done.message.tool_calls] == [
@@ -204,7 +204,7 @@ def test_ollama_non_stream_tool_calls(server, ol):
 
 
 def test_ollama_stream_tool_calls(server, ol):
-    server.script(Reply(tool_calls=[{"name": "add", "arguments": {"a": 2}}]))
+    server.script(ScriptedReply(tool_calls=[{"name": "add", "arguments": {"a": 2}}]))
     parts = list(ol.chat(model="local-tools", messages=USER, tools=TOOLS, stream=True))
     calls = [t for p in parts for t in p.message.tool_calls or ()]
     assert [(t.function.name, dict(t.function.arguments)) for t in calls] == [("add", {"a": 2})]
@@ -212,7 +212,7 @@ def test_ollama_stream_tool_calls(server, ol):
 
 
 def test_ollama_streams_by_default(server):
-    server.script(Reply("one two"))
+    server.script(ScriptedReply("one two"))
     response = httpx.post(server.url + "/api/chat", json={"model": "local-chat", "messages": USER})
     assert response.headers["content-type"] == "application/x-ndjson"
     lines = [json.loads(line) for line in response.text.splitlines()]
@@ -222,7 +222,7 @@ def test_ollama_streams_by_default(server):
 
 # -- faults ---------------------------------------------------------------------------------------
 def test_openai_429_with_retry_after(server, oa):
-    server.script(Reply(fault="429", retry_after=2))
+    server.script(ScriptedReply(fault="429", retry_after=2))
     with pytest.raises(openai.RateLimitError) as caught:
         oa.chat.completions.create(model="local-chat", messages=USER)
     assert caught.value.response.headers["retry-after"] == "2"
@@ -230,7 +230,7 @@ def test_openai_429_with_retry_after(server, oa):
 
 
 def test_openai_retries_after_a_fault(server):
-    server.script(Reply(fault="503", retry_after=0.05), Reply("recovered"))
+    server.script(ScriptedReply(fault="503", retry_after=0.05), ScriptedReply("recovered"))
     client = openai.OpenAI(base_url=server.openai_base_url, api_key="x", max_retries=1)
     done = client.chat.completions.create(model="local-chat", messages=USER)
     assert done.choices[0].message.content == "recovered"
@@ -246,7 +246,7 @@ def test_openai_retries_after_a_fault(server):
     ],
 )
 def test_openai_status_faults(server, oa, fault, error, status):
-    server.script(Reply(fault=fault))
+    server.script(ScriptedReply(fault=fault))
     with pytest.raises(error) as caught:
         oa.chat.completions.create(model="local-chat", messages=USER, stream=True)
     assert caught.value.status_code == status
@@ -260,7 +260,7 @@ def test_openai_unknown_model(oa):
 
 
 def test_openai_drop(server, oa):
-    server.script(Reply("a b c d e f", fault="drop", drop_after=2), Reply("a b c d", fault="drop"))
+    server.script(ScriptedReply("a b c d e f", fault="drop", drop_after=2), ScriptedReply("a b c d", fault="drop"))
     seen = []
     with pytest.raises(openai.APIConnectionError):
         for chunk in oa.chat.completions.create(model="local-chat", messages=USER, stream=True):
@@ -271,7 +271,7 @@ def test_openai_drop(server, oa):
 
 
 def test_openai_malformed(server, oa):
-    server.script(Reply("a b c d", fault="malformed", drop_after=1), Reply("a b", fault="malformed"))
+    server.script(ScriptedReply("a b c d", fault="malformed", drop_after=1), ScriptedReply("a b", fault="malformed"))
     seen = []
     with pytest.raises(json.JSONDecodeError):
         for chunk in oa.chat.completions.create(model="local-chat", messages=USER, stream=True):
@@ -288,7 +288,7 @@ def test_openai_bad_json_body(server):
 
 
 def test_ollama_faults(server, ol):
-    server.script(Reply(fault="429", retry_after=0.5), Reply(fault="500"), Reply(fault="401"))
+    server.script(ScriptedReply(fault="429", retry_after=0.5), ScriptedReply(fault="500"), ScriptedReply(fault="401"))
     with pytest.raises(ollama.ResponseError) as caught:
         ol.chat(model="local-chat", messages=USER)
     assert caught.value.status_code == 429
@@ -303,7 +303,7 @@ def test_ollama_faults(server, ol):
 
 
 def test_ollama_retry_after_header(server):
-    server.script(Reply(fault="503", retry_after=0.5))
+    server.script(ScriptedReply(fault="503", retry_after=0.5))
     response = httpx.post(server.url + "/api/chat", json={"model": "local-chat", "messages": USER})
     assert response.status_code == 503 and response.headers["retry-after"] == "0.5"
     assert "server busy" in response.json()["error"]
@@ -317,7 +317,7 @@ def test_ollama_unknown_model(ol):
 
 
 def test_ollama_drop_and_malformed(server, ol):
-    server.script(Reply("a b c d e", fault="drop", drop_after=2), Reply("a b c d e", fault="malformed"))
+    server.script(ScriptedReply("a b c d e", fault="drop", drop_after=2), ScriptedReply("a b c d e", fault="malformed"))
     seen = []
     with pytest.raises(httpx.RemoteProtocolError):
         for part in ol.chat(model="local-chat", messages=USER, stream=True):
@@ -331,7 +331,7 @@ def test_ollama_drop_and_malformed(server, ol):
 
 
 def test_first_token_delay(server, oa):
-    server.script(Reply("slow start", first_token_delay=0.2))
+    server.script(ScriptedReply("slow start", first_token_delay=0.2))
     started = time.perf_counter()
     stream = oa.chat.completions.create(model="local-chat", messages=USER, stream=True)
     assert next(stream).choices[0].delta.role == "assistant"
@@ -402,9 +402,9 @@ def test_demo_model_reads_tool_results(ol):
     assert done.message.content == "The tool returned: 3; 4"
 
 
-# -- scripting, recording, Reply ------------------------------------------------------------------
+# -- scripting, recording, ScriptedReply ------------------------------------------------------------------
 def test_requests_are_recorded(server, oa, ol):
-    server.script(Reply("one"), Reply("two"))
+    server.script(ScriptedReply("one"), ScriptedReply("two"))
     assert oa.chat.completions.create(model="local-chat", messages=USER).choices[0].message.content == "one"
     assert ol.chat(model="local-chat", messages=USER).message.content == "two"
     first, second = server.requests
@@ -418,7 +418,7 @@ def test_requests_are_recorded(server, oa, ol):
 
 
 def test_reply_lorem_and_validation(server, oa):
-    reply = Reply.lorem(50)
+    reply = ScriptedReply.lorem(50)
     assert len(reply.chunks) == 50 and reply.text == "".join(reply.chunks)
     assert all(len(chunk.split()) == 1 for chunk in reply.chunks)
     server.script(reply)
@@ -429,9 +429,9 @@ def test_reply_lorem_and_validation(server, oa):
     )
     assert chunks[-1].usage.completion_tokens == 50
     with pytest.raises(ValueError):
-        Reply(fault="418")
+        ScriptedReply(fault="418")
     with pytest.raises(ValueError):
-        Reply("abc", chunks=["x"])
+        ScriptedReply("abc", chunks=["x"])
 
 
 def test_keep_alive(server):
@@ -463,3 +463,30 @@ def test_command_line():
     finally:
         process.terminate()
         process.wait(timeout=5)
+
+
+def test_reply_is_a_deprecated_name_of_scripted_reply(server):
+    import aihub_nb
+    import aihub_nb.testing
+
+    with pytest.warns(DeprecationWarning, match="use aihub_nb.testing.ScriptedReply"):
+        from aihub_nb.testing import Reply
+    assert Reply is ScriptedReply and Reply is not aihub_nb.Reply
+    assert "Reply" not in aihub_nb.testing.__all__
+    server.script(Reply("Old tests still run."))
+    oa = openai.OpenAI(base_url=server.openai_base_url, api_key="x")
+    answer = oa.chat.completions.create(model="local-chat", messages=USER)
+    assert answer.choices[0].message.content == "Old tests still run."
+    with pytest.raises(AttributeError, match="NoSuchThing"):
+        aihub_nb.testing.NoSuchThing  # noqa: B018
+
+
+def test_the_demo_server_loads_only_when_used_and_needs_nothing_above_it():
+    code = (
+        "import sys, aihub_nb\n"
+        "print(sorted(m for m in sys.modules if m.startswith('aihub_nb.')))\n"
+        "import aihub_nb.demo\n"
+        "print(sorted(m for m in sys.modules if m.startswith('aihub_nb.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["[]", "['aihub_nb.demo', 'aihub_nb.demo.model', 'aihub_nb.demo.server']"]

@@ -16,7 +16,7 @@ from IPython.utils.capture import capture_output
 
 from aihub_nb import Hub, magics
 from aihub_nb.errors import ProviderTimeoutError, StreamError, UsageError
-from aihub_nb.testing import Reply
+from aihub_nb.testing import ScriptedReply
 
 PROVIDERS = ["OPENAI", "OLLAMA"]
 
@@ -49,7 +49,7 @@ def _posts(hub: Hub) -> list[dict]:
 def test_whole_reply_has_no_client_ttft_and_speed_from_the_server(hub, server, provider):
     _connect(hub, server, provider)
     # 11 pieces, 0.03 s apart: about 0.3 s of generation for 11 tokens
-    server.script(Reply.lorem(11, token_delay=0.03, completion_tokens=11))
+    server.script(ScriptedReply.lorem(11, token_delay=0.03, completion_tokens=11))
     reply = hub.chat("whole").send("go", stream=False)
     values = {name: m["value"] for name, m in _metrics(hub).items()}
     body = json.loads(_posts(hub)[-1]["response"])
@@ -62,7 +62,7 @@ def test_whole_reply_has_no_client_ttft_and_speed_from_the_server(hub, server, p
     assert reply.metrics.get("ttft_ms") != reply.metrics["latency_ms"]
 
     # llama.cpp's server adds `timings`: those are the figures
-    server.script(Reply.lorem(11, token_delay=0.03, completion_tokens=11, timings=True))
+    server.script(ScriptedReply.lorem(11, token_delay=0.03, completion_tokens=11, timings=True))
     hub.chat("whole").send("again", stream=False)
     values = {name: m["value"] for name, m in _metrics(hub).items()}
     if provider == "OPENAI":
@@ -76,7 +76,7 @@ def test_whole_reply_has_no_client_ttft_and_speed_from_the_server(hub, server, p
 def test_streamed_tokens_per_s_is_n_minus_1_over_first_to_last(hub, server, provider):
     _connect(hub, server, provider)
     # 5 tokens: the first ends the wait, the other 4 take 4 x 0.1 s
-    server.script(Reply(chunks=["a", " b", " c", " d", " e"], token_delay=0.1, completion_tokens=5))
+    server.script(ScriptedReply(chunks=["a", " b", " c", " d", " e"], token_delay=0.1, completion_tokens=5))
     reply = hub.chat("speed").send("go")
     assert reply.metrics["tokens_per_s"] == pytest.approx(10.0, rel=0.1)
     assert _metrics(hub)["tokens_per_s"]["value"] == reply.metrics["tokens_per_s"]
@@ -86,7 +86,7 @@ def test_streamed_tool_call_times_its_first_piece(hub, server):
     """The first piece of a tool call is the first token, not the moment the call is complete."""
     _connect(hub, server, "OPENAI")
     arguments = {"a": 1, "b": 2, "c": 3, "d": 4}
-    server.script(Reply(tool_calls=[{"name": "add", "arguments": arguments}], token_delay=0.05))
+    server.script(ScriptedReply(tool_calls=[{"name": "add", "arguments": arguments}], token_delay=0.05))
     reply = hub.chat("tools").send("go")
     values = {name: m["value"] for name, m in _metrics(hub).items()}
     pieces = int(values["completion_tokens"])  # one per call and per piece of its arguments
@@ -117,7 +117,7 @@ def _shown(captured) -> str:
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
 def test_a_reply_cut_at_the_token_limit_says_so(hub, server, provider, stream, ip):
     _connect(hub, server, provider, name="lim")
-    server.script(Reply("Once upon a time there", finish_reason="length"))
+    server.script(ScriptedReply("Once upon a time there", finish_reason="length"))
     reply = hub.chat("story", model="lim").send("Tell a story", options={"max_tokens": 5}, stream=stream)
     assert reply.finish_reason == "length"
     assert "cut at the token limit" in reply.summary_line("lim")
@@ -133,7 +133,7 @@ def test_a_reply_cut_at_the_token_limit_says_so(hub, server, provider, stream, i
     # the cell footer says it too; a filtered reply says so
     magics.use_hub(hub)
     try:
-        server.script(Reply("I can't", finish_reason="content_filter"))
+        server.script(ScriptedReply("I can't", finish_reason="content_filter"))
         with capture_output() as captured:
             ip.run_cell_magic("aihub", "chat story" + ("" if stream else " --no-stream"), "Another")
     finally:
@@ -145,7 +145,7 @@ def test_a_reply_cut_at_the_token_limit_says_so(hub, server, provider, stream, i
 def test_chat_panel_says_the_reply_was_cut(hub, server):
     _connect(hub, server, "OPENAI", name="lim")
     panel = hub.chat_panel("story", sync=True)
-    server.script(Reply("Once upon", finish_reason="length"))
+    server.script(ScriptedReply("Once upon", finish_reason="length"))
     panel.message.value = "Tell a story"
     panel.send_button.click()
     assert "cut at the token limit" in panel.status.value
@@ -157,9 +157,9 @@ def test_chat_panel_says_the_reply_was_cut(hub, server):
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_calls_without_usage_are_counted_and_estimated_apart(hub, server, provider):
     _connect(hub, server, provider)
-    server.script(Reply("One two three four.", prompt_tokens=9, completion_tokens=4))
+    server.script(ScriptedReply("One two three four.", prompt_tokens=9, completion_tokens=4))
     hub.chat("u").send("first")
-    server.script(Reply("Twelve characters and more", usage=False), Reply("x" * 40, usage=False))
+    server.script(ScriptedReply("Twelve characters and more", usage=False), ScriptedReply("x" * 40, usage=False))
     hub.chat("u").send("second")
     reply = hub.chat("u").send("third")
     assert "estimated" in reply.summary_line("m") and "tokens" in reply.summary_line("m")
@@ -184,7 +184,7 @@ def test_calls_without_usage_are_counted_and_estimated_apart(hub, server, provid
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_empty_stream_is_an_error_that_names_the_context(hub, server, provider):
     _connect(hub, server, provider, name="small")
-    server.script(Reply(fault="empty"))
+    server.script(ScriptedReply(fault="empty"))
     with pytest.raises(StreamError) as caught:
         hub.chat("e").send("a very long prompt")
     assert "may exceed the model's context" in str(caught.value) and "small" in str(caught.value)
@@ -214,7 +214,7 @@ def test_a_cut_tool_call_does_not_poison_the_chat(hub, server):
         hub.tool(add)
         hub.agent("helper", model="oa", tools=["add"])
         cut = [{"name": "add", "arguments": {"a": 1, "b": 2}}, {"name": "add", "arguments": '{"a": 3, "b'}]
-        server.script(Reply(tool_calls=cut, finish_reason="length"), Reply("Only the first one worked."))
+        server.script(ScriptedReply(tool_calls=cut, finish_reason="length"), ScriptedReply("Only the first one worked."))
         first = hub.chat("math", agent="helper").send("Add twice")
         assert first.text == "Only the first one worked."
         assert [c["status"] for c in first.tool_calls] == ["completed", "failed"]
@@ -238,13 +238,13 @@ def test_a_cut_tool_call_does_not_poison_the_chat(hub, server):
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_unfinished_replies_are_shown_but_not_sent_back(hub, server, provider):
     _connect(hub, server, provider)
-    server.script(Reply("alpha beta gamma delta", fault="drop", drop_after=2))
+    server.script(ScriptedReply("alpha beta gamma delta", fault="drop", drop_after=2))
     with pytest.raises(StreamError):
         hub.chat("p").send("first")
     chat = hub.get_chat("p")
     # a reply recovered after a crash is marked interrupted the same way
     hub.store.create("Message", threadId=chat.thread_id, type="chatModel", sourceId="x", content="half a", data={"status": "interrupted"})
-    server.script(Reply("fine"))
+    server.script(ScriptedReply("fine"))
     hub.chat("p").send("second")
     sent = [(m["role"], m["content"]) for m in _chat_requests(server)[-1].json["messages"]]
     assert sent == [("user", "first"), ("user", "second")]
@@ -261,7 +261,7 @@ def test_unfinished_replies_are_shown_but_not_sent_back(hub, server, provider):
 
 def test_retry_after_zero_still_waits_a_little(hub, server):
     _connect(hub, server, "OPENAI")
-    server.script(*[Reply(fault="429", retry_after=0) for _ in range(3)], Reply("at last"))
+    server.script(*[ScriptedReply(fault="429", retry_after=0) for _ in range(3)], ScriptedReply("at last"))
     started = time.perf_counter()
     reply = hub.chat("r").send("go")
     took = time.perf_counter() - started
@@ -290,7 +290,7 @@ def test_connection_max_tokens_is_the_default_limit(hub, server, provider):
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_a_runaway_reply_ends_at_the_total_time_limit(hub, server, provider):
     _connect(hub, server, provider, name="slow", timeout=0.8)
-    server.script(Reply(fault="endless", token_delay=0.02))
+    server.script(ScriptedReply(fault="endless", token_delay=0.02))
     started = time.perf_counter()
     with pytest.raises(ProviderTimeoutError) as caught:
         hub.chat("run").send("go")
@@ -305,7 +305,7 @@ def test_a_runaway_reply_ends_at_the_total_time_limit(hub, server, provider):
 
 def test_keep_alives_do_not_keep_a_call_open(hub, server):
     _connect(hub, server, "OPENAI", name="ka", timeout=0.6, read_timeout=5)
-    server.script(Reply(fault="keepalive", token_delay=0.05))
+    server.script(ScriptedReply(fault="keepalive", token_delay=0.05))
     started = time.perf_counter()
     with pytest.raises(ProviderTimeoutError, match="total limit"):
         hub.chat("ka").send("go")
@@ -316,7 +316,7 @@ def test_keep_alives_do_not_keep_a_call_open(hub, server):
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
 def test_read_timeout_is_honoured(hub, server, provider, stream):
     _connect(hub, server, provider, name="rt", read_timeout=0.3)
-    server.script(Reply("late", first_token_delay=1.5))
+    server.script(ScriptedReply("late", first_token_delay=1.5))
     started = time.perf_counter()
     with pytest.raises(ProviderTimeoutError, match="did not answer in time"):
         hub.chat("rt").send("go", stream=stream)

@@ -13,7 +13,7 @@ from IPython.utils.capture import capture_output
 
 from aihub_nb import magics
 from aihub_nb.agents import input_approver
-from aihub_nb.testing import Reply
+from aihub_nb.testing import ScriptedReply
 from aihub_nb.views import markdown_html, visible
 
 HOSTILE = [
@@ -156,7 +156,7 @@ def _chunks(text: str, size: int = 7) -> list[str]:
 
 
 def test_streamed_chat_cell_shows_a_hostile_reply_as_text(nb, server):
-    server.script(Reply(chunks=_chunks(CORPUS)))
+    server.script(ScriptedReply(chunks=_chunks(CORPUS)))
     with capture_output() as captured:
         nb.run_cell_magic("aihub", "chat evil --model oa", "Summarise this page.")
     assert len(captured.outputs) > 3  # streamed: the first display, its updates, the footer
@@ -168,7 +168,7 @@ def test_streamed_chat_cell_shows_a_hostile_reply_as_text(nb, server):
 
 
 def test_show_chat_render_and_the_stored_snapshot_are_inert(nb, hub, server):
-    server.script(Reply(text=CORPUS))
+    server.script(ScriptedReply(text=CORPUS))
     with capture_output():
         nb.run_cell_magic("aihub", "chat evil --model oa", "<img src=x onerror=alert('user')>")
     shown = _bundle(nb, nb.run_line_magic("aihub", "chat evil"))
@@ -186,7 +186,7 @@ def test_show_chat_render_and_the_stored_snapshot_are_inert(nb, hub, server):
 
 
 def test_reply_and_chat_reprs_are_inert(nb, hub, server):
-    server.script(Reply(text=CORPUS))
+    server.script(ScriptedReply(text=CORPUS))
     chat = hub.chat("repr", model="oa")
     reply = chat.send("go")
     for obj in (reply, chat):
@@ -207,11 +207,11 @@ def _hostile_agent(hub, server):
 
     hub.agent("browser", model="oa", tools=["fetch"])
     server.script(
-        Reply(tool_calls=[
+        ScriptedReply(tool_calls=[
             {"name": "fetch", "arguments": {"url": "javascript:alert(1)<script>alert(2)</script><img src=x onerror=alert(3)>"}},
             {"name": "<img src=x onerror=alert(4)>", "arguments": {"x": "<svg onload=alert(5)>"}},
         ]),
-        Reply(text=CORPUS),
+        ScriptedReply(text=CORPUS),
     )
 
 
@@ -266,7 +266,7 @@ def test_exported_notebook_has_no_live_script_from_a_reply(nb, server):
     nbconvert = pytest.importorskip("nbconvert")
 
     def export(reply_text: str) -> str:
-        server.script(Reply(chunks=_chunks(reply_text)))
+        server.script(ScriptedReply(chunks=_chunks(reply_text)))
         with capture_output() as captured:
             nb.run_cell_magic("aihub", "chat saved --model oa", "Hi")
         cell = nbformat.v4.new_code_cell("%%aihub chat saved\nHi")
@@ -330,7 +330,7 @@ def test_chat_panel_approval_shows_what_the_model_hid(hub, server):
         return "saved"
 
     hub.agent("saver", model="oa", tools=["save"], permission="user-permitted")
-    server.script(Reply(tool_calls=[{"name": "save", "arguments": SNEAKY}]), Reply(text="Done."))
+    server.script(ScriptedReply(tool_calls=[{"name": "save", "arguments": SNEAKY}]), ScriptedReply(text="Done."))
     panel = ChatPanel(hub, "ask")
     panel.connection.value = ("agent", "saver")
     panel.message.value = "save it"

@@ -9,7 +9,7 @@ import pytest
 
 from aihub_nb import Hub
 from aihub_nb import chat as chat_module
-from aihub_nb.testing import Reply
+from aihub_nb.testing import ScriptedReply
 from aihub_nb.views import markdown_html
 from aihub_nb.widgets.chat import DEFAULT, ChatPanel
 from aihub_nb.widgets.hub import TABS, HubPanel
@@ -45,7 +45,7 @@ def test_send_records_the_turn_and_shows_the_reply(hub, server, oa):
     panel = ChatPanel(hub, "c", sync=True)
     assert panel.connection.value == ("model", "oa")  # a new chat starts on the default connection
     assert "New chat" in panel.conversation.value
-    server.script(Reply(text="Hi **there** <script>", prompt_tokens=7, completion_tokens=3))
+    server.script(ScriptedReply(text="Hi **there** <script>", prompt_tokens=7, completion_tokens=3))
     panel.message.value = "hello"
     panel.send_button.click()
 
@@ -62,7 +62,7 @@ def test_send_records_the_turn_and_shows_the_reply(hub, server, oa):
 def test_second_send_continues_the_thread(hub, server, oa):
     hub.connect("OLLAMA", "local-chat", name="ol", host=server.ollama_host)
     first = ChatPanel(hub, "c", sync=True)
-    server.script(Reply(text="first answer"))
+    server.script(ScriptedReply(text="first answer"))
     first.message.value = "one"
     first.send_button.click()
 
@@ -70,7 +70,7 @@ def test_second_send_continues_the_thread(hub, server, oa):
     assert panel.chat_name.options == ("c",)
     panel.chat_name.value = "c"  # picking an existing chat shows it and what it talks to
     assert panel.connection.value == ("model", "oa") and "first answer" in panel.conversation.value
-    server.script(Reply(text="second answer"))
+    server.script(ScriptedReply(text="second answer"))
     panel.message.value = "two"
     panel.send_button.click()
 
@@ -106,7 +106,7 @@ def test_removed_connection_shows_in_the_error_line(hub, server, oa):
 
 def test_server_errors_show_in_the_error_line(hub, server, oa, monkeypatch):
     monkeypatch.setattr(chat_module, "_backoff", lambda attempt, retry_after: 0)
-    server.script(*[Reply(fault="500") for _ in range(chat_module.MAX_RETRIES + 1)])
+    server.script(*[ScriptedReply(fault="500") for _ in range(chat_module.MAX_RETRIES + 1)])
     panel = ChatPanel(hub, "c", sync=True)
     panel.message.value = "hello"
     panel.send_button.click()
@@ -124,7 +124,7 @@ def test_server_errors_show_in_the_error_line(hub, server, oa, monkeypatch):
 
 
 def test_stop_interrupts_a_threaded_turn(hub, server, oa):
-    server.script(Reply.lorem(300, token_delay=0.01))
+    server.script(ScriptedReply.lorem(300, token_delay=0.01))
     panel = ChatPanel(hub, "c")
     panel.message.value = "talk for a while"
     panel.send_button.click()
@@ -142,7 +142,7 @@ def test_stop_interrupts_a_threaded_turn(hub, server, oa):
     assert "(interrupted)" in panel.conversation.value and "stopped" in panel.status.value
     assert panel.error.value == ""
 
-    server.script(Reply(text="back again"))  # usable again
+    server.script(ScriptedReply(text="back again"))  # usable again
     assert not panel.send_button.disabled
     panel.message.value = "are you there?"
     panel.send_button.click()
@@ -155,7 +155,7 @@ def test_tool_needing_permission_asks_in_the_panel(hub, server):
     hub.connect("OPENAI", "local-tools", name="oa", base_url=server.openai_base_url)
     hub.tool(add)
     hub.agent("careful", model="oa", tools=[add], permission="user-permitted")
-    server.script(Reply(tool_calls=[{"name": "add", "arguments": {"a": 2, "b": 3}}]), Reply(text="It is 5."))
+    server.script(ScriptedReply(tool_calls=[{"name": "add", "arguments": {"a": 2, "b": 3}}]), ScriptedReply(text="It is 5."))
     panel = ChatPanel(hub, "perm")
     panel.connection.value = ("agent", "careful")
     panel.message.value = "2 + 3?"
@@ -227,7 +227,7 @@ def test_connections_tab_adds_removes_and_makes_default(hub, server):
 
 
 def test_chats_tab_opens_a_chat_panel_and_jobs_tab_lists_its_turn(hub, server, oa):
-    server.script(Reply(text="from before"))
+    server.script(ScriptedReply(text="from before"))
     hub.chat("c").send("hello")
     panel = HubPanel(hub, sync=True)
     panel.select("Chats")
@@ -293,14 +293,14 @@ def test_a_failure_before_the_turn_starts_leaves_the_panel_usable(hub, server, o
     assert "disk went away" in panel.error.value
     assert not panel.busy and not panel.send_button.disabled and panel.stop_button.disabled
     monkeypatch.undo()
-    server.script(Reply(text="fine again"))
+    server.script(ScriptedReply(text="fine again"))
     panel.submit("hello again")
     assert panel.wait(5) and hub.get_chat("c").messages()[-1]["content"] == "fine again"
 
 
 def test_removing_the_chats_connection_in_the_hub_panel_updates_the_open_chat(hub, server, oa):
     hub.connect("OLLAMA", "local-chat", name="ol", host=server.ollama_host)
-    server.script(Reply(text="via oa"))
+    server.script(ScriptedReply(text="via oa"))
     hub.chat("c").send("hello")
     panel = HubPanel(hub, sync=True)
     panel.chat_pick.value = "c"
@@ -315,7 +315,7 @@ def test_removing_the_chats_connection_in_the_hub_panel_updates_the_open_chat(hu
     assert ("model", "oa") not in choices  # the removed connection is no longer offered
     assert chat_panel.connection.value == ("model", "ol")  # the default, shown, instead of a dead end
 
-    server.script(Reply(text="via ol"))
+    server.script(ScriptedReply(text="via ol"))
     chat_panel.message.value = "still there?"
     chat_panel.send_button.click()
     assert chat_panel.error.value == ""

@@ -25,7 +25,7 @@ import pytest
 from aihub_nb.errors import ModelNotFoundError, ProviderError, ServerError, StreamError
 from aihub_nb.providers import Event, ToolCall, Usage, make_provider
 from aihub_nb.recording import MemorySink, recording_transport
-from aihub_nb.testing import LocalServer, Reply
+from aihub_nb.testing import LocalServer, ScriptedReply
 
 USER = [{"role": "user", "content": "hi"}]
 FINISHED = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
@@ -507,7 +507,7 @@ def _check_chunk(chunk: dict, chat_id: str, include_usage: bool) -> None:
 
 @pytest.mark.parametrize("include_usage", [True, False])
 def test_local_openai_stream_is_strict_sse(local, include_usage):
-    local.script(Reply("Hi there", tool_calls=[{"name": "add", "arguments": {"a": 1}}], prompt_tokens=4))
+    local.script(ScriptedReply("Hi there", tool_calls=[{"name": "add", "arguments": {"a": 1}}], prompt_tokens=4))
     body = {"model": "local-chat", "messages": USER, "stream": True, "n": 1, "max_tokens": 2}
     if include_usage:
         body["stream_options"] = {"include_usage": True}
@@ -555,7 +555,7 @@ def _check_ollama_object(line: dict) -> None:
 
 
 def test_local_ollama_stream_is_strict_ndjson(local):
-    local.script(Reply("Hi there", tool_calls=[{"name": "add", "arguments": {"a": 1}}]))
+    local.script(ScriptedReply("Hi there", tool_calls=[{"name": "add", "arguments": {"a": 1}}]))
     response = _post(local, "/api/chat", {"model": "local-chat", "messages": USER})
     assert response.status == 200 and response.getheader("Content-Type") == "application/x-ndjson"
     raw = response.read().decode()

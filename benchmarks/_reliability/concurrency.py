@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aihub_nb.errors import ThreadBusyError
 from aihub_nb.hub import Hub
-from aihub_nb.testing import LocalServer, Reply
+from aihub_nb.testing import LocalServer, ScriptedReply
 
 from .common import Section, one_line_error, read_json_line, start_worker, table
 
@@ -87,7 +87,7 @@ def _busy(section: Section, server: LocalServer, tmp: Path, tries: int) -> None:
     outcomes: Counter[str] = Counter()
     for attempt in range(tries):
         server.reset()
-        server.script(Reply.lorem(40, first_token_delay=0.2, token_delay=0.03))
+        server.script(ScriptedReply.lorem(40, first_token_delay=0.2, token_delay=0.03))
         name = f"busy-{attempt}"
         proc = start_worker("slow", {"home": str(home), "url": server.url, "provider": "openai", "chat": name})
         try:

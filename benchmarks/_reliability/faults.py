@@ -9,19 +9,19 @@ from pathlib import Path
 
 from aihub_nb.chat import drive
 from aihub_nb.hub import Hub
-from aihub_nb.testing import LocalServer, Reply
+from aihub_nb.testing import LocalServer, ScriptedReply
 
 from .common import Section, closed_port, mark, one_line_error, table
 
 PROMPT = "Say something, please."
-_LOREM = Reply.lorem(20).text
+_LOREM = ScriptedReply.lorem(20).text
 _NUMBERS = itertools.count(1)
 
 
 @dataclass
 class Fault:
     name: str
-    replies: list[Reply] = field(default_factory=list)
+    replies: list[ScriptedReply] = field(default_factory=list)
     expect: str = "error"  # "error": a clean failure; "ok": a completed turn; "either"
     model: str = "local-chat"
     timeout: float | None = None
@@ -30,21 +30,21 @@ class Fault:
 
 def faults() -> list[Fault]:
     """The fault cases, each a fresh list of scripted replies (Retry-After keeps retries short)."""
-    def retried(code: str) -> list[Reply]:
-        return [Reply(fault=code, retry_after=0.05) for _ in range(4)]
+    def retried(code: str) -> list[ScriptedReply]:
+        return [ScriptedReply(fault=code, retry_after=0.05) for _ in range(4)]
 
     return [
         Fault("429 + Retry-After (every try)", retried("429")),
-        Fault("429 once, then ok", [Reply(fault="429", retry_after=0.05), Reply("Fine now.")], expect="ok"),
+        Fault("429 once, then ok", [ScriptedReply(fault="429", retry_after=0.05), ScriptedReply("Fine now.")], expect="ok"),
         Fault("500 (every try)", retried("500")),
         Fault("503 (every try)", retried("503")),
-        Fault("401 wrong key", [Reply(fault="401")]),
+        Fault("401 wrong key", [ScriptedReply(fault="401")]),
         Fault("404 unknown model", model="no-such-model"),
-        Fault("dropped mid-stream", [Reply(_LOREM, fault="drop", drop_after=3)]),
-        Fault("dropped before any token", [Reply(_LOREM, fault="drop", drop_after=0)]),
-        Fault("malformed chunk", [Reply(_LOREM, fault="malformed", drop_after=3)]),
-        Fault("slow first token > timeout", [Reply("Too late.", first_token_delay=1.5)], timeout=0.5),
-        Fault("empty reply", [Reply("")], expect="either"),
+        Fault("dropped mid-stream", [ScriptedReply(_LOREM, fault="drop", drop_after=3)]),
+        Fault("dropped before any token", [ScriptedReply(_LOREM, fault="drop", drop_after=0)]),
+        Fault("malformed chunk", [ScriptedReply(_LOREM, fault="malformed", drop_after=3)]),
+        Fault("slow first token > timeout", [ScriptedReply("Too late.", first_token_delay=1.5)], timeout=0.5),
+        Fault("empty reply", [ScriptedReply("")], expect="either"),
         Fault("connection refused", refused=True),
     ]
 

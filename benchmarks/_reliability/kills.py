@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from aihub_nb.hub import Hub
-from aihub_nb.testing import LocalServer, Reply
+from aihub_nb.testing import LocalServer, ScriptedReply
 
 from .common import CountingProxy, Section, content_chars, read_json_line, start_worker, table, wait_until
 
@@ -69,9 +69,9 @@ def run(section: Section, server: LocalServer, tmp: Path, *, trials: int, rng: r
 def _trial(t: int, provider: str, agent: bool, server: LocalServer, proxy: CountingProxy, home: Path, rng: random.Random) -> dict:
     server.reset()
     proxy.reset()
-    replies = [Reply.lorem(WORDS, token_delay=TOKEN_DELAY)]
+    replies = [ScriptedReply.lorem(WORDS, token_delay=TOKEN_DELAY)]
     if agent:
-        replies.insert(0, Reply(tool_calls=[{"name": "slow_tool", "arguments": {"seconds": TOOL_SECONDS}}]))
+        replies.insert(0, ScriptedReply(tool_calls=[{"name": "slow_tool", "arguments": {"seconds": TOOL_SECONDS}}]))
     server.script(*replies)
     chat = f"kill-{t}"
     duration = WORDS * TOKEN_DELAY + (TOOL_SECONDS if agent else 0.0)

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from aihub_nb.hub import Hub
-from aihub_nb.testing import LocalServer, Reply
+from aihub_nb.testing import LocalServer, ScriptedReply
 
 from .common import Section, scan_for_secrets
 
@@ -101,7 +101,7 @@ def run(section: Section, server: LocalServer, tmp: Path) -> None:
                     turns.append(_turn(hub, f"chat-{name}-{stream}", {"model": name}, "Hello there.", stream, shown))
             for tool in ("echo_fail", "hop"):
                 server.reset()
-                server.script(Reply(tool_calls=[{"name": tool, "arguments": {}}]), Reply("Done."))
+                server.script(ScriptedReply(tool_calls=[{"name": tool, "arguments": {}}]), ScriptedReply("Done."))
                 turns.append(_turn(hub, f"tool-{tool}", {"agent": "courier"}, f"Call {tool}.", True, shown))
                 sent_to_model = sum(
                     any(v in json.dumps(r.json or {}) for v in values.values()) for r in server.requests
