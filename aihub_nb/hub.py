@@ -58,8 +58,10 @@ class Hub:
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = Store(self.home / DB_FILENAME)
         from .jobs import fail_orphaned_jobs
+        from .recovery import recover_interrupted
 
         fail_orphaned_jobs(self.store)
+        recover_interrupted(self.store)
         self._watch_secrets()
         self._providers: dict[str, tuple[str, Provider]] = {}
         self._providers_lock = threading.Lock()
