@@ -163,3 +163,20 @@ def test_prune_magic_reports_in_one_line_and_refuses_a_bad_age(hub):
             shell.run_line_magic("aihub", "prune --older-than soon")
     finally:
         magics.use_hub(None)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("provider", ["OPENAI", "OLLAMA"])
+def test_a_reply_that_cannot_be_read_is_an_error_call_not_a_success(hub, server, provider, stream):
+    """The body arrived whole, so the transport saw no error; but the turn failed on it."""
+    if provider == "OPENAI":
+        hub.connect("OPENAI", "local-chat", name="m", base_url=server.openai_base_url)
+    else:
+        hub.connect("OLLAMA", "local-chat", name="m", host=server.ollama_host)
+    server.script(Reply(chunks=["one", " two", " three", " four", " five"], fault="malformed"))
+    with pytest.raises(Exception, match="malformed data"):
+        hub.chat("bad", model="m").send("hi", stream=stream)
+    [call] = [c for c in hub.store.find("NetworkCall") if c["method"] == "POST"]
+    assert call["status"] == "error" and "malformed data" in call["error"] and call["statusCode"] == 200
+    assert hub.store.find("ResponseStream")[0]["status"] == "failed"
+    assert hub.network_calls(status="success", method="POST").empty
