@@ -9,11 +9,13 @@ a crash or Ctrl-C keeps what arrived.
 
 The response is appended, never rewritten: each flush adds one ResponseChunk row, so a flush
 costs the same at the 100th token and at the 200,000th. Flushes happen at most every
-`flush_interval` (0.1 s) while chunks arrive, and a chunk that waits longer (a stream that
-stalls) is written by a background flush; so a process killed mid-stream loses at most the
-last `flush_interval` of what it had read. A request body that repeats a recent one (a chat's
-history) is stored as a reference to it plus what is new. Every known secret (aihub_nb.redact) is
-masked in what is written: URL, headers, body, response and error.
+`flush_interval` (0.01 s) while chunks arrive, and a chunk that waits longer (a stream that
+stalls) is written by a background flush (checking every half interval); so a process killed
+mid-stream loses at most what it read in the last 0.02 s (plus, while secrets are known, the
+few characters the redactor holds back in case a secret straddles two chunks). A request body
+that repeats a recent one (a chat's history) is stored as a reference to it plus what is new.
+Every known secret (aihub_nb.redact) is masked in what is written: URL, headers, body, response
+and error.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ class _Call:
 class StoreSink:
     """A CallSink that records into a Store."""
 
-    def __init__(self, store: Store, *, flush_interval: float = 0.1) -> None:
+    def __init__(self, store: Store, *, flush_interval: float = 0.01) -> None:
         self.store = store
         self.flush_interval = flush_interval
         self._recent: dict[str, deque[tuple[str, str]]] = {}

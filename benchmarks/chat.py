@@ -11,7 +11,7 @@ same `aihub_nb.testing.LocalServer`, in the same process and run:
 * hub: `hub.chat(NAME, model=CONNECTION).send(PROMPT)` on a Hub whose store is a real file in a
   temporary directory, a new chat per run so both sides send the same single message. That is a
   whole turn: the Chat and MessageThread rows, the Jobs row and thread lock, the user Message,
-  the ResponseStream, the NetworkCall row and its response appended every 0.1 s by the recording
+  the ResponseStream, the NetworkCall row and its response appended every 0.01 s by the recording
   transport, the final Message and the metrics.
 
 Runs alternate raw/hub (the side that goes first alternates too), after warm-up runs of each;

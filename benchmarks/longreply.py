@@ -9,7 +9,7 @@ goes first alternates too):
 * raw: the official client (`openai.OpenAI(..., max_retries=0)` with usage included, or
   `ollama.Client`), iterating every chunk and joining the content;
 * hub: a whole `hub.chat(NAME, model=CONNECTION).send(PROMPT)` turn on a Hub whose store is a
-  real file, recording the NetworkCall, its response (appended every 0.1 s), the ResponseStream
+  real file, recording the NetworkCall, its response (appended every 0.01 s), the ResponseStream
   and the messages and metrics.
 
 The recorder's cost per chunk must not grow with the reply: a recorder that rewrote what it had

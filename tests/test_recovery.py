@@ -102,7 +102,7 @@ def test_a_turn_killed_mid_stream_is_recovered_on_the_next_open(tmp_path, server
         assert job["status"] == "failed" and hub.store.get("MessageThread", chat.thread_id)["lockingJob"] in (None, job["id"])
         assert stream["status"] == "interrupted"
         assert (call["status"], call["error"]) == ("interrupted", "its process ended before the call finished")
-        # What arrived is kept: all but the last flush interval (0.1 s, 5 words at 0.02 s each).
+        # What arrived is kept: all but the last flush interval (0.01 s; allow a few words).
         recovered = messages[-1]["content"]
         assert [m["type"] for m in messages] == ["user", "chatModel"]
         assert messages[-1]["data"] == {"status": "interrupted"}
