@@ -121,10 +121,10 @@ def test_a_turn_killed_mid_stream_is_recovered_on_the_next_open(tmp_path, server
             magics.use_hub(None)
         assert recovered[-40:] in shown and "interrupted" in shown
 
-        # The chat goes on: the next turn is not refused, and sends the partial reply as history.
+        # The chat goes on: the next turn is not refused (an unfinished reply is not sent back).
         server.script(Reply(text="And then it ended."))
         assert chat.send("Go on.").text == "And then it ended."
-        assert server.requests[-1].json["messages"][1]["content"] == recovered
+        assert recovered not in json.dumps(server.requests[-1].json["messages"])
 
     with closing(Hub(home)) as hub:  # a second open changes nothing
         assert [m["type"] for m in hub.get_chat("story").messages()] == ["user", "chatModel", "user", "chatModel"]
