@@ -350,7 +350,7 @@ class Chat:
         parts: list[str] = []
         failures: list[ProviderError] = []
         try:
-            with streaming_into(stream_row["id"], job=run.id, hold_tail=True):
+            with streaming_into(stream_row["id"], job=run.id):
                 for attempt in range(MAX_RETRIES + 1):
                     events = provider.chat(conn["modelId"], messages, tools=tools, stream=stream, options=options or None)
                     try:

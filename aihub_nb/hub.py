@@ -59,9 +59,11 @@ class Hub:
         _private_home(self.home)
         self.store = Store(self.home / DB_FILENAME)
         from .jobs import fail_orphaned_jobs, fail_stale_pending_jobs
+        from .recovery import recover_interrupted
 
         fail_orphaned_jobs(self.store)
         fail_stale_pending_jobs(self.store)
+        recover_interrupted(self.store)
         self._watch_secrets()
         self._providers: dict[str, tuple[str, Provider]] = {}
         self._providers_lock = threading.Lock()
@@ -577,6 +579,26 @@ class Hub:
         from . import monitoring
 
         return monitoring.network_calls(self.store, since=since, until=until, **filters)
+
+    def prune(self, older_than: Any = "30d"):
+        """Drop the raw payloads (request bodies, responses, streams' raw output) of network calls
+        and response streams older than `older_than` ("30d", "2w", "12h", or a time), keep their
+        other fields, the messages and the metrics, and reclaim the space; returns a PruneReport
+        that shows as one line."""
+        from . import monitoring
+        from .errors import UsageError
+        from .payloads import prune
+
+        try:
+            before = monitoring.parse_time(older_than)
+        except UsageError:
+            before = None
+        if before is None:
+            raise UsageError(
+                f"Cannot read the age {older_than!r}; give a span back from now like '30d', '2w' or '12h', or an ISO time."
+            )
+        monitoring.flush_metrics(self.store)
+        return prune(self.store, before)
 
     def messages(self, chat: str):
         from . import monitoring

@@ -223,6 +223,7 @@ class AihubMagics(Magics):
             "metrics": self._metrics,
             "calls": self._calls,
             "jobs": self._jobs,
+            "prune": self._prune,
             "price": self._price,
             "prices": self._prices,
             "dashboard": self._dashboard,
@@ -527,6 +528,12 @@ class AihubMagics(Magics):
     def _jobs(self, args: list[str]) -> Any:
         return self._frame_command("%aihub jobs", args, self.hub.jobs)
 
+    def _prune(self, args: list[str]) -> Any:
+        p = _parser("%aihub prune", "Drop the raw payloads of old network calls and streams; keep messages and metrics.")
+        p.add_argument("--older-than", required=True, metavar="AGE", help="a span like 30d, 2w, 12h, or an ISO time")
+        ns = p.parse_args(args)
+        return self.hub.prune(older_than=ns.older_than)
+
     def _price(self, args: list[str]) -> Any:
         p = _parser("%aihub price", "Set the price of a model, in USD per million tokens.")
         p.add_argument("action", choices=["set", "remove"])
@@ -578,6 +585,7 @@ _HELP = r"""
 | `chat NAME [--delete \| --unlock]` · `chats` · `render NAME` | show (delete, or unlock) a conversation, list chats, store a snapshot |
 | `tools` · `tool show\|remove NAME` · `agents` · `agent create NAME --model C --tools a,b [--permission P or TOOL=P,...] [--instructions T]` · `agent show\|remove NAME` | tools and agents |
 | `metrics [NAME] [--since 1h] [-o VAR]` · `calls` · `jobs` | monitoring as DataFrames |
+| `prune --older-than 30d` | drop old calls' raw payloads (messages and metrics stay), reclaim the space |
 | `price set MODEL IN OUT [--provider P]` · `prices` | the price table (USD per million tokens) |
 | `dashboard` · `hub` · `panel [NAME]` | panels: monitoring, the whole hub, a chat |
 """

@@ -41,6 +41,7 @@ from collections.abc import Iterable
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from . import payloads
 from .errors import NotFoundError, UsageError
 from .redact import mask_secrets
 from .store import now_iso
@@ -659,6 +660,7 @@ def network_calls(
     )
     sql += _where_sql(where)
     names, rows = _fetch(store, sql, params)
+    rows = payloads.expand_columns(store, "NetworkCall", names, rows)
     kinds = {
         "createdAt": "time", "endpoint": "masked", "statusCode": "int", "durationMs": "float", "error": "masked",
         "body": "masked", "response": "masked", "requestHeaders": "json-masked", "responseHeaders": "json-masked",
@@ -798,6 +800,7 @@ def streams(
     )
     sql += _where_sql(where)
     names, rows = _fetch(store, sql, params)
+    rows = payloads.expand_columns(store, "ResponseStream", names, rows)
     frame = _frame(
         names, rows, {"createdAt": "time", "updatedAt": "time", "rawOutput": "masked", "resultMessages": "json-masked"}
     )

@@ -3,24 +3,33 @@
 The recording transports (aihub_nb.recording) call a sink for every request, response, chunk
 and end. `StoreSink` writes them to the store while the response streams: a NetworkCall row per
 request, its body and headers (already redacted), the response text as it arrives, the status,
-HTTP code and duration. When a turn has named a ResponseStream (`streaming_into`), the bytes of
-its successful response are appended to that stream's `rawOutput` too, so a reply cut off by a
-crash or Ctrl-C keeps what arrived. Writes are batched by time (`flush_interval`), never per
-chunk, so recording costs little on a 2,000-token stream. Every known secret (aihub_nb.redact) is
-masked in what is written: URL, headers, body, response and error.
+HTTP code and duration. When a turn has named a ResponseStream (`streaming_into`), a successful
+response is that stream's raw output too (stored once: aihub_nb.payloads), so a reply cut off by
+a crash or Ctrl-C keeps what arrived.
+
+The response is appended, never rewritten: each flush adds one ResponseChunk row, so a flush
+costs the same at the 100th token and at the 200,000th. Flushes happen at most every
+`flush_interval` (0.01 s) while chunks arrive, and a chunk that waits longer (a stream that
+stalls) is written by a background flush (checking every half interval); so a process killed
+mid-stream loses at most what it read in the last 0.02 s (plus, while secrets are known, the
+few characters the redactor holds back in case a secret straddles two chunks). A request body
+that repeats a recent one (a chat's history) is stored as a reference to it plus what is new.
+Every known secret (aihub_nb.redact) is masked in what is written: URL, headers, body, response
+and error.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextvars
-import json
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from .payloads import common_ends
 from .redact import StreamRedactor, redact, redact_data
 from .store import now_iso
 
@@ -31,23 +40,16 @@ __all__ = ["StoreSink", "close_stream", "streaming_into"]
 
 _CURRENT_STREAM: contextvars.ContextVar[str | None] = contextvars.ContextVar("aihub_stream", default=None)
 _REFERENCES: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("aihub_refs", default=None)
-_HOLD_TAIL: contextvars.ContextVar[bool] = contextvars.ContextVar("aihub_hold_tail", default=False)
-# stream id -> raw output that arrived after the stream's last timed flush, kept for close_stream
-_HELD: dict[str, list[str]] = {}
-_HELD_LOCK = threading.Lock()
+# A body is stored against an earlier one when they share at least this many characters.
+_MIN_SHARED = 256
+_RECENT_BODIES = 4  # per endpoint, the bodies a new one is compared with
 
 
 @contextmanager
-def streaming_into(stream_id: str | None, *, hold_tail: bool = False, **references: str) -> Iterator[None]:
-    """Within the block, recorded responses also feed ResponseStream `stream_id`, and new
-    NetworkCall rows carry `references` (for example job=..., stream=...).
-
-    With `hold_tail`, the raw output that arrives after the last timed flush is not written when
-    the response ends but kept for `close_stream`, which writes it together with the stream's
-    status: the row, by then holding the whole reply, is rewritten once instead of twice.
-    Whoever passes `hold_tail=True` must call `close_stream`, also on failure."""
+def streaming_into(stream_id: str | None, **references: str) -> Iterator[None]:
+    """Within the block, recorded successful responses are the raw output of ResponseStream
+    `stream_id`, and new NetworkCall rows carry `references` (for example job=..., stream=...)."""
     token = _CURRENT_STREAM.set(stream_id)
-    htoken = _HOLD_TAIL.set(hold_tail)
     refs = {k: v for k, v in references.items() if v}
     if stream_id:
         refs["stream"] = stream_id
@@ -57,88 +59,130 @@ def streaming_into(stream_id: str | None, *, hold_tail: bool = False, **referenc
     finally:
         _CURRENT_STREAM.reset(token)
         _REFERENCES.reset(rtoken)
-        _HOLD_TAIL.reset(htoken)
 
 
 def close_stream(store: Store, stream_id: str, *, status: str, result_messages: list) -> None:
-    """Finish ResponseStream `stream_id`: the raw output held for it, its status and its result
-    messages, in one UPDATE (no read-back of the row)."""
-    with _HELD_LOCK:
-        tail = "".join(_HELD.pop(stream_id, ()))
-    with store.transaction() as conn:
-        conn.execute(
-            'UPDATE "ResponseStream" SET rawOutput = rawOutput || ?, status = ?, resultMessages = ?, updatedAt = ? '
-            "WHERE id = ?",
-            (tail, status, json.dumps(result_messages, ensure_ascii=False, default=str), now_iso(), stream_id),
-        )
+    """Finish ResponseStream `stream_id`: its status and its result messages, in one UPDATE
+    (the raw output is already stored, with its calls)."""
+    import json
+
+    store.conn.execute(
+        'UPDATE "ResponseStream" SET status = ?, resultMessages = ?, updatedAt = ? WHERE id = ?',
+        (status, json.dumps(result_messages, ensure_ascii=False, default=str), now_iso(), stream_id),
+    )
 
 
 class _Call:
-    __slots__ = ("id", "stream_id", "hold", "decoder", "redactor", "pending", "last_flush", "ok")
+    __slots__ = ("id", "stream_id", "decoder", "pending", "since", "last_flush", "ok", "lock", "done", "watched", "redactor")
 
-    def __init__(self, call_id: str, stream_id: str | None, hold: bool = False) -> None:
+    def __init__(self, call_id: str, stream_id: str | None) -> None:
         self.id = call_id
         self.stream_id = stream_id
-        self.hold = hold
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.redactor = StreamRedactor()
         self.pending: list[bytes] = []  # decoded once per flush, not once per chunk
+        self.since = 0.0  # when the oldest pending chunk arrived
         self.last_flush = time.monotonic()
         self.ok = False
+        self.done = False
+        self.watched = False
+        self.lock = threading.Lock()
 
 
 class StoreSink:
     """A CallSink that records into a Store."""
 
-    def __init__(self, store: Store, *, flush_interval: float = 0.25) -> None:
+    def __init__(self, store: Store, *, flush_interval: float = 0.01) -> None:
         self.store = store
         self.flush_interval = flush_interval
+        self._recent: dict[str, deque[tuple[str, str]]] = {}
+        self._recent_lock = threading.Lock()
+        self._open: set[_Call] = set()  # calls whose response is under way, for the background flush
+        self._open_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
 
     def request(self, *, method: str, url: str, headers: dict[str, str], body: str) -> _Call:
+        url, body = redact(url), redact(body)
+        fields = {}
+        base = self._base(url, body)
+        stored = body
+        if base is not None:
+            base_id, head, tail = base
+            stored = body[head : len(body) - tail]
+            fields["bodyBase"] = {"call": base_id, "head": head, "tail": tail}
         row = self.store.create(
             "NetworkCall",
-            endpoint=redact(url),
+            endpoint=url,
             method=method,
-            body=redact(body),
+            body=stored,
             status="pending",
             requestHeaders=redact_data(headers),
             references=dict(_REFERENCES.get() or {}),
+            **fields,
         )
-        return _Call(row["id"], _CURRENT_STREAM.get(), _HOLD_TAIL.get())
+        self._remember(url, row["id"], body)
+        return _Call(row["id"], _CURRENT_STREAM.get())
+
+    def _base(self, url: str, body: str) -> tuple[str, int, int] | None:
+        """The recent call whose body this one shares most with, and how much at each end."""
+        if len(body) < _MIN_SHARED:
+            return None
+        with self._recent_lock:
+            candidates = list(self._recent.get(url, ()))
+        best = None
+        for call_id, earlier in reversed(candidates):
+            head, tail = common_ends(earlier, body)
+            if head + tail >= _MIN_SHARED and (best is None or head + tail > best[1] + best[2]):
+                best = (call_id, head, tail)
+        return best
+
+    def _remember(self, url: str, call_id: str, body: str) -> None:
+        if len(body) < _MIN_SHARED:
+            return
+        with self._recent_lock:
+            recent = self._recent.get(url)
+            if recent is None:
+                if len(self._recent) >= 64:  # endpoints: keep the table small
+                    self._recent.pop(next(iter(self._recent)))
+                recent = self._recent[url] = deque(maxlen=_RECENT_BODIES)
+            recent.append((call_id, body))
 
     def response(self, handle: _Call, *, status_code: int, headers: dict[str, str]) -> None:
         handle.ok = status_code < 400
-        self.store.set("NetworkCall", handle.id, statusCode=status_code, responseHeaders=redact_data(headers))
+        fields = {"statusCode": status_code, "responseHeaders": redact_data(headers)}
+        if handle.ok and handle.stream_id:
+            fields["streamId"] = handle.stream_id
+        else:
+            handle.stream_id = None
+        self.store.set("NetworkCall", handle.id, **fields)
 
     def chunk(self, handle: _Call, data: bytes) -> None:
-        handle.pending.append(data)
         now = time.monotonic()
-        if now - handle.last_flush >= self.flush_interval:
+        with handle.lock:
+            if not handle.pending:
+                handle.since = now
+            handle.pending.append(data)
+            if now - handle.last_flush < self.flush_interval:
+                if not handle.watched:
+                    self._watch(handle)
+                return
             handle.last_flush = now
-            self._flush(handle)
+            self._write(handle, self._take(handle))
 
     def finish(self, handle: _Call, *, error: str | None, duration_ms: float) -> None:
-        """The last of the response and the call's outcome in one UPDATE: the row, by now holding
-        the whole response, is rewritten once, and not read back."""
-        text = self._take(handle, final=True)
+        """The last of the response and the call's outcome in one UPDATE of a small row."""
+        with handle.lock:
+            handle.done = True
+            text = self._take(handle, final=True)
+        if handle.watched:
+            with self._open_lock:
+                self._open.discard(handle)
         failed = error is not None or not handle.ok
-        to_stream = bool(text and handle.stream_id and handle.ok)
-        if to_stream and handle.hold:
-            with _HELD_LOCK:
-                _HELD.setdefault(handle.stream_id, []).append(text)
-            to_stream = False
-        now = now_iso()
-        with self.store.transaction() as conn:
-            conn.execute(
-                'UPDATE "NetworkCall" SET response = response || ?, status = ?, durationMs = ?, error = ?, '
-                "updatedAt = ? WHERE id = ?",
-                (text, "error" if failed else "success", round(duration_ms, 3), redact(error), now, handle.id),
-            )
-            if to_stream:
-                conn.execute(
-                    'UPDATE "ResponseStream" SET rawOutput = rawOutput || ?, updatedAt = ? WHERE id = ?',
-                    (text, now, handle.stream_id),
-                )
+        self.store.conn.execute(
+            'UPDATE "NetworkCall" SET response = response || ?, status = ?, durationMs = ?, error = ?, '
+            "updatedAt = ? WHERE id = ?",
+            (text, "error" if failed else "success", round(duration_ms, 3), redact(error), now_iso(), handle.id),
+        )
 
     @staticmethod
     def _take(handle: _Call, *, final: bool = False) -> str:
@@ -146,17 +190,41 @@ class StoreSink:
         handle.pending.clear()
         return handle.redactor.feed(handle.decoder.decode(data, final=final), final=final)
 
-    def _flush(self, handle: _Call) -> None:
-        text = self._take(handle)
-        if not text:
-            return
-        now = now_iso()
-        with self.store.transaction() as conn:
-            conn.execute(
-                'UPDATE "NetworkCall" SET response = response || ?, updatedAt = ? WHERE id = ?', (text, now, handle.id)
-            )
-            if handle.stream_id and handle.ok:
-                conn.execute(
-                    'UPDATE "ResponseStream" SET rawOutput = rawOutput || ?, updatedAt = ? WHERE id = ?',
-                    (text, now, handle.stream_id),
-                )
+    def _write(self, handle: _Call, text: str) -> None:
+        if text:
+            self.store.create("ResponseChunk", callId=handle.id, text=text)
+
+    # -- the background flush: a chunk that waits past the interval is written anyway
+
+    def _watch(self, handle: _Call) -> None:
+        handle.watched = True
+        with self._open_lock:
+            self._open.add(handle)
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_loop, name="aihub-netlog-flush", daemon=True)
+                self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        """Runs while some response is under way; ends when none is."""
+        interval = max(self.flush_interval, 0.01)
+        while True:
+            time.sleep(interval / 2)
+            with self._open_lock:
+                handles = [h for h in self._open if not h.done]
+                self._open = set(handles)
+                if not handles:
+                    self._flusher = None
+                    return
+            now = time.monotonic()
+            for handle in handles:
+                if not handle.pending or now - handle.since < interval:
+                    continue
+                with handle.lock:
+                    if handle.done or not handle.pending:
+                        continue
+                    handle.last_flush = now
+                    text = self._take(handle)
+                    try:
+                        self._write(handle, text)
+                    except Exception:  # the store is closed or busy: the next flush or the end writes it
+                        handle.pending.insert(0, text.encode())

@@ -13,6 +13,9 @@ opening the same file at once agree.
 
 Writes on the hot path (a message, a metric, a stream chunk) are prepared INSERT/UPDATE
 statements cached per model and column set, with no schema look-up per call.
+
+Raw payloads (NetworkCall bodies and responses, ResponseStream raw output) are stored once and
+in pieces (aihub_nb.payloads); every read through the store gives them back whole.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import payloads
 from .errors import RecordNotFoundError, StoreError, StoreWarning, UnknownFieldError, UnknownModelError
 from .prisma import Field, Model, Schema, load_schema
 
@@ -559,6 +563,8 @@ class Store:
                 except ValueError as exc:
                     record[key] = _bad_json(model, f, record, value, exc)
             out.append(record)
+        if model.name in payloads.EXPANDED:
+            payloads.expand(self, model.name, out)
         return out
 
     def update(self, model_name: str, id: str, **fields: Any) -> dict[str, Any]:
@@ -575,15 +581,19 @@ class Store:
         for f in model.fields.values():
             if f.updated_at:
                 fields[f.name] = now_iso()
-        sets = ", ".join(f"{_quote(model.fields[n].column)} = ?" for n in fields)
-        params = [_checked_sql(model.name, model.fields[n], v) for n, v in fields.items()]
-        with self._lock:
+        with self.transaction() if model.name in payloads.EXPANDED else self._lock:
+            if model.name in payloads.EXPANDED:
+                payloads.before_set(self, model.name, id, fields)
+            sets = ", ".join(f"{_quote(model.fields[n].column)} = ?" for n in fields)
+            params = [_checked_sql(model.name, model.fields[n], v) for n, v in fields.items()]
             cursor = self.conn.execute(f"UPDATE {_quote(model.table)} SET {sets} WHERE id = ?", [*params, id])
             if cursor.rowcount == 0:
                 raise RecordNotFoundError(model_name, id)
 
     def append_text(self, model_name: str, id: str, field_name: str, text: str) -> None:
-        """Append to a String field in place (a stream's raw output, a log), without reading it."""
+        """Append to a String field in place (a job's log), without reading it. SQLite rewrites
+        the whole value, so this is for short texts: a streamed response is appended as
+        ResponseChunk rows instead (aihub_nb.netlog)."""
         model = self.model(model_name)
         self._check_fields(model, [field_name])
         col = _quote(model.fields[field_name].column)
@@ -596,7 +606,9 @@ class Store:
     def delete(self, model_name: str, id: str) -> None:
         """Delete one record; RecordNotFoundError if there is none."""
         model = self.model(model_name)
-        with self._lock:
+        with self.transaction():
+            if model.name in payloads.EXPANDED:
+                payloads.before_delete(self, model.name, id)
             cursor = self.conn.execute(f"DELETE FROM {_quote(model.table)} WHERE id = ?", (id,))
         if cursor.rowcount == 0:
             raise RecordNotFoundError(model_name, id)

@@ -11,7 +11,7 @@ same `aihub_nb.testing.LocalServer`, in the same process and run:
 * hub: `hub.chat(NAME, model=CONNECTION).send(PROMPT)` on a Hub whose store is a real file in a
   temporary directory, a new chat per run so both sides send the same single message. That is a
   whole turn: the Chat and MessageThread rows, the Jobs row and thread lock, the user Message,
-  the ResponseStream, the NetworkCall row and `rawOutput` written every 0.25 s by the recording
+  the ResponseStream, the NetworkCall row and its response appended every 0.01 s by the recording
   transport, the final Message and the metrics.
 
 Runs alternate raw/hub (the side that goes first alternates too), after warm-up runs of each;
@@ -128,12 +128,9 @@ def _check_recording(hub: Hub, case: _Case) -> str:
     chat = hub.get_chat(f"{case.connection}-{case.turns}")
     stream_id = chat.messages()[-1]["references"]["stream"]
     stream = hub.store.get("ResponseStream", stream_id)
-    calls = hub.store.query(
-        'SELECT status, length(response) AS size FROM "NetworkCall" WHERE json_extract("references", \'$.stream\') = ?',
-        (stream_id,),
-    )
+    calls = hub.store.referencing(stream_id, model="NetworkCall", name="stream")
     _check(stream["status"] == "completed" and bool(stream["rawOutput"]), "the ResponseStream kept no raw output")
-    _check(len(calls) == 1 and calls[0]["status"] == "success" and bool(calls[0]["size"]), "no NetworkCall was recorded")
+    _check(len(calls) == 1 and calls[0]["status"] == "success" and bool(calls[0]["response"]), "no NetworkCall was recorded")
     metrics = hub.store.count("Metric")
     return f"{case.provider}: rawOutput {len(stream['rawOutput']):,} chars, 1 NetworkCall, {metrics} metric rows so far"
 

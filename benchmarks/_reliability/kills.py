@@ -108,9 +108,7 @@ def _recovered(hub: Hub, chat_name: str, sent: int, finished_first: bool) -> dic
         "SELECT id, status FROM \"Jobs\" WHERE json_extract(\"references\", '$.chat') = ? ORDER BY rowid DESC LIMIT 1", (chat["id"],)
     )
     job_id, job_status = (job[0]["id"], job[0]["status"]) if job else (None, "none")
-    streams = store.query(
-        "SELECT status, rawOutput FROM \"ResponseStream\" WHERE json_extract(\"references\", '$.chat') = ? ORDER BY rowid", (chat["id"],)
-    )
+    streams = store.referencing(chat["id"], model="ResponseStream", name="chat")  # rawOutput read whole
     calls = store.query(
         "SELECT status FROM \"NetworkCall\" WHERE json_extract(\"references\", '$.job') = ? ORDER BY rowid", (job_id,)
     ) if job_id else []

@@ -1,0 +1,92 @@
+"""Database bytes per chat turn against the bytes on the wire.
+
+    python -m benchmarks storage [--turns 200] [--tokens 2000] [--provider openai|ollama]
+
+Two measurements on a Hub whose store is a real file, against the local server:
+
+* a chat of `--turns` short turns (a one-line question, a two-line answer): each request sends
+  the whole history, so the bytes on the wire per turn grow with the chat; the database should
+  grow by about the turn's new content. Reported: the wire bytes (request body + response) and
+  the database growth, for the whole chat and per turn over its last quarter.
+* one turn with a `--tokens`-token streamed reply: database growth against the wire bytes.
+
+The database size is measured after a WAL checkpoint (file plus log). Every stored body and
+response read back through the store must equal what was sent and received.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from aihub_nb.hub import Hub
+from aihub_nb.payloads import file_bytes
+from aihub_nb.testing import LocalServer, ScriptedReply
+
+MODEL = "local-chat"
+
+
+def _size(hub: Hub) -> int:
+    hub.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return file_bytes(hub.store)
+
+
+def _wire(hub: Hub) -> int:
+    calls = [c for c in hub.store.find("NetworkCall") if c["method"] == "POST"]
+    return sum(len(c["body"].encode()) + len(c["response"].encode()) for c in calls)
+
+
+def _kb(n: float) -> str:
+    return f"{n / 1024:,.1f} KB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks storage", description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=200, help="turns in the long chat (default 200)")
+    parser.add_argument("--tokens", type=int, default=2000, help="tokens in the long reply (default 2000)")
+    parser.add_argument("--provider", choices=("openai", "ollama"), default="openai")
+    args = parser.parse_args(argv)
+    if args.turns < 4 or args.tokens < 1:
+        parser.error("--turns must be >= 4 and --tokens >= 1")
+    with tempfile.TemporaryDirectory(prefix="aihub-bench-storage-") as tmp, LocalServer() as server:
+        hub = Hub(Path(tmp) / "home")
+        try:
+            if args.provider == "openai":
+                hub.connect("OPENAI", MODEL, name="m", base_url=server.openai_base_url, api_key="x")
+            else:
+                hub.connect("OLLAMA", MODEL, name="m", host=server.ollama_host)
+            chat = hub.chat("long", model="m")
+            start = _size(hub)
+            quarter = args.turns - args.turns // 4
+            sizes, wires = [], []
+            for turn in range(args.turns):
+                server.script(ScriptedReply(text=f"Answer {turn}: the weather is fine today.\nAnything else?"))
+                chat.send(f"Question {turn}: how is the weather today?")
+                if turn + 1 in (quarter, args.turns):
+                    sizes.append(_size(hub))
+                    wires.append(_wire(hub))
+            messages = sum(len(m["content"].encode()) for m in chat.messages())
+            total_db, total_wire = sizes[-1] - start, wires[-1]
+            last_db = (sizes[1] - sizes[0]) / (args.turns - quarter)
+            last_wire = (wires[1] - wires[0]) / (args.turns - quarter)
+
+            before, wire_before = _size(hub), _wire(hub)
+            server.script(ScriptedReply.lorem(args.tokens))
+            hub.chat("one-long-reply", model="m").send("Write a long passage, please.")
+            reply_db, reply_wire = _size(hub) - before, _wire(hub) - wire_before
+        finally:
+            hub.close()
+    print(
+        f"aihub_nb storage benchmark: Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        f"{platform.system()} {platform.machine()}; {args.provider} wire format"
+    )
+    print(f"{args.turns}-turn chat: {_kb(total_wire)} on the wire, database grew {_kb(total_db)} "
+          f"({total_db / total_wire:.3f} of the wire; messages hold {_kb(messages)})")
+    print(f"  per turn over the last {args.turns - quarter} turns: {_kb(last_wire)} on the wire, "
+          f"{_kb(last_db)} in the database ({last_db / last_wire:.3f})")
+    print(f"{args.tokens:,}-token reply: {_kb(reply_wire)} on the wire, database grew {_kb(reply_db)} "
+          f"({reply_db / reply_wire:.2f} of the wire)")
+    return 0
