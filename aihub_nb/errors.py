@@ -1,13 +1,17 @@
 """Exceptions raised by aihub_nb.
 
-Every message says what went wrong and what to do next, on one line.
+Every message says what went wrong and what to do next, on one line. An error a user can fix
+(`user_facing = True`: a usage error, a provider refusing or down, a bad tool or tool call, an
+agent out of rounds) is shown in a notebook as that one line; a store or schema error is a bug or
+corrupt data and keeps its traceback.
 
     AihubError
-    ├── StoreError
-    │   ├── UnknownModelError        a table name that schema.prisma does not declare
+    ├── StoreError                   (a bug or corrupt data: keeps its traceback)
+    │   ├── UnknownTableError        a table name that schema.prisma does not declare
+    │   │                            (UnknownModelError is the same class, its older name)
     │   ├── UnknownFieldError        a field name that the table does not have
     │   └── RecordNotFoundError      no row with that id
-    ├── SchemaError                  schema.prisma could not be read
+    ├── SchemaError                  schema.prisma could not be read (keeps its traceback)
     ├── UsageError                   a user's mistake: bad argument, unknown chat or connection
     │   ├── NotFoundError            a named chat, connection, agent or tool does not exist
     │   └── ThreadBusyError          another turn is running on the same thread
@@ -50,12 +54,16 @@ __all__ = [
     "ToolError",
     "UnknownFieldError",
     "UnknownModelError",
+    "UnknownTableError",
     "UsageError",
 ]
 
 
 class AihubError(Exception):
-    """Base class of every error aihub_nb raises on purpose."""
+    """Base class of every error aihub_nb raises on purpose. `user_facing` errors are a user's to
+    fix and are shown as one line; the others (store, schema) are bugs and keep their traceback."""
+
+    user_facing = False
 
 
 class StoreError(AihubError):
@@ -66,30 +74,43 @@ class StoreWarning(UserWarning):
     """A stored value could not be read as its type; the rest of the row (and the listing) goes on."""
 
 
-class UnknownModelError(StoreError):
+class UnknownTableError(StoreError):
     def __init__(self, name: str, *, valid: list[str]) -> None:
         self.name = name
         self.valid = sorted(valid)
-        super().__init__(f"Unknown model {name!r}; valid models are: {', '.join(self.valid)}.")
+        super().__init__(f"Unknown table {name!r}; valid tables are: {', '.join(self.valid)}.")
 
 
-class UnknownFieldError(StoreError):
-    def __init__(self, model: str, fields: list[str], *, valid: list[str]) -> None:
-        self.model = model
+UnknownModelError = UnknownTableError  # the older name
+
+
+class _InTable(StoreError):
+    """An error about one table, named by `table` (`model` is its older name)."""
+
+    table: str
+
+    @property
+    def model(self) -> str:
+        return self.table
+
+
+class UnknownFieldError(_InTable):
+    def __init__(self, table: str, fields: list[str], *, valid: list[str]) -> None:
+        self.table = table
         self.fields = list(fields)
         self.valid = list(valid)
         names = ", ".join(repr(f) for f in self.fields)
         plural = "fields" if len(self.fields) > 1 else "field"
         super().__init__(
-            f"Unknown {plural} {names} for model {model}; valid fields are: {', '.join(self.valid)}."
+            f"Unknown {plural} {names} for table {table}; valid fields are: {', '.join(self.valid)}."
         )
 
 
-class RecordNotFoundError(StoreError):
-    def __init__(self, model: str, id: str) -> None:
-        self.model = model
+class RecordNotFoundError(_InTable):
+    def __init__(self, table: str, id: str) -> None:
+        self.table = table
         self.id = id
-        super().__init__(f"No {model} with id {id!r}; use store.find({model!r}) to list them.")
+        super().__init__(f"No {table} with id {id!r}; use store.find({table!r}) to list them.")
 
 
 class SchemaError(AihubError):
@@ -98,6 +119,8 @@ class SchemaError(AihubError):
 
 class UsageError(AihubError):
     """A user's mistake; shown in a notebook as one line, without a traceback."""
+
+    user_facing = True
 
 
 class NotFoundError(UsageError):
@@ -112,6 +135,7 @@ class ProviderError(AihubError):
     """A model provider failed. `connection` names the connection, `status_code` the HTTP status."""
 
     retryable = False
+    user_facing = True  # a provider refusing or being down is not a bug
 
     def __init__(
         self,
@@ -158,6 +182,8 @@ class StreamError(ProviderError):
 class ToolError(AihubError):
     """A tool could not be defined, found or called."""
 
+    user_facing = True
+
 
 class ToolArgumentsError(ToolError):
     """Arguments that do not fit a tool's JSON schema."""
@@ -165,3 +191,5 @@ class ToolArgumentsError(ToolError):
 
 class RoundLimitError(AihubError):
     """An agent's tool-calling loop reached its hard limit on rounds."""
+
+    user_facing = True

@@ -5,14 +5,15 @@
     %%aihub chat ideas
     Three names for a cat?
 
-Arguments are parsed like a shell (shlex + argparse). A user's mistake (bad arguments, an unknown
-chat, a missing key, a provider refusing) is shown as one line, without a traceback; anything
-unexpected keeps its traceback. `%aihub help` lists the subcommands.
+Arguments are split like a shell (shlex) and parsed by IPython's `MagicArgumentParser`; subcommands
+route through one table to small functions, each with its parser, from which `%aihub help` (and
+`%aihub help SUBCOMMAND`, `%aihub SUBCOMMAND -h`) is generated. A user's mistake (bad arguments, an
+unknown chat, a missing key, a provider refusing) is shown as one line, without a traceback; a store
+or schema error (a bug, corrupt data) and anything unexpected keep their traceback.
 """
 
 from __future__ import annotations
 
-import argparse
 import keyword
 import re
 import shlex
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 from traitlets import Bool, Float, Unicode
 
 from .display import html_table
@@ -65,28 +67,98 @@ def _one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises a one-line usage error instead of exiting."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise IPythonUsageError(f"{_one_line(message)}. Usage: {self._one_line_usage()}")
-
-    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
-        raise IPythonUsageError(" ".join((message or self._one_line_usage()).split()))
-
-    def _one_line_usage(self) -> str:
-        return " ".join(self.format_usage().split()).removeprefix("usage: ")
-
-
-def _parser(prog: str, description: str = "") -> _Parser:
-    return _Parser(prog=prog, description=description, add_help=False, allow_abbrev=False)
-
-
 def _split(line: str) -> list[str]:
+    # shell-like, quotes removed (IPython's own arg_split keeps them on POSIX)
     try:
         return shlex.split(line)
     except ValueError as exc:
         raise IPythonUsageError(f"Cannot read the arguments ({exc}); close your quotes.") from None
+
+
+def _subcommand(name: str):
+    """The parser of a subcommand, built by IPython's `magic_arguments` from the `argument`
+    decorators below it and the function's docstring (its description). `name` is the magic as
+    typed without its %: `aihub connect` (a line magic), `%aihub chat` (the cell magic)."""
+
+    def build(func):
+        func = magic_arguments(name)(func)
+        func.parser.allow_abbrev = False
+        return func
+
+    return build
+
+
+def _arguments(*decorators):
+    """Several `argument` decorators as one, to share them between subcommands."""
+
+    def apply(func):
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+def _usage(parser: MagicArgumentParser) -> str:
+    """`%aihub connect PROVIDER [MODEL_ID] [--name NAME] ...`: positionals first, on one line."""
+    words = ["%" + parser.prog]
+    for action in parser._actions:
+        if not action.option_strings:
+            word = "|".join(action.choices) if action.choices else (action.metavar or action.dest).upper()
+            words.append(f"[{word}]" if action.nargs == "?" else word)
+    for action in parser._actions:
+        if action.option_strings:
+            flag = action.option_strings[0]
+            words.append(f"[{flag}]" if action.nargs == 0 else f"[{flag} {action.metavar or action.dest.upper()}]")
+    return " ".join(words)
+
+
+def _parse(parser: MagicArgumentParser, args: list[str]) -> Any:
+    """The parsed arguments; a mistake is one line ending with the usage. (MagicArgumentParser
+    raises IPython's UsageError instead of exiting; it has no -h: the router shows help instead.)"""
+    try:
+        return parser.parse_args(args)
+    except IPythonUsageError as exc:
+        raise _usage_error(parser, str(exc)) from None
+
+
+def _usage_error(parser: MagicArgumentParser, message: str) -> IPythonUsageError:
+    return IPythonUsageError(f"{_one_line(message)}. Usage: {_usage(parser)}")
+
+
+def _summary(parser: MagicArgumentParser) -> str:
+    return " ".join((parser.description or "").strip().split("\n\n")[0].split())
+
+
+def _flag(action) -> str:
+    return action.option_strings[-1] if action.option_strings else (action.metavar or action.dest).upper()
+
+
+class _Help:
+    """`%aihub help [SUBCOMMAND]`, generated from the subcommands' parsers: Markdown and plain text."""
+
+    def __init__(self, parsers: list[MagicArgumentParser], *, detailed: bool = False) -> None:
+        rows, lines = [], []
+        for parser in parsers:
+            usage = _usage(parser).removeprefix("%aihub ")
+            cell = usage.replace("|", r"\|")  # a pipe inside a table cell
+            rows.append(f"| `{cell}` | {_summary(parser)} |")
+            lines.append(f"  {usage}\n      {_summary(parser)}")
+            if detailed:
+                shown = [a for a in parser._actions if a.help]
+                rows += [f"| &nbsp;&nbsp;`{_flag(a)}` | {a.help} |" for a in shown]
+                lines += [f"      {_flag(a)}: {a.help}" for a in shown]
+        self.data = (
+            "**aihub** — `%aihub SUBCOMMAND ...` (`%aihub help SUBCOMMAND` explains its arguments):\n\n"
+            "| | |\n|---|---|\n" + "\n".join(rows) + "\n"
+        )
+        self.text = "aihub: %aihub SUBCOMMAND ... (%aihub help SUBCOMMAND explains its arguments)\n" + "\n".join(lines)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/markdown": self.data, "text/plain": self.text}
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 _INTERPOLATION = re.compile(r"(?<!\{)\{([A-Za-z_]\w*(?:\.\w+|\[[^\]\n{}]+\])*)\}(?!\})")
@@ -184,12 +256,19 @@ def _tool_view(data: dict[str, Any], status: str) -> Shown:
     return tool_call_view(data.get("name", "?"), data.get("arguments"), status, data.get("result"))
 
 
-def _limit_arguments(p: argparse.ArgumentParser) -> None:
-    """A connection's timeouts and reply limit; checked by the hub, which says what is wrong."""
-    p.add_argument("--timeout", metavar="SECONDS", help="the whole answer of one request (default 600)")
-    p.add_argument("--connect-timeout", metavar="SECONDS", help="opening the connection (default 5)")
-    p.add_argument("--read-timeout", metavar="SECONDS", help="between two pieces of the answer (default 60)")
-    p.add_argument("--max-tokens", metavar="N", help="reply limit when a turn sets none")
+_limit_arguments = _arguments(  # a connection's timeouts and reply limit; checked by the hub, which says what is wrong
+    argument("--timeout", metavar="SECONDS", help="the whole answer of one request (default 600)"),
+    argument("--connect-timeout", metavar="SECONDS", help="opening the connection (default 5)"),
+    argument("--read-timeout", metavar="SECONDS", help="between two pieces of the answer (default 60)"),
+    argument("--max-tokens", metavar="N", help="reply limit when a turn sets none"),
+)
+
+_frame_arguments = _arguments(
+    argument("--since", metavar="TIME", help="from this time on: 1h, 30d, 2026-01-31..."),
+    argument("--until", metavar="TIME", help="up to this time"),
+    argument("--status", help="only rows with this status"),
+    argument("-o", "--output", metavar="VAR", help="keep the DataFrame in this variable"),
+)
 
 
 def _footer(reply, connection: str) -> Shown:
@@ -207,7 +286,7 @@ class AihubMagics(Magics):
 
     def __init__(self, shell=None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
-        self._line_commands = {
+        self._line_commands = {  # subcommand -> handler; each handler's parser is handler.parser
             "help": self._help,
             "connect": self._connect,
             "connections": self._connections,
@@ -256,35 +335,54 @@ class AihubMagics(Magics):
                     raise IPythonUsageError(
                         f"%%aihub {command} is not a cell magic; the cell magic is %%aihub chat NAME [--model CONNECTION]."
                     )
-                return self._chat_cell(rest, cell)
-            handler = self._line_commands.get(command)
-            if handler is None:
-                raise IPythonUsageError(
-                    f"Unknown subcommand {command!r}; valid ones are: {', '.join(sorted(self._line_commands))}."
-                )
-            return handler(rest)
+                handler = self._chat_cell
+            else:
+                handler = self._line_commands.get(command)
+                if handler is None:
+                    raise IPythonUsageError(
+                        f"Unknown subcommand {command!r}; valid ones are: {', '.join(sorted(self._line_commands))}."
+                    )
+            if "-h" in rest or "--help" in rest:
+                return _Help([handler.parser], detailed=True)
+            ns = _parse(handler.parser, rest)
+            return handler(ns, cell) if cell is not None else handler(ns)
         except AihubError as exc:
+            if not exc.user_facing:
+                raise  # a store or schema error is a bug or corrupt data: keep its traceback
             raise IPythonUsageError(_one_line(redact(str(exc)))) from None
 
-    def _help(self, args: list[str]) -> Any:
-        from IPython.display import Markdown
+    def _parsers(self) -> dict[str, list[MagicArgumentParser]]:
+        parsers = {name: [handler.parser] for name, handler in self._line_commands.items()}
+        parsers["chat"].insert(0, self._chat_cell.parser)
+        return parsers
 
-        return Markdown(_HELP)
+    @_subcommand("aihub help")
+    @argument("subcommand", nargs="?", help="explain this subcommand's arguments")
+    def _help(self, ns) -> Any:
+        """List the subcommands, or explain one."""
+        parsers = self._parsers()
+        if ns.subcommand is None:
+            return _Help([p for group in parsers.values() for p in group])
+        if ns.subcommand not in parsers:
+            raise IPythonUsageError(
+                f"Unknown subcommand {ns.subcommand!r}; valid ones are: {', '.join(sorted(parsers))}."
+            )
+        return _Help(parsers[ns.subcommand], detailed=True)
 
     # ------------------------------------------------------------ connections
 
-    def _connect(self, args: list[str]) -> Any:
-        p = _parser("%aihub connect", "Connect a model.")
-        p.add_argument("provider", help="OPENAI, OLLAMA, local or auto")
-        p.add_argument("model_id", nargs="?")
-        p.add_argument("--name")
-        p.add_argument("--base-url")
-        p.add_argument("--host")
-        p.add_argument("--api-key-env")
-        p.add_argument("--description", default="")
-        p.add_argument("--default", action="store_true")
-        _limit_arguments(p)
-        ns = p.parse_args(args)
+    @_subcommand("aihub connect")
+    @argument("provider", help="OPENAI, OLLAMA, local (the built-in local server) or auto (the best one this machine has)")
+    @argument("model_id", nargs="?", help="the model at the endpoint (optional for local)")
+    @argument("--name", help="the connection's name")
+    @argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint")
+    @argument("--host", metavar="URL", help="Ollama host")
+    @argument("--api-key-env", metavar="VAR", help="the environment variable that holds the key")
+    @argument("--description", default="")
+    @argument("--default", action="store_true", help="make it the default connection")
+    @_limit_arguments
+    def _connect(self, ns) -> Any:
+        """Connect a model (OPENAI or OLLAMA), the built-in local server, or the best one this machine has."""
         kind = ns.provider.lower()
         if kind == "auto":
             row = self.hub.autoconnect()
@@ -292,7 +390,7 @@ class AihubMagics(Magics):
             row = self.hub.connect_local(ns.model_id or "local-chat", name=ns.name or "local")
         else:
             if not ns.model_id:
-                p.error("the following arguments are required: model_id")
+                raise _usage_error(self._connect.parser, "the following arguments are required: model_id")
             row = self.hub.connect(
                 ns.provider, ns.model_id, name=ns.name, base_url=ns.base_url, host=ns.host,
                 api_key_env=ns.api_key_env, description=ns.description, default=True if ns.default else None,
@@ -301,25 +399,26 @@ class AihubMagics(Magics):
             )
         return _table([row], ["name", "provider", "modelId", "endpoint", "api key"])
 
-    def _connections(self, args: list[str]) -> Any:
-        _parser("%aihub connections").parse_args(args)
+    @_subcommand("aihub connections")
+    def _connections(self, ns=None) -> Any:
+        """List the connections (keys masked)."""
         return _table(
             self.hub.connections(), ["name", "provider", "modelId", "type", "endpoint", "api key", "default"],
             empty="No connections yet: %aihub connect OPENAI gpt-4o-mini, %aihub connect OLLAMA llama3.2 or %aihub connect local.",
         )
 
-    def _connection(self, args: list[str]) -> Any:
-        p = _parser("%aihub connection", "Edit, remove or make default a connection.")
-        p.add_argument("action", choices=["edit", "remove", "default", "show"])
-        p.add_argument("name")
-        p.add_argument("--model-id")
-        p.add_argument("--new-name")
-        p.add_argument("--base-url")
-        p.add_argument("--host")
-        p.add_argument("--api-key-env")
-        p.add_argument("--description")
-        _limit_arguments(p)
-        ns = p.parse_args(args)
+    @_subcommand("aihub connection")
+    @argument("action", choices=["show", "edit", "remove", "default"])
+    @argument("name")
+    @argument("--model-id", help="edit: the model at the endpoint")
+    @argument("--new-name", help="edit: rename the connection")
+    @argument("--base-url", metavar="URL")
+    @argument("--host", metavar="URL")
+    @argument("--api-key-env", metavar="VAR")
+    @argument("--description")
+    @_limit_arguments
+    def _connection(self, ns) -> Any:
+        """Show, edit, remove or make default a connection."""
         if ns.action == "remove":
             self.hub.remove_connection(ns.name)
             return _table(self.hub.connections(), ["name", "provider", "modelId", "endpoint", "default"], empty="No connections left.")
@@ -332,33 +431,33 @@ class AihubMagics(Magics):
             return _table([public_view(self.hub.connection(ns.name))])
         changes = {k: v for k, v in vars(ns).items() if k not in ("action", "name") and v is not None}
         if not changes:
-            p.error("say what to change, e.g. --model-id gpt-4o")
+            raise _usage_error(self._connection.parser, "say what to change, e.g. --model-id gpt-4o")
         return _table([self.hub.edit_connection(ns.name, **changes)], ["name", "provider", "modelId", "endpoint", "api key"])
 
-    def _models(self, args: list[str]) -> Any:
-        p = _parser("%aihub models")
-        p.add_argument("connection")
-        ns = p.parse_args(args)
+    @_subcommand("aihub models")
+    @argument("connection")
+    def _models(self, ns) -> Any:
+        """List the models a connection's endpoint offers."""
         models = self.hub.models(ns.connection)
         rows = [{"id": m.get("id"), **{k: v for k, v in m.items() if k not in ("id", "details")}} for m in models]
         return _table(rows, empty="The endpoint offers no models.")
 
     # ------------------------------------------------------------ chats
 
-    def _chat_cell(self, args: list[str], cell: str) -> None:
+    @_subcommand("%aihub chat")
+    @argument("name")
+    @argument("--model", metavar="CONNECTION", help="the connection to talk to (default: the chat's, else the default one)")
+    @argument("--agent", help="talk to this agent instead")
+    @argument("--system", metavar="TEXT", help="a system message")
+    @argument("--no-interpolate", action="store_true", help="send {name} as written")
+    @argument("--temperature", metavar="T", type=float)
+    @argument("--max-tokens", metavar="N", type=int)
+    @argument("--seed", metavar="N", type=int)
+    @argument("--no-stream", action="store_true", help="ask for the whole reply at once")
+    def _chat_cell(self, ns, cell: str) -> None:
+        """Send the cell to a chat and stream the reply."""
         from IPython.display import display
 
-        p = _parser("%%aihub chat", "Send the cell to a chat and stream the reply.")
-        p.add_argument("name")
-        p.add_argument("--model")
-        p.add_argument("--agent")
-        p.add_argument("--system")
-        p.add_argument("--no-interpolate", action="store_true")
-        p.add_argument("--temperature", type=float)
-        p.add_argument("--max-tokens", type=int)
-        p.add_argument("--seed", type=int)
-        p.add_argument("--no-stream", action="store_true", help="ask for the whole reply at once")
-        ns = p.parse_args(args)
         options = {k: v for k, v in (("temperature", ns.temperature), ("max_tokens", ns.max_tokens), ("seed", ns.seed)) if v is not None}
         text = cell.strip("\n")
         if self.interpolate and not ns.no_interpolate:
@@ -398,12 +497,12 @@ class AihubMagics(Magics):
             return f"{row['name']} ({row['modelId']})"
         return f"agent {row['name']}"
 
-    def _show_chat(self, args: list[str]) -> Any:
-        p = _parser("%aihub chat", "Show a chat's conversation (to send, use the cell magic %%aihub chat NAME).")
-        p.add_argument("name")
-        p.add_argument("--delete", action="store_true", help="delete the chat and its messages")
-        p.add_argument("--unlock", action="store_true", help="free a chat left busy by a kernel that died")
-        ns = p.parse_args(args)
+    @_subcommand("aihub chat")
+    @argument("name")
+    @argument("--delete", action="store_true", help="delete the chat and its messages")
+    @argument("--unlock", action="store_true", help="free a chat left busy by a kernel that died")
+    def _show_chat(self, ns) -> Any:
+        """Show a chat's conversation (to send, use the cell magic %%aihub chat NAME)."""
         if ns.unlock:
             from IPython.display import Markdown
 
@@ -413,34 +512,36 @@ class AihubMagics(Magics):
             return Markdown(f"Chat `{ns.name}` unlocked; job `{job}` that held it is marked failed.")
         if ns.delete:
             self.hub.delete_chat(ns.name)
-            return self._chats([])
+            return self._chats()
         chat = self.hub.get_chat(ns.name)
         return chat_view(chat.name, chat.messages(), source_names(self.hub.store))
 
-    def _chats(self, args: list[str]) -> Any:
-        _parser("%aihub chats").parse_args(args)
+    @_subcommand("aihub chats")
+    def _chats(self, ns=None) -> Any:
+        """List the chats."""
         return _table(self.hub.chats(), ["name", "type", "with", "messages", "lastMessageAt"], empty="No chats yet: start one with %%aihub chat NAME.")
 
-    def _render(self, args: list[str]) -> Any:
-        p = _parser("%aihub render", "Store a snapshot of a chat's thread and show it.")
-        p.add_argument("name")
-        ns = p.parse_args(args)
+    @_subcommand("aihub render")
+    @argument("name")
+    def _render(self, ns) -> Any:
+        """Store a snapshot of a chat's thread and show it."""
         return snapshot_view(ns.name, self.hub.render(ns.name))
 
     # ------------------------------------------------------------ tools and agents
 
-    def _tools(self, args: list[str]) -> Any:
-        _parser("%aihub tools").parse_args(args)
+    @_subcommand("aihub tools")
+    def _tools(self, ns=None) -> Any:
+        """List the tools."""
         return _table(self.hub.tools(), ["name", "type", "description", "available"], empty="No tools yet: decorate a function with @hub.tool.")
 
-    def _tool(self, args: list[str]) -> Any:
-        p = _parser("%aihub tool", "Show or remove a tool.")
-        p.add_argument("action", choices=["show", "remove"])
-        p.add_argument("name")
-        ns = p.parse_args(args)
+    @_subcommand("aihub tool")
+    @argument("action", choices=["show", "remove"])
+    @argument("name")
+    def _tool(self, ns) -> Any:
+        """Show or remove a tool."""
         if ns.action == "remove":
             self.hub.remove_tool(ns.name)
-            return self._tools([])
+            return self._tools()
         from .tools import get_tool
 
         row = get_tool(self.hub, ns.name)
@@ -453,34 +554,35 @@ class AihubMagics(Magics):
             return code_view(source)
         return _table([info])
 
-    def _agents(self, args: list[str]) -> Any:
-        _parser("%aihub agents").parse_args(args)
+    @_subcommand("aihub agents")
+    def _agents(self, ns=None) -> Any:
+        """List the agents."""
         rows = self.hub.agents()
         return _table(
             rows, ["name", "model", "tools", "maxRounds", "description"],
             empty="No agents yet: %aihub agent create NAME --model CONNECTION --tools a,b.",
         )
 
-    def _agent(self, args: list[str]) -> Any:
-        p = _parser("%aihub agent", "Create, show or remove an agent.")
-        p.add_argument("action", choices=["create", "show", "remove"])
-        p.add_argument("name")
-        p.add_argument("--model")
-        p.add_argument("--tools", default="")
-        p.add_argument("--permission", default="automatic", help="automatic, user-permitted, or TOOL=STANCE,...")
-        p.add_argument("--instructions")
-        p.add_argument("--max-rounds", type=int)
-        ns = p.parse_args(args)
+    @_subcommand("aihub agent")
+    @argument("action", choices=["create", "show", "remove"])
+    @argument("name")
+    @argument("--model", metavar="CONNECTION", help="create: the chat model it uses")
+    @argument("--tools", default="", metavar="A,B", help="create: the tools it may call")
+    @argument("--permission", default="automatic", metavar="P", help="automatic, user-permitted, or TOOL=STANCE,...")
+    @argument("--instructions", metavar="TEXT", help="create: its system message")
+    @argument("--max-rounds", type=int, metavar="N", help="create: rounds of tool calls before it must answer")
+    def _agent(self, ns) -> Any:
+        """Create, show or remove an agent: a chat model with tools."""
         if ns.action == "remove":
             self.hub.remove_agent(ns.name)
-            return self._agents([])
+            return self._agents()
         if ns.action == "create":
             tools = [t.strip() for t in ns.tools.split(",") if t.strip()]
             permission: str | dict[str, str] = ns.permission
             if "=" in ns.permission:  # per tool: add=automatic,search=user-permitted
                 pairs = [item.split("=", 1) for item in ns.permission.split(",") if item.strip()]
                 if any(len(pair) != 2 for pair in pairs):
-                    p.error("--permission takes one stance, or TOOL=STANCE pairs separated by commas")
+                    raise _usage_error(self._agent.parser, "--permission takes one stance, or TOOL=STANCE pairs separated by commas")
                 permission = {tool.strip(): stance.strip() for tool, stance in pairs}
             self.hub.agent(
                 ns.name, model=ns.model, tools=tools, permission=permission,
@@ -495,15 +597,7 @@ class AihubMagics(Magics):
 
     # ------------------------------------------------------------ monitoring
 
-    def _frame_command(self, prog: str, args: list[str], loader, *, name_arg: bool = False) -> Any:
-        p = _parser(prog)
-        if name_arg:
-            p.add_argument("name", nargs="?")
-        p.add_argument("--since")
-        p.add_argument("--until")
-        p.add_argument("--status")
-        p.add_argument("-o", "--output", metavar="VAR", help="keep the DataFrame in this variable")
-        ns = p.parse_args(args)
+    def _frame_command(self, handler, ns, loader, *, name_arg: bool = False) -> Any:
         kwargs = {k: v for k, v in (("since", ns.since), ("until", ns.until)) if v}
         if ns.status:
             kwargs["status"] = ns.status
@@ -512,83 +606,79 @@ class AihubMagics(Magics):
         try:
             frame = loader(**kwargs)
         except TypeError as exc:
-            raise IPythonUsageError(f"{prog}: {exc}") from None
+            raise IPythonUsageError(f"%{handler.parser.prog}: {exc}") from None
         if ns.output:
             if not ns.output.isidentifier() or keyword.iskeyword(ns.output) or ns.output.startswith("__"):
-                p.error(f"-o takes a variable name, not {ns.output!r}")
+                raise _usage_error(handler.parser, f"-o takes a variable name, not {ns.output!r}")
             self.shell.user_ns[ns.output] = frame
         return frame
 
-    def _metrics(self, args: list[str]) -> Any:
-        return self._frame_command("%aihub metrics", args, self.hub.metrics, name_arg=True)
+    @_subcommand("aihub metrics")
+    @argument("name", nargs="?", help="only this metric")
+    @_frame_arguments
+    def _metrics(self, ns) -> Any:
+        """Metrics as a DataFrame."""
+        return self._frame_command(self._metrics, ns, self.hub.metrics, name_arg=True)
 
-    def _calls(self, args: list[str]) -> Any:
-        return self._frame_command("%aihub calls", args, self.hub.network_calls)
+    @_subcommand("aihub calls")
+    @_frame_arguments
+    def _calls(self, ns) -> Any:
+        """Recorded network calls as a DataFrame (secrets masked)."""
+        return self._frame_command(self._calls, ns, self.hub.network_calls)
 
-    def _jobs(self, args: list[str]) -> Any:
-        return self._frame_command("%aihub jobs", args, self.hub.jobs)
+    @_subcommand("aihub jobs")
+    @_frame_arguments
+    def _jobs(self, ns) -> Any:
+        """Jobs (turns, tool calls) as a DataFrame."""
+        return self._frame_command(self._jobs, ns, self.hub.jobs)
 
-    def _prune(self, args: list[str]) -> Any:
-        p = _parser("%aihub prune", "Drop the raw payloads of old network calls and streams; keep messages and metrics.")
-        p.add_argument("--older-than", required=True, metavar="AGE", help="a span like 30d, 2w, 12h, or an ISO time")
-        ns = p.parse_args(args)
+    @_subcommand("aihub prune")
+    @argument("--older-than", required=True, metavar="AGE", help="a span like 30d, 2w, 12h, or an ISO time")
+    def _prune(self, ns) -> Any:
+        """Drop the raw payloads of old network calls and streams; keep messages and metrics, reclaim the space."""
         return self.hub.prune(older_than=ns.older_than)
 
-    def _price(self, args: list[str]) -> Any:
-        p = _parser("%aihub price", "Set the price of a model, in USD per million tokens.")
-        p.add_argument("action", choices=["set", "remove"])
-        p.add_argument("model")
-        p.add_argument("input_per_million", type=float, nargs="?")
-        p.add_argument("output_per_million", type=float, nargs="?")
-        p.add_argument("--provider", default="")
-        ns = p.parse_args(args)
+    @_subcommand("aihub price")
+    @argument("action", choices=["set", "remove"])
+    @argument("model")
+    @argument("input_per_million", type=float, nargs="?", metavar="IN")
+    @argument("output_per_million", type=float, nargs="?", metavar="OUT")
+    @argument("--provider", default="")
+    def _price(self, ns) -> Any:
+        """Set or remove the price of a model, in USD per million input and output tokens."""
         if ns.action == "set":
             if ns.input_per_million is None or ns.output_per_million is None:
-                p.error("give both prices: %aihub price set MODEL INPUT_PER_MILLION OUTPUT_PER_MILLION")
+                raise _usage_error(self._price.parser, "give both prices: %aihub price set MODEL INPUT_PER_MILLION OUTPUT_PER_MILLION")
             self.hub.set_price(ns.model, ns.input_per_million, ns.output_per_million, provider=ns.provider)
         else:
             self.hub.remove_price(ns.model, provider=ns.provider)
-        return self._prices([])
+        return self._prices()
 
-    def _prices(self, args: list[str]) -> Any:
-        _parser("%aihub prices").parse_args(args)
+    @_subcommand("aihub prices")
+    def _prices(self, ns=None) -> Any:
+        """The price table (USD per million tokens)."""
         rows = self.hub.prices().to_dict("records")
         return _table(
             rows, ["model", "provider", "inputPerMillion", "outputPerMillion", "currency", "updatedAt"],
             empty="No prices yet: %aihub price set MODEL INPUT_PER_MILLION OUTPUT_PER_MILLION (USD per million tokens).",
         )
 
-    def _dashboard(self, args: list[str]) -> Any:
-        _parser("%aihub dashboard").parse_args(args)
+    @_subcommand("aihub dashboard")
+    def _dashboard(self, ns) -> Any:
+        """The monitoring panel."""
         return self.hub.dashboard()
 
-    def _chat_panel(self, args: list[str]) -> Any:
-        p = _parser("%aihub panel", "A panel to talk to a chat (pick or type one when NAME is left out).")
-        p.add_argument("name", nargs="?")
-        ns = p.parse_args(args)
+    @_subcommand("aihub panel")
+    @argument("name", nargs="?")
+    def _chat_panel(self, ns) -> Any:
+        """A panel to talk to a chat (pick or type one when NAME is left out)."""
         return self.hub.chat_panel(ns.name)
 
-    def _hub_panel(self, args: list[str]) -> Any:
-        _parser("%aihub hub").parse_args(args)
+    @_subcommand("aihub hub")
+    def _hub_panel(self, ns) -> Any:
+        """A panel for the whole hub: connections, chats, tools, agents."""
         return self.hub.panel()
 
-
-_HELP = r"""
-**aihub** — subcommands (`%aihub SUBCOMMAND ...`):
-
-| | |
-|---|---|
-| `%%aihub chat NAME [--model CONNECTION \| --agent AGENT] [--system TEXT] [--no-interpolate] [--temperature T] [--max-tokens N] [--seed N] [--no-stream]` | send the cell, stream the reply |
-| `connect PROVIDER MODEL_ID [--name N] [--base-url URL] [--host URL] [--api-key-env VAR] [--default] [--timeout S] [--connect-timeout S] [--read-timeout S] [--max-tokens N]` | connect a model (OPENAI or OLLAMA); timeouts in seconds: whole answer, connecting, between pieces |
-| `connect local [MODEL]` / `connect auto` | the built-in local server / the best one this machine has |
-| `connections` · `connection show\|edit\|remove\|default NAME` · `models CONNECTION` | manage connections |
-| `chat NAME [--delete \| --unlock]` · `chats` · `render NAME` | show (delete, or unlock) a conversation, list chats, store a snapshot |
-| `tools` · `tool show\|remove NAME` · `agents` · `agent create NAME --model C --tools a,b [--permission P or TOOL=P,...] [--instructions T]` · `agent show\|remove NAME` | tools and agents |
-| `metrics [NAME] [--since 1h] [-o VAR]` · `calls` · `jobs` | monitoring as DataFrames |
-| `prune --older-than 30d` | drop old calls' raw payloads (messages and metrics stay), reclaim the space |
-| `price set MODEL IN OUT [--provider P]` · `prices` | the price table (USD per million tokens) |
-| `dashboard` · `hub` · `panel [NAME]` | panels: monitoring, the whole hub, a chat |
-"""
 
 _MAGICS: AihubMagics | None = None
 

@@ -6,13 +6,13 @@
     True
 
 Opening a store creates the file readable by its owner only, turns on WAL and a busy timeout,
-and brings the tables up to schema.prisma: missing models become tables, missing fields become
+and brings the tables up to schema.prisma: missing tables are created, missing fields become
 columns, declared indexes are created, and named data migrations (aihub_nb.migrations) run once
 each. Rows are never dropped. All of that happens under one write lock, so several processes
 opening the same file at once agree.
 
 Writes on the hot path (a message, a metric, a stream chunk) are prepared INSERT/UPDATE
-statements cached per model and column set, with no schema look-up per call.
+statements cached per table and column set, with no schema look-up per call.
 
 Raw payloads (NetworkCall bodies and responses, ResponseStream raw output) are stored once and
 in pieces (aihub_nb.payloads); every read through the store gives them back whole.
@@ -20,6 +20,7 @@ in pieces (aihub_nb.payloads); every read through the store gives them back whol
 
 from __future__ import annotations
 
+import functools
 import json
 import numbers
 import os
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import payloads
-from .errors import RecordNotFoundError, StoreError, StoreWarning, UnknownFieldError, UnknownModelError
+from .errors import RecordNotFoundError, StoreError, StoreWarning, UnknownFieldError, UnknownTableError
 from .prisma import Field, Model, Schema, load_schema
 
 __all__ = ["Store", "now_iso", "uuid7"]
@@ -238,6 +239,18 @@ def _quote(name: str) -> str:
 # ---------------------------------------------------------------- the store
 
 
+def _table_keyword(method):
+    """Let a store method take its table as `model_name=` too (the older keyword)."""
+
+    @functools.wraps(method)
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        if "model_name" in kwargs and not args:
+            args = (kwargs.pop("model_name"),)
+        return method(self, *args, **kwargs)
+
+    return call
+
+
 class Store:
     """A SQLite file whose tables follow schema.prisma. Thread-safe; safe across processes."""
 
@@ -380,13 +393,16 @@ class Store:
         with self._lock:
             self.conn.close()
 
-    # -- model and field checks
+    # -- table and field checks
 
-    def model(self, name: str) -> Model:
+    def table(self, name: str) -> Model:
+        """The declared table (its fields, indexes and SQL name); UnknownTableError lists the valid ones."""
         try:
             return self.models[name]
         except KeyError:
-            raise UnknownModelError(name, valid=list(self.models)) from None
+            raise UnknownTableError(name, valid=list(self.models)) from None
+
+    model = table  # the older name
 
     def _check_fields(self, model: Model, names: Iterable[str]) -> None:
         unknown = [n for n in names if n not in model.fields]
@@ -465,9 +481,10 @@ class Store:
             sql = self._insert_sql[key] = f"INSERT INTO {_quote(model.table)} ({cols}) VALUES ({marks})"
         return sql
 
-    def create(self, model_name: str, **fields: Any) -> dict[str, Any]:
+    @_table_keyword
+    def create(self, table: str, **fields: Any) -> dict[str, Any]:
         """Insert one record and return it as a dict (id, createdAt, updatedAt filled in)."""
-        model = self.model(model_name)
+        model = self.table(table)
         fmap = model.fields
         if not fields.keys() <= fmap.keys():
             self._check_fields(model, fields)
@@ -482,9 +499,10 @@ class Store:
             return row
         return {name: row.get(name) for name in fmap}
 
-    def create_many(self, model_name: str, rows: Iterable[dict[str, Any]]) -> int:
+    @_table_keyword
+    def create_many(self, table: str, rows: Iterable[dict[str, Any]]) -> int:
         """Insert many records in one transaction; return how many."""
-        model = self.model(model_name)
+        model = self.table(table)
         fmap = model.fields
         plan = self._insert_plan(model)
         values = self._insert_values
@@ -505,23 +523,26 @@ class Store:
                     raise _integrity_error(model, exc, {}) from None
         return count
 
-    def get(self, model_name: str, id: str) -> dict[str, Any]:
+    @_table_keyword
+    def get(self, table: str, id: str) -> dict[str, Any]:
         """The record with this id; RecordNotFoundError if there is none."""
-        rows = self.find(model_name, id=id)
+        rows = self.find(table, id=id)
         if not rows:
-            raise RecordNotFoundError(model_name, id)
+            raise RecordNotFoundError(table, id)
         return rows[0]
 
-    def first(self, model_name: str, **equals: Any) -> dict[str, Any] | None:
+    @_table_keyword
+    def first(self, table: str, **equals: Any) -> dict[str, Any] | None:
         """The newest record matching `equals`, or None."""
-        rows = self.find(model_name, order="desc", limit=1, **equals)
+        rows = self.find(table, order="desc", limit=1, **equals)
         return rows[0] if rows else None
 
+    @_table_keyword
     def find(
-        self, model_name: str, *, order: str = "asc", limit: int | None = None, **equals: Any
+        self, table: str, *, order: str = "asc", limit: int | None = None, **equals: Any
     ) -> list[dict[str, Any]]:
         """Records whose fields equal the given values (None matches NULL), newest last."""
-        model = self.model(model_name)
+        model = self.table(table)
         where, params = self._where(model, equals)
         sql = f"SELECT * FROM {_quote(model.table)} WHERE {where}"
         sql += " ORDER BY rowid DESC" if order == "desc" else " ORDER BY rowid"
@@ -567,15 +588,17 @@ class Store:
             payloads.expand(self, model.name, out)
         return out
 
-    def update(self, model_name: str, id: str, **fields: Any) -> dict[str, Any]:
+    @_table_keyword
+    def update(self, table: str, id: str, **fields: Any) -> dict[str, Any]:
         """Change fields of one record (updatedAt moves) and return the record as it now is."""
-        self.set(model_name, id, **fields)
-        return self.get(model_name, id)
+        self.set(table, id, **fields)
+        return self.get(table, id)
 
-    def set(self, model_name: str, id: str, **fields: Any) -> None:
+    @_table_keyword
+    def set(self, table: str, id: str, **fields: Any) -> None:
         """Change fields of one record (updatedAt moves) without reading it back: for hot paths
         and for rows that hold large text."""
-        model = self.model(model_name)
+        model = self.table(table)
         self._check_fields(model, fields)
         fields = {k: v for k, v in fields.items() if not model.fields[k].is_id}
         for f in model.fields.values():
@@ -588,13 +611,14 @@ class Store:
             params = [_checked_sql(model.name, model.fields[n], v) for n, v in fields.items()]
             cursor = self.conn.execute(f"UPDATE {_quote(model.table)} SET {sets} WHERE id = ?", [*params, id])
             if cursor.rowcount == 0:
-                raise RecordNotFoundError(model_name, id)
+                raise RecordNotFoundError(table, id)
 
-    def append_text(self, model_name: str, id: str, field_name: str, text: str) -> None:
+    @_table_keyword
+    def append_text(self, table: str, id: str, field_name: str, text: str) -> None:
         """Append to a String field in place (a job's log), without reading it. SQLite rewrites
         the whole value, so this is for short texts: a streamed response is appended as
         ResponseChunk rows instead (aihub_nb.netlog)."""
-        model = self.model(model_name)
+        model = self.table(table)
         self._check_fields(model, [field_name])
         col = _quote(model.fields[field_name].column)
         with self._lock:
@@ -603,28 +627,31 @@ class Store:
                 (text, now_iso(), id),
             )
 
-    def delete(self, model_name: str, id: str) -> None:
+    @_table_keyword
+    def delete(self, table: str, id: str) -> None:
         """Delete one record; RecordNotFoundError if there is none."""
-        model = self.model(model_name)
+        model = self.table(table)
         with self.transaction():
             if model.name in payloads.EXPANDED:
                 payloads.before_delete(self, model.name, id)
             cursor = self.conn.execute(f"DELETE FROM {_quote(model.table)} WHERE id = ?", (id,))
         if cursor.rowcount == 0:
-            raise RecordNotFoundError(model_name, id)
+            raise RecordNotFoundError(table, id)
 
-    def count(self, model_name: str, **equals: Any) -> int:
+    @_table_keyword
+    def count(self, table: str, **equals: Any) -> int:
         """How many records match `equals` (None matches NULL, as in find)."""
-        model = self.model(model_name)
+        model = self.table(table)
         where, params = self._where(model, equals)
         with self._lock:
             return self.conn.execute(f"SELECT count(*) FROM {_quote(model.table)} WHERE {where}", params).fetchone()[0]
 
     # -- references
 
-    def set_reference(self, model_name: str, id: str, name: str, target_id: str | None) -> dict[str, Any]:
+    @_table_keyword
+    def set_reference(self, table: str, id: str, name: str, target_id: str | None) -> dict[str, Any]:
         """Set (or, with None, remove) the named reference of a record to another record's id."""
-        model = self.model(model_name)
+        model = self.table(table)
         path = "$." + json.dumps(name)
         if target_id is None:
             expr, params = 'json_remove("references", ?)', [path]
@@ -636,12 +663,16 @@ class Store:
                 [*params, now_iso(), id],
             )
         if cursor.rowcount == 0:
-            raise RecordNotFoundError(model_name, id)
-        return self.get(model_name, id)
+            raise RecordNotFoundError(table, id)
+        return self.get(table, id)
 
-    def referencing(self, target_id: str, *, model: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
-        """Records whose `references` point at target_id (under `name`, if given), each with `_model`."""
-        models = [self.model(model)] if model else list(self.models.values())
+    def referencing(
+        self, target_id: str, *, table: str | None = None, name: str | None = None, model: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Records whose `references` point at target_id (under `name`, if given), each with its table
+        in `_table` (and in `_model`, the older key). `model=` is the older name of `table=`."""
+        table = table or model
+        models = [self.table(table)] if table else list(self.models.values())
         out = []
         for m in models:
             if "references" not in m.fields:
@@ -654,7 +685,7 @@ class Store:
                 params = ["$." + json.dumps(name), target_id]
             rows = self._select(m, f"SELECT * FROM {_quote(m.table)} AS t WHERE {cond} ORDER BY rowid", params)
             for row in rows:
-                row["_model"] = m.name
+                row["_table"] = row["_model"] = m.name
             out.extend(rows)
         return out
 

@@ -7,7 +7,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from aihub_nb import magics
+from aihub_nb import errors, magics
 from aihub_nb.testing import ScriptedReply
 
 
@@ -183,6 +183,79 @@ def test_help_lists_subcommands(nb):
     shown = nb.run_line_magic("aihub", "help")
     for word in ("connect", "chats", "render", "metrics", "dashboard"):
         assert word in shown.data
+
+
+def test_help_is_generated_from_every_parser(nb):
+    table = magics._MAGICS._line_commands
+    shown = nb.run_line_magic("aihub", "help")
+    bundle = shown._repr_mimebundle_()
+    for name, handler in table.items():  # every subcommand and every one of its flags, so help never drifts
+        assert f"`{name}" in shown.data and f"\n  {name}" in bundle["text/plain"]
+        for action in handler.parser._actions:
+            assert not action.option_strings or any(flag in shown.data for flag in action.option_strings)
+    assert "`%%aihub chat NAME [--model CONNECTION]" in shown.data and "[--no-stream]" in shown.data
+    assert "connection show\\|edit\\|remove\\|default NAME" in shown.data  # a pipe cannot end a table cell
+    assert "connection show|edit|remove|default NAME" in bundle["text/plain"]  # the plain text reads as typed
+    one = nb.run_line_magic("aihub", "help connect")
+    assert "--api-key-env: the environment variable that holds the key" in one.text and "chats" not in one.text
+    assert nb.run_line_magic("aihub", "connect -h").text == one.text
+    both = nb.run_line_magic("aihub", "help chat").text
+    assert "%%aihub chat NAME" in both and "--unlock: free a chat" in both
+    with pytest.raises(UsageError, match="Unknown subcommand 'bogus'; valid ones are: agent, agents, calls"):
+        nb.run_line_magic("aihub", "help bogus")
+
+
+def test_parse_errors_end_with_the_generated_usage(nb):
+    with pytest.raises(UsageError) as caught:
+        nb.run_line_magic("aihub", "price set m 1 x")
+    assert str(caught.value) == (
+        "argument OUT: invalid float value: 'x'. Usage: %aihub price set|remove MODEL [IN] [OUT] [--provider PROVIDER]"
+    )
+    with pytest.raises(UsageError, match="unrecognized arguments: --conn"):  # no abbreviations of --connect-timeout
+        nb.run_line_magic("aihub", "connection edit oa --conn 3")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.NotFoundError("No chat named 'x'; %aihub chats lists them."),
+        errors.ThreadBusyError("Chat 'x' is busy."),
+        errors.AuthenticationError("The key was refused; set $OPENAI_API_KEY.", connection="oa", status_code=401),
+        errors.ProviderUnreachableError("Nothing answers at http://127.0.0.1:9; start the server.", connection="oa"),
+        errors.ToolArgumentsError("Tool 'add': b must be an integer."),
+        errors.RoundLimitError("Agent 'a' used its 8 rounds; raise --max-rounds."),
+    ],
+)
+def test_a_user_facing_error_is_one_line(nb, hub, monkeypatch, error):
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(hub, "chats", fail)
+    with pytest.raises(UsageError) as caught:
+        nb.run_line_magic("aihub", "chats")
+    assert str(caught.value) == str(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.StoreError("A Chat with name='x' exists already; Chat name must be unique."),
+        errors.UnknownTableError("Chats", valid=["Chat"]),
+        errors.RecordNotFoundError("Chat", "0193"),
+        errors.SchemaError("schema.prisma line 3: cannot read field 'x'."),
+    ],
+)
+def test_store_and_schema_errors_keep_their_traceback(nb, hub, monkeypatch, capsys, error):
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(hub, "chats", fail)
+    with pytest.raises(type(error)):
+        nb.run_line_magic("aihub", "chats")
+    result = nb.run_cell("%aihub chats")
+    assert result.error_in_exec is not None and not isinstance(result.error_in_exec, UsageError)
+    out = capsys.readouterr()
+    assert "Traceback" in out.out + out.err
 
 
 def test_config_traits(ip, nb, server):

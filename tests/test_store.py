@@ -19,7 +19,7 @@ import pytest
 
 import aihub_nb
 from aihub_nb import migrations
-from aihub_nb.errors import RecordNotFoundError, UnknownFieldError, UnknownModelError
+from aihub_nb.errors import RecordNotFoundError, UnknownFieldError, UnknownModelError, UnknownTableError
 from aihub_nb.hub import Hub
 from aihub_nb.store import Store, now_iso, uuid7
 
@@ -308,6 +308,24 @@ def test_unknown_model_names_the_valid_ones(store):
     for call in (lambda: store.find("Chats"), lambda: store.get("Chats", "x"), lambda: store.count("Chats")):
         with pytest.raises(UnknownModelError):
             call()
+
+
+def test_the_store_api_says_table_and_keeps_the_older_names(store):
+    with pytest.raises(UnknownTableError) as info:
+        store.find("Chats")
+    assert str(info.value).startswith("Unknown table 'Chats'; valid tables are: ")
+    assert UnknownModelError is UnknownTableError
+    assert store.table("Chat") is store.model("Chat") is store.models["Chat"]
+    chat = store.create(model_name="Chat", name="c", type="chatModel", sourceId="s")  # the older keyword
+    assert store.get(model_name="Chat", id=chat["id"])["name"] == "c"
+    assert store.count(table="Chat") == 1 and store.find(table="Chat", name="c")[0]["id"] == chat["id"]
+    with pytest.raises(UnknownFieldError, match="for table Chat;") as field:
+        store.find("Chat", nmae="c")
+    assert field.value.table == field.value.model == "Chat"
+    thread = store.create("MessageThread")
+    store.set_reference("Chat", chat["id"], "thread", thread["id"])
+    assert [r["_table"] for r in store.referencing(thread["id"], table="Chat")] == ["Chat"]
+    assert [r["_model"] for r in store.referencing(thread["id"], model="Chat")] == ["Chat"]
 
 
 def test_unknown_field_names_the_valid_ones(store):
