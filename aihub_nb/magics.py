@@ -26,7 +26,10 @@ from traitlets import Bool, Float, Unicode
 from .display import html_table
 from .errors import AihubError
 from .redact import redact
-from .views import Shown, chat_view, code_view, reply_view, snapshot_view, source_names, text_view, tool_call_view
+from .views import (
+    Shown, chat_view, code_view, reply_view, snapshot_view, source_names, target_label, text_view, tool_event_view,
+    turn_footer,
+)
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -163,11 +166,11 @@ class _TurnView:
         elif event.kind == "tool_call":
             self.flush()
             self.handle, self.parts = None, []
-            self.tools[event.data["id"]] = display(_tool_view(event.data, "running"), display_id=True)
+            self.tools[event.data["id"]] = display(tool_event_view(event.data, "running"), display_id=True)
         elif event.kind == "tool_result":
             handle = self.tools.get(event.data["id"])
             if handle is not None:
-                handle.update(_tool_view(event.data, event.data["status"]))
+                handle.update(tool_event_view(event.data))
         elif event.kind == "retry":
             display(text_view(f"retrying in {event.data['wait']:.1f}s: {event.text}"))
 
@@ -180,20 +183,12 @@ def _reply(text: str) -> Shown:
     return reply_view(text) if text else Shown("<p>…</p>", "…")
 
 
-def _tool_view(data: dict[str, Any], status: str) -> Shown:
-    return tool_call_view(data.get("name", "?"), data.get("arguments"), status, data.get("result"))
-
-
 def _limit_arguments(p: argparse.ArgumentParser) -> None:
     """A connection's timeouts and reply limit; checked by the hub, which says what is wrong."""
     p.add_argument("--timeout", metavar="SECONDS", help="the whole answer of one request (default 600)")
     p.add_argument("--connect-timeout", metavar="SECONDS", help="opening the connection (default 5)")
     p.add_argument("--read-timeout", metavar="SECONDS", help="between two pieces of the answer (default 60)")
     p.add_argument("--max-tokens", metavar="N", help="reply limit when a turn sets none")
-
-
-def _footer(reply, connection: str) -> Shown:
-    return text_view(reply.summary_line(connection))
 
 
 @magics_class
@@ -384,19 +379,9 @@ class AihubMagics(Magics):
         if view.handle is None and not view.tools:
             display(_reply(reply.text))
         if self.show_footer:
-            target = ns.agent or chat._row["sourceId"]
-            label = self._source_label(chat)
-            display(_footer(reply, label or target))
-
-    def _source_label(self, chat) -> str:
-        row = self.hub.store.first("ModelConnections", id=chat._row["sourceId"]) or self.hub.store.first(
-            "Agent", id=chat._row["sourceId"]
-        )
-        if row is None:
-            return ""
-        if "modelId" in row:
-            return f"{row['name']} ({row['modelId']})"
-        return f"agent {row['name']}"
+            agent = chat.type == "agent"
+            row = self.hub.store.first("Agent" if agent else "ModelConnections", id=chat._row["sourceId"])
+            display(turn_footer(reply, target_label(row, agent=agent)))
 
     def _show_chat(self, args: list[str]) -> Any:
         p = _parser("%aihub chat", "Show a chat's conversation (to send, use the cell magic %%aihub chat NAME).")
