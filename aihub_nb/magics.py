@@ -28,7 +28,10 @@ from traitlets import Bool, Float, Unicode
 from .display import html_table
 from .errors import AihubError
 from .redact import redact
-from .views import Shown, chat_view, code_view, reply_view, snapshot_view, source_names, text_view, tool_call_view
+from .views import (
+    Shown, chat_view, code_view, reply_view, snapshot_view, source_names, target_label, text_view, tool_event_view,
+    turn_footer,
+)
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -235,11 +238,11 @@ class _TurnView:
         elif event.kind == "tool_call":
             self.flush()
             self.handle, self.parts = None, []
-            self.tools[event.data["id"]] = display(_tool_view(event.data, "running"), display_id=True)
+            self.tools[event.data["id"]] = display(tool_event_view(event.data, "running"), display_id=True)
         elif event.kind == "tool_result":
             handle = self.tools.get(event.data["id"])
             if handle is not None:
-                handle.update(_tool_view(event.data, event.data["status"]))
+                handle.update(tool_event_view(event.data))
         elif event.kind == "retry":
             display(text_view(f"retrying in {event.data['wait']:.1f}s: {event.text}"))
 
@@ -250,10 +253,6 @@ class _TurnView:
 
 def _reply(text: str) -> Shown:
     return reply_view(text) if text else Shown("<p>…</p>", "…")
-
-
-def _tool_view(data: dict[str, Any], status: str) -> Shown:
-    return tool_call_view(data.get("name", "?"), data.get("arguments"), status, data.get("result"))
 
 
 _limit_arguments = _arguments(  # a connection's timeouts and reply limit; checked by the hub, which says what is wrong
@@ -269,10 +268,6 @@ _frame_arguments = _arguments(
     argument("--status", help="only rows with this status"),
     argument("-o", "--output", metavar="VAR", help="keep the DataFrame in this variable"),
 )
-
-
-def _footer(reply, connection: str) -> Shown:
-    return text_view(reply.summary_line(connection))
 
 
 @magics_class
@@ -483,19 +478,9 @@ class AihubMagics(Magics):
         if view.handle is None and not view.tools:
             display(_reply(reply.text))
         if self.show_footer:
-            target = ns.agent or chat._row["sourceId"]
-            label = self._source_label(chat)
-            display(_footer(reply, label or target))
-
-    def _source_label(self, chat) -> str:
-        row = self.hub.store.first("ModelConnections", id=chat._row["sourceId"]) or self.hub.store.first(
-            "Agent", id=chat._row["sourceId"]
-        )
-        if row is None:
-            return ""
-        if "modelId" in row:
-            return f"{row['name']} ({row['modelId']})"
-        return f"agent {row['name']}"
+            agent = chat.type == "agent"
+            row = self.hub.store.first("Agent" if agent else "ModelConnections", id=chat._row["sourceId"])
+            display(turn_footer(reply, target_label(row, agent=agent)))
 
     @_subcommand("aihub chat")
     @argument("name")

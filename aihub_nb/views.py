@@ -43,9 +43,12 @@ __all__ = [
     "small",
     "snapshot_view",
     "source_names",
+    "target_label",
     "text_view",
     "tool_call_html",
     "tool_call_view",
+    "tool_event_view",
+    "turn_footer",
     "visible",
 ]
 
@@ -253,15 +256,29 @@ def tool_call_view(name: Any, arguments: Any, status: str, result: Any) -> Shown
     return Shown(tool_call_html(name, arguments, status, result), _tool_call_text(name, arguments, status, result))
 
 
+def tool_event_view(data: dict[str, Any], status: str | None = None) -> Shown:
+    """A tool call from a turn's event data (name, arguments, status, result), as it runs
+    (`status` "running") and once it has its result."""
+    return tool_call_view(data.get("name", "?"), data.get("arguments"), status or data.get("status", "running"), data.get("result"))
+
+
 def code_view(source: str) -> Shown:
     """Source code, escaped, in a preformatted block."""
     return Shown(f"<pre>{_escape(source)}</pre>", source)
 
 
+def target_label(row: dict[str, Any] | None, *, agent: bool = False) -> str:
+    """What a chat talks to, named the same in every display: a connection row as
+    "name (model id)", an agent row (`agent=True`) as "agent name"; None (it was removed) says so."""
+    if row is None:
+        return "(removed agent)" if agent else "(removed connection)"
+    return f"agent {row['name']}" if agent else f"{row['name']} ({row['modelId']})"
+
+
 def source_names(store: Any) -> dict[str, str]:
-    """Who said it, by a message's sourceId: "name (model)" for a connection, "agent name"."""
-    names = {r["id"]: f"{r['name']} ({r['modelId']})" for r in store.find("ModelConnections")}
-    names.update({r["id"]: f"agent {r['name']}" for r in store.find("Agent")})
+    """Who said it, by a message's sourceId: each connection and agent as `target_label` names it."""
+    names = {r["id"]: target_label(r) for r in store.find("ModelConnections")}
+    names.update({r["id"]: target_label(r, agent=True) for r in store.find("Agent")})
     return names
 
 
@@ -344,6 +361,12 @@ def reply_view(text: str, tool_calls: list[dict[str, Any]] | None = None) -> Sho
 def text_view(text: str) -> Shown:
     """A line of our own (a footer, a notice) with any names in it escaped."""
     return Shown(small(text), text)
+
+
+def turn_footer(reply: Any, label: str) -> Shown:
+    """The line under a reply: what answered (`label`, see `target_label`), tokens, time, cost,
+    tool calls (the reply's `summary_line`)."""
+    return text_view(reply.summary_line(label))
 
 
 # ---------------------------------------------------------------- snapshots

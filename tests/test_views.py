@@ -351,3 +351,33 @@ def test_chat_panel_approval_shows_what_the_model_hid(hub, server):
     assert problems(prompt) == []
     assert "\\u202e" in prompt and "\\u200b" in prompt and "⟨200 spaces⟩" in prompt
     assert not any(ch in prompt for ch in "\u202e\u200b\u2066\x07\n")
+
+
+# ---------------------------------------------------------------- what a chat talks to
+
+
+def test_target_label_names_connections_agents_and_removed_ones():
+    from aihub_nb.views import target_label
+
+    assert target_label({"name": "oa", "modelId": "gpt-4o-mini"}) == "oa (gpt-4o-mini)"
+    assert target_label({"name": "calc", "chatModelId": "x"}, agent=True) == "agent calc"
+    assert target_label(None) == "(removed connection)" and target_label(None, agent=True) == "(removed agent)"
+
+
+def test_the_cell_and_the_panel_name_a_chats_target_and_its_turn_alike(nb, hub, server):
+    import html as html_module
+
+    from aihub_nb.widgets.chat import ChatPanel
+
+    hub.agent("helper", model="oa")
+    for flag, name in (("--agent helper", "agentic"), ("--model oa", "plain")):
+        server.script(ScriptedReply(text="one", prompt_tokens=5, completion_tokens=2), ScriptedReply(text="two", prompt_tokens=5, completion_tokens=2))
+        with capture_output() as captured:
+            nb.run_cell_magic("aihub", f"chat {name} {flag}", "hi")
+        footer = captured.outputs[-1].data
+        panel = ChatPanel(hub, name, sync=True)
+        panel.submit("again")
+        status = html_module.unescape(re.sub(r"<[^>]+>", "", panel.status.value))
+        label = "agent helper" if name == "agentic" else "oa (local-chat)"
+        assert footer["text/plain"].split(" · ")[:2] == status.split(" · ")[:2] == [label, "5 → 2 tokens"]
+        assert footer["text/html"].split("·")[0] == panel.status.value.split("·")[0]  # the same markup

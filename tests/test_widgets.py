@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import time
 
+import ipywidgets as widgets
 import pytest
 
 from aihub_nb import Hub
 from aihub_nb import chat as chat_module
+from aihub_nb.errors import UsageError
 from aihub_nb.testing import ScriptedReply
 from aihub_nb.views import markdown_html
+from aihub_nb.widgets.base import Panel
 from aihub_nb.widgets.chat import DEFAULT, ChatPanel
+from aihub_nb.widgets.dashboard import Dashboard
 from aihub_nb.widgets.hub import TABS, HubPanel
 
 
@@ -266,7 +270,6 @@ def test_dashboard_tab_is_built_when_first_shown(hub, monkeypatch):
     panel = HubPanel(hub)
     assert panel.dashboard is None
     panel.select("Dashboard")
-    from aihub_nb.widgets.dashboard import Dashboard
 
     assert isinstance(panel.dashboard, Dashboard) and panel.dashboard_area.children == (panel.dashboard,)
 
@@ -356,3 +359,96 @@ def test_hub_panel_reopens_on_the_last_tab(hub):
     assert TABS[again.tabs.selected_index] == "Jobs"
     panel.close()
     again.close()
+
+
+# ---------------------------------------------------------------- the panel base
+
+
+def _visible_line(markup: str) -> str:
+    """The error line as shown, without its folded traceback."""
+    return markup.split("<details>")[0]
+
+
+class _Counter(Panel):
+    """A panel whose button runs whatever `action` is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action = lambda: None
+        self.clicks = 0
+        self.button = widgets.Button(description="go")
+        self.button.on_click(self.guarded(self._go))
+        self.set_children([self.button], self.status)
+
+    def _go(self) -> None:
+        self.action()
+        self.clicks += 1
+        self.status.value = f"clicked {self.clicks}"
+
+
+def test_a_failing_callback_shows_one_line_in_the_panel_and_does_not_escape():
+    panel = _Counter()
+    assert panel.children[-1] is panel.error  # the error line is placed even when the layout omits it
+
+    def broken():
+        raise RuntimeError("the disk\nwent away")
+
+    panel.action = broken
+    panel.button.click()  # must not raise
+    line = _visible_line(panel.error.value)
+    assert "RuntimeError: the disk went away" in line and "\n" not in line
+    assert "<details>" in panel.error.value and "Traceback" in panel.error.value and "broken" in panel.error.value
+    assert panel.clicks == 0
+
+    panel.action = lambda: None
+    panel.button.click()  # the next action that succeeds clears it
+    assert panel.error.value == "" and panel.status.value == "clicked 1"
+
+
+def test_a_users_mistake_shows_its_message_without_a_traceback():
+    panel = _Counter()
+
+    def mistake():
+        raise UsageError("Name the chat first: pick one or type a new name.")
+
+    panel.action = mistake
+    panel.button.click()
+    assert "Name the chat first: pick one or type a new name." in panel.error.value
+    assert "UsageError" not in panel.error.value and "<details>" not in panel.error.value
+    assert panel.guard(mistake) is False and panel.guard(lambda: None) is True and panel.error.value == ""
+
+
+def test_an_error_shown_during_a_guarded_action_is_kept():
+    panel = _Counter()
+    panel.action = lambda: panel.show_error("the turn failed (shown by its worker)")
+    panel.button.click()
+    assert "the turn failed" in panel.error.value
+
+
+def test_every_panel_is_a_panel(hub):
+    for panel in (ChatPanel(hub), HubPanel(hub), Dashboard(hub.store)):
+        assert isinstance(panel, Panel) and panel.error in panel.children
+        panel.close()
+
+
+def test_the_chat_panels_error_clears_after_a_successful_refresh(hub, oa, monkeypatch):
+    panel = ChatPanel(hub, "c", sync=True)
+
+    def broken():
+        raise RuntimeError("store unreadable")
+
+    monkeypatch.setattr(hub, "chats", broken)
+    panel.refresh_button.click()
+    assert "RuntimeError: store unreadable" in _visible_line(panel.error.value)
+    monkeypatch.undo()
+    panel.refresh_button.click()
+    assert panel.error.value == ""
+
+
+def test_the_hub_panels_mistakes_show_their_message(hub):
+    panel = HubPanel(hub)
+    panel.remove_button.click()  # nothing to pick: no connections
+    assert "Pick a connection first." in panel.error.value and "<details>" not in panel.error.value
+    panel.new_provider.value = "local"
+    panel.add_button.click()
+    assert panel.error.value == "" and "Added connection 'local'" in panel.status.value

@@ -21,14 +21,17 @@ import html
 import json
 import threading
 import time
-import traceback
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
 from ..chat import drive
-from ..errors import AihubError, NotFoundError
-from ..views import block, conversation_html, frame, markdown_html, note, small, source_names, tool_call_html, visible
+from ..errors import NotFoundError, UsageError
+from ..views import (
+    block, conversation_html, frame, markdown_html, note, small, source_names, target_label, tool_event_view,
+    turn_footer, visible,
+)
+from .base import Panel
 
 if TYPE_CHECKING:
     from ..chat import Approver, Chat, Reply, TurnEvent
@@ -40,7 +43,7 @@ DEFAULT = ("default", "")  # the connection choice meaning "the chat's own, else
 REFRESH = 0.05  # seconds between repaints of a streaming reply
 APPROVAL_TIMEOUT = 600.0  # seconds a tool waits for Allow / Deny before it is denied
 
-class ChatPanel(widgets.VBox):
+class ChatPanel(Panel):
     """A chat picker, a connection or agent choice, a message box, Send / Stop, and the thread."""
 
     def __init__(
@@ -52,6 +55,7 @@ class ChatPanel(widgets.VBox):
         approve: Approver | None = None,
         **kwargs: Any,
     ) -> None:
+        super().__init__(**kwargs)
         self.hub = hub
         self.sync = sync
         self.approve = approve
@@ -78,25 +82,22 @@ class ChatPanel(widgets.VBox):
         self.deny_button = widgets.Button(description="Deny", button_style="danger")
         self.approval = widgets.HBox([self.approval_prompt, self.allow_button, self.deny_button],
                                      layout=widgets.Layout(display="none"))
-        self.status = widgets.HTML()
-        self.error = widgets.HTML()
-        super().__init__(**kwargs)
-        self.children = [
-            widgets.HBox([self.chat_name, self.connection, self.refresh_button]),
+        self.set_children(
+            [self.chat_name, self.connection, self.refresh_button],
             self.conversation,
             self.approval,
             self.message,
-            widgets.HBox([self.send_button, self.stop_button]),
+            [self.send_button, self.stop_button],
             self.status,
             self.error,
-        ]
+        )
         self.chat_name.observe(self._on_chat_name, names="value")
         self.send_button.on_click(lambda _b: self.submit())
         self.stop_button.on_click(lambda _b: self.stop())
-        self.refresh_button.on_click(lambda _b: self._guard(self.refresh))
+        self.refresh_button.on_click(self.guarded(self.refresh))
         self.allow_button.on_click(lambda _b: self._answer(True))
         self.deny_button.on_click(lambda _b: self._answer(False))
-        self._guard(self.refresh)
+        self.guard(self.refresh)
         if name:
             self.chat_name.value = name
 
@@ -134,7 +135,7 @@ class ChatPanel(widgets.VBox):
     def show_chat(self, name: str) -> None:
         """Show the chat called `name` (a new name starts a new chat on the next Send)."""
         if self._busy:
-            self._show_error("A turn is running in this panel; Stop it or wait before switching chats.")
+            self.show_error("A turn is running in this panel; Stop it or wait before switching chats.")
             return
         self.chat_name.value = name
 
@@ -155,10 +156,10 @@ class ChatPanel(widgets.VBox):
     def _on_chat_name(self, change: dict[str, Any]) -> None:
         if self._busy:
             return
-        self._guard(self._load_chat)
+        self.guard(self._load_chat)
 
     def _load_chat(self) -> None:
-        self.error.value = ""
+        self.clear_error()
         self.connection.value = self._choice_for(self.chat_name.value.strip(), [v for _, v in self.connection.options])
         self._show_thread()
 
@@ -182,17 +183,17 @@ class ChatPanel(widgets.VBox):
 
     def submit(self, text: str | None = None) -> None:
         """Send `text` (default: the message box) to the picked chat; errors go to the error line."""
-        self._guard(self._start_turn, text)
+        self.guard(self._start_turn, text)
 
     def _start_turn(self, text: str | None) -> None:
         if self._busy:
-            raise _PanelError("A turn is already running; wait for it or Stop it.")
+            raise UsageError("A turn is already running; wait for it or Stop it.")
         text = self.message.value if text is None else text
         name = self.chat_name.value.strip()
         if not name:
-            raise _PanelError("Name the chat first: pick one or type a new name.")
+            raise UsageError("Name the chat first: pick one or type a new name.")
         if not text.strip():
-            raise _PanelError("Nothing to send: write a message first.")
+            raise UsageError("Nothing to send: write a message first.")
         kind, target = self.connection.value or DEFAULT
         try:
             chat = self.hub.chat(name, model=target if kind == "model" else None, agent=target if kind == "agent" else None)
@@ -200,10 +201,10 @@ class ChatPanel(widgets.VBox):
             if kind == DEFAULT[0]:
                 raise
             self.refresh()  # removed since the list was loaded: offer what there is now
-            raise _PanelError(f"{target!r} was removed; pick another in the 'with' list.") from None
+            raise UsageError(f"{target!r} was removed; pick another in the 'with' list.") from None
         if name not in self.chat_name.options:
             self.chat_name.options = [*self.chat_name.options, name]
-        self.error.value = ""
+        self.clear_error()
         self.message.value = ""
         self._stop.clear()
         self._set_busy(True)
@@ -250,10 +251,8 @@ class ChatPanel(widgets.VBox):
                 stopped = reply is None
             except KeyboardInterrupt:  # Ctrl-C / kernel interrupt in sync mode: the turn recorded it
                 stopped = True
-        except AihubError as exc:
-            self._show_error(str(exc))
-        except Exception as exc:  # unexpected: one line, with the traceback folded under it
-            self._show_error(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        except Exception as exc:  # one line in the error line (an unexpected one with its traceback)
+            self.show_exception(exc)
         finally:
             self._finish(chat, reply, stopped, label, live)
 
@@ -262,13 +261,13 @@ class ChatPanel(widgets.VBox):
             self.last_reply = reply if reply is not None else self.last_reply
             self._show_thread()
             if reply is not None:
-                self.status.value = small(reply.summary_line(label))
+                self.status.value = turn_footer(reply, label).data
             elif stopped:
                 self.status.value = small(f"⏹ stopped: {label} — the partial reply ({len(live.text)} characters) is kept, marked interrupted")
             else:
                 self.status.value = small(f"✖ failed: {label}")
         except Exception as exc:
-            self._show_error(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            self.show_exception(exc)
         finally:
             self._set_busy(False)
 
@@ -276,12 +275,9 @@ class ChatPanel(widgets.VBox):
         return conversation_html(chat.messages(), self._labels())
 
     def _target_label(self, chat: Chat) -> str:
-        source = chat._row["sourceId"]
-        row = self.hub.store.first("ModelConnections", id=source)
-        if row is not None:
-            return f"{row['name']} ({row['modelId']})"
-        row = self.hub.store.first("Agent", id=source)
-        return f"agent {row['name']}" if row is not None else "(removed connection)"
+        agent = chat.type == "agent"
+        row = self.hub.store.first("Agent" if agent else "ModelConnections", id=chat._row["sourceId"])
+        return target_label(row, agent=agent)
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
@@ -315,28 +311,6 @@ class ChatPanel(widgets.VBox):
         if pending is not None:
             pending[1][0] = allowed
             pending[0].set()
-
-    # ------------------------------------------------------------ errors
-
-    def _guard(self, fn, *args: Any) -> None:
-        """Run a callback; a failure goes to the error line instead of out of the callback."""
-        try:
-            fn(*args)
-        except (AihubError, _PanelError) as exc:
-            self._show_error(str(exc))
-        except Exception as exc:
-            self._show_error(f"{type(exc).__name__}: {exc}", traceback.format_exc())
-
-    def _show_error(self, message: str, details: str | None = None) -> None:
-        line = " ".join(str(message).split()) or "failed"
-        text = f'<span style="color:#b00020">⚠ {html.escape(line, quote=False)}</span>'
-        if details:
-            text += f"<details><summary><small>traceback</small></summary><pre>{html.escape(details)}</pre></details>"
-        self.error.value = text
-
-
-class _PanelError(Exception):
-    """A mistake in the panel's inputs (no chat name, empty message)."""
 
 
 class _LiveTurn:
@@ -372,7 +346,7 @@ class _LiveTurn:
             if kind == "text":
                 parts.append(markdown_html(value))
             elif kind == "tool":
-                parts.append(tool_call_html(value.get("name", "?"), value.get("arguments"), value.get("status", "running"), value.get("result")))
+                parts.append(tool_event_view(value).data)
             else:
                 parts.append(note(value))
         body = "".join(parts) or "<em>…</em>"

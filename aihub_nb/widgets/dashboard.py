@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from .. import monitoring, plots
+from .base import Panel
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,10 +53,11 @@ DPI = 80
 FONT_SIZE = 10.0  # the plots' text is sized from it (aihub_nb.plots.FONT_SCALE), whatever rcParams say
 
 
-class Dashboard(widgets.VBox):
+class Dashboard(Panel):
     """Metric, grouping and window choices, three plots and a summary table of one store."""
 
     def __init__(self, store: "Store", *, metric: str | None = None, window: str = "all", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.store = store
         self.figure: Figure | None = None
         self.summary_frame: pd.DataFrame | None = None
@@ -73,18 +75,15 @@ class Dashboard(widgets.VBox):
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh", layout=widgets.Layout(width="100px"))
         self.auto = widgets.Checkbox(description=f"auto-refresh ({AUTO_SECONDS:g} s)", value=False, indent=False,
                                      layout=widgets.Layout(width="160px"))
-        self.status = widgets.HTML()
-        self.error = widgets.HTML()
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
         self.table = widgets.HTML()
-        super().__init__(**kwargs)
-        self.children = [
-            widgets.HBox([self.metric, self.group, self.window, self.refresh_button, self.auto]),
+        self.set_children(
+            [self.metric, self.group, self.window, self.refresh_button, self.auto],
             self.error,
             self.image,
             self.table,
             self.status,
-        ]
+        )
         self.refresh_button.on_click(lambda _button: self.refresh())
         for control in (self.metric, self.group, self.window):
             control.observe(self._on_change, names="value")
@@ -102,14 +101,8 @@ class Dashboard(widgets.VBox):
         """Query the store again and redraw everything; a failure shows in the error line."""
         with self._refresh_lock:
             started = time.perf_counter()
-            try:
-                self._refresh()
-            except Exception as exc:  # shown in the panel, not raised into a widget callback
-                self.error.value = (
-                    f'<div style="color:#b00020"><b>{html.escape(type(exc).__name__)}</b>: {html.escape(str(exc))}</div>'
-                )
+            if not self.guard(self._refresh):  # shown in the panel, not raised into a widget callback
                 return
-            self.error.value = ""
             self.status.value = (
                 f'<small style="color:#666">refreshed {time.strftime("%H:%M:%S")} '
                 f"in {time.perf_counter() - started:.2f} s</small>"

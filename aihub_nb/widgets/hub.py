@@ -18,13 +18,13 @@ panel's error line, never out of a callback.
 from __future__ import annotations
 
 import html
-import traceback
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
 from ..display import html_table
-from ..errors import AihubError
+from ..errors import UsageError
+from .base import Panel
 from .chat import ChatPanel
 
 if TYPE_CHECKING:
@@ -38,16 +38,15 @@ RECENT_JOBS = 50
 _NEW_CHAT = ("(new chat)", "")
 
 
-class HubPanel(widgets.VBox):
+class HubPanel(Panel):
     """Connections, chats, agents and tools, jobs and the dashboard of one hub, as tabs."""
 
     def __init__(self, hub: Hub, *, sync: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.hub = hub
         self.sync = sync  # passed to the ChatPanel the Chats tab opens
         self.chat_panel: ChatPanel | None = None
         self.dashboard: widgets.Widget | None = None
-        self.error = widgets.HTML()
-        self.status = widgets.HTML()
         wide = widgets.Layout(width="320px")
 
         # Connections
@@ -95,20 +94,19 @@ class HubPanel(widgets.VBox):
 
         self.tabs = widgets.Tab(children=[connections_tab, chats_tab, agents_tab, jobs_tab, self.dashboard_area],
                                 titles=list(TABS))
-        super().__init__(**kwargs)
-        self.children = [self.tabs, self.status, self.error]
+        self.set_children(self.tabs, self.status, self.error)
 
         self.new_provider.observe(self._on_provider, names="value")
-        self.add_button.on_click(lambda _b: self._guard(self.add_connection))
-        self.remove_button.on_click(lambda _b: self._guard(self.remove_connection))
-        self.default_button.on_click(lambda _b: self._guard(self.make_default))
-        self.open_button.on_click(lambda _b: self._guard(self.open_chat))
-        self.jobs_refresh_button.on_click(lambda _b: self._guard(self.refresh_jobs))
+        self.add_button.on_click(self.guarded(self.add_connection))
+        self.remove_button.on_click(self.guarded(self.remove_connection))
+        self.default_button.on_click(self.guarded(self.make_default))
+        self.open_button.on_click(self.guarded(self.open_chat))
+        self.jobs_refresh_button.on_click(self.guarded(self.refresh_jobs))
         self.tabs.observe(self._on_tab, names="selected_index")
-        self._guard(self.refresh)
+        self.guard(self.refresh)
         last = self.hub._settings().get("lastPage")  # the tab the hub panel showed last time
         if last in TABS and last != TABS[0]:
-            self._guard(lambda: self.select(last))
+            self.guard(self.select, last)
 
     def close(self) -> None:
         """Close the panel, and the dashboard and chat panel in it (stopping the dashboard's
@@ -134,7 +132,7 @@ class HubPanel(widgets.VBox):
     def _on_tab(self, change: dict[str, Any]) -> None:
         title = TABS[change["new"]] if change["new"] is not None else None
         if title is not None:
-            self._guard(lambda: self.hub.remember_page(title))
+            self.guard(self.hub.remember_page, title)
         action = {
             "Connections": self.refresh_connections,
             "Chats": self.refresh_chats,
@@ -143,7 +141,7 @@ class HubPanel(widgets.VBox):
             "Dashboard": self._show_dashboard,
         }.get(title)
         if action is not None:
-            self._guard(action)
+            self.guard(action)
 
     # ------------------------------------------------------------ connections
 
@@ -211,7 +209,7 @@ class HubPanel(widgets.VBox):
 
     def _picked_connection(self) -> str:
         if not self.connection_pick.value:
-            raise _PanelError("Pick a connection first.")
+            raise UsageError("Pick a connection first.")
         return self.connection_pick.value
 
     # ------------------------------------------------------------ chats
@@ -281,32 +279,14 @@ class HubPanel(widgets.VBox):
             return
         self.dashboard_area.children = [self.dashboard]
 
-    # ------------------------------------------------------------ errors
-
-    def _guard(self, fn, *args: Any) -> None:
-        """Run a callback; a failure goes to the error line instead of out of the callback."""
-        self.error.value = ""
-        try:
-            fn(*args)
-        except (AihubError, _PanelError) as exc:
-            self._fail(str(exc))
-        except Exception as exc:
-            self._fail(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    # ------------------------------------------------------------ messages
 
     def _done(self, message: str) -> None:
         self.status.value = f'<small style="color:#2e7d32">✔ {html.escape(message, quote=False)}</small>'
 
-    def _fail(self, message: str, details: str | None = None) -> None:
-        line = " ".join(str(message).split()) or "failed"
-        text = f'<span style="color:#b00020">⚠ {html.escape(line, quote=False)}</span>'
-        if details:
-            text += f"<details><summary><small>traceback</small></summary><pre>{html.escape(details)}</pre></details>"
-        self.error.value = text
-        self.status.value = ""
-
-
-class _PanelError(Exception):
-    """A mistake in the panel's inputs."""
+    def show_error(self, message: str, details: str | None = None) -> None:
+        super().show_error(message, details)
+        self.status.value = ""  # the last success no longer describes the panel
 
 
 def _time(value: Any) -> str:

@@ -1,0 +1,112 @@
+"""Panel: the base of every aihub_nb panel (a VBox with its own error line and status line).
+
+    class Things(Panel):
+        def __init__(self, hub, **kwargs):
+            super().__init__(**kwargs)
+            self.hub = hub
+            self.table = widgets.HTML()
+            self.add_button = widgets.Button(description="Add")
+            self.add_button.on_click(self.guarded(self.add))   # a failure goes to self.error
+            self.set_children([self.add_button], self.table, self.status, self.error)
+            self.guard(self.refresh)
+
+        def refresh(self) -> None:                           # read what the panel shows again
+            self.table.value = ...
+
+A callback's failure never leaves the callback (where it would be lost in the browser's log):
+`guard` catches it into the panel's error line, one line. A user's mistake (an `AihubError`, such
+as `UsageError` for a missing name or an empty message) shows its message; an unexpected error
+shows its type and message, with the traceback folded under it (and logged at debug level). The
+error line clears when the next guarded action succeeds. Everything here sets widget values, so
+it is safe from a worker or timer thread (no `with out:` on an Output widget).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+
+from ..errors import AihubError
+
+__all__ = ["Panel"]
+
+log = logging.getLogger(__name__)
+
+
+class Panel(widgets.VBox):
+    """A VBox with an error line (`error`), a status line (`status`), a `guard` for callbacks and
+    a `refresh()` hook."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.error = widgets.HTML()
+        self.status = widgets.HTML()
+        self._error_lock = threading.Lock()
+        self._errors = 0  # how many errors were shown: a guarded action clears only what came before it
+
+    def refresh(self) -> None:
+        """Read what the panel shows again (panels override it)."""
+
+    def set_children(self, *rows: widgets.Widget | list[widgets.Widget]) -> None:
+        """Lay the panel out at once: each row a widget, or a list of widgets side by side. The
+        error line goes last unless a row places it."""
+        children = [widgets.HBox(row) if isinstance(row, list | tuple) else row for row in rows]
+        if not any(child is self.error or self.error in getattr(child, "children", ()) for child in children):
+            children.append(self.error)
+        self.children = children
+
+    # ------------------------------------------------------------ errors
+
+    def guard(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+        """Run `fn`; a failure goes to the error line instead of out of the callback. True when it
+        succeeded (and the error shown before it, if any, is cleared)."""
+        with self._error_lock:
+            seen = self._errors
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:
+            self.show_exception(exc)
+            return False
+        with self._error_lock:
+            if self._errors == seen and self.error.value:  # nothing newer (from a worker) to keep
+                self.error.value = ""
+        return True
+
+    def guarded(self, fn: Callable[..., Any]) -> Callable[[Any], None]:
+        """`fn` as a guarded widget callback (for `on_click` and `observe`; their argument, the
+        button or the change, is dropped)."""
+
+        def callback(_source: Any = None) -> None:
+            self.guard(fn)
+
+        return callback
+
+    def show_exception(self, exc: BaseException) -> None:
+        """Show `exc` in the error line: a user's mistake as its message, anything else as its type
+        and message with the traceback folded under it."""
+        if isinstance(exc, AihubError):
+            self.show_error(str(exc))
+            return
+        details = "".join(traceback.format_exception(exc))
+        log.debug("%s failed: %s", type(self).__name__, details)
+        self.show_error(f"{type(exc).__name__}: {exc}", details)
+
+    def show_error(self, message: str, details: str | None = None) -> None:
+        """One line in the error line (newlines folded), `details` in a collapsed block under it."""
+        line = " ".join(str(message).split()) or "failed"
+        text = f'<span style="color:#b00020">⚠ {html.escape(line, quote=False)}</span>'
+        if details:
+            text += f"<details><summary><small>traceback</small></summary><pre>{html.escape(details)}</pre></details>"
+        with self._error_lock:
+            self._errors += 1
+            self.error.value = text
+
+    def clear_error(self) -> None:
+        with self._error_lock:
+            self.error.value = ""
