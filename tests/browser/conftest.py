@@ -38,14 +38,6 @@ UI_TIMEOUT = 60  # seconds for the page to show something
 _screenshots: list[Path] = []
 
 
-def _find(*names: str) -> str | None:
-    for name in names:
-        path = shutil.which(name) or (name if os.path.isabs(name) and os.access(name, os.X_OK) else None)
-        if path:
-            return path
-    return None
-
-
 def _requirements() -> tuple[str, str]:
     """Chromium and chromedriver paths; skips (fails under CI=true) when something is missing."""
     missing = []
@@ -53,8 +45,8 @@ def _requirements() -> tuple[str, str]:
         import selenium  # noqa: F401
     except ImportError:
         missing.append("the selenium package (pip install -e '.[test]')")
-    chromium = _find(os.environ.get("AIHUB_CHROMIUM", ""), "chromium", "chromium-browser", "/usr/bin/chromium")
-    driver = _find(os.environ.get("AIHUB_CHROMEDRIVER", ""), "chromedriver", "/usr/bin/chromedriver")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
     if not chromium:
         missing.append("chromium (apt-get install chromium)")
     if not driver:
@@ -217,7 +209,9 @@ def driver(browser_paths, tmp_path):
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium'}"):
         options.add_argument(flag)
-    browser = webdriver.Chrome(options=options, service=Service(chromedriver))
+    # Chromium's own scratch folders go to the test's tmp_path too, not to /tmp.
+    service = Service(chromedriver, env={**os.environ, "TMPDIR": str(tmp_path)})
+    browser = webdriver.Chrome(options=options, service=service)
     browser.set_window_size(1400, 1000)
     try:
         yield browser
@@ -261,10 +255,8 @@ return Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidde
   prompt: (c.querySelector('.jp-InputPrompt') || {}).innerText || '',
   source: (c.querySelector('.jp-InputArea-editor') || {}).innerText || '',
   output: (c.querySelector('.jp-OutputArea') || {}).innerText || '',
-  errors: Array.from(c.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]'))
-               .map(e => e.innerText),
-  stderr: Array.from(c.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'))
-               .map(e => e.innerText),
+  errors: Array.from(c.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'))
+               .map(e => e.innerText),  // JupyterLab shows tracebacks and stderr alike, in red
 }));
 """
 
@@ -351,8 +343,25 @@ class Page:
                 return False
             return all(re.fullmatch(r"\[\d+\]:", c["prompt"].strip()) for c in cells) or any(c["errors"] for c in cells)
 
-        self.wait(done, timeout, "Run All did not finish")
+        from selenium.common.exceptions import TimeoutException
+
+        try:
+            self.wait(done, timeout)
+        except TimeoutException:
+            prompts = " ".join(c["prompt"].strip() or "[?]" for c in self.cells())
+            raise AssertionError(f"Run All did not finish in {timeout:g} s (kernel {self.kernel_status()!r}; "
+                                 f"prompts {prompts})") from None
         return self.cells()
+
+    def widgets_loaded(self, timeout: float = 30) -> bool:
+        """Wait (up to `timeout`) until no output says "Loading widget..."; False if one still does."""
+        from selenium.common.exceptions import TimeoutException
+
+        try:
+            self.wait(lambda: "Loading widget" not in self.text(), timeout)
+            return True
+        except TimeoutException:
+            return False
 
     def text(self) -> str:
         """The visible text of the notebook, whitespace collapsed."""

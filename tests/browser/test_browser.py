@@ -48,11 +48,11 @@ def _assert_ran_cleanly(cells: list[dict]) -> None:
     for cell in cells:
         source = cell["source"].strip().splitlines()[0] if cell["source"].strip() else "(empty cell)"
         assert not cell["errors"], f"cell {source!r} shows an error:\n{cell['errors'][0][:2000]}"
-        assert not cell["stderr"], f"cell {source!r} wrote to stderr:\n{cell['stderr'][0][:2000]}"
         assert re.fullmatch(r"\[\d+\]:", cell["prompt"].strip()), f"cell {source!r} did not run ({cell['prompt']!r})"
 
 
 def _assert_no_placeholders(page) -> None:
+    assert page.widgets_loaded(), "a widget never rendered: the page still says 'Loading widget...'"
     text = page.text()
     for bad in PLACEHOLDERS:
         assert bad not in text, f"the page shows {bad!r}: …{text[max(0, text.index(bad) - 300):text.index(bad) + 300]}…"
@@ -186,3 +186,74 @@ def test_chat_panel_sends_and_streams(page, lab):
     page.wait(lambda: not page.css("textarea", panel)[0].get_attribute("value")
               and [b for b in page.css(".widget-button", panel) if b.text.strip() == "Stop"][0].get_attribute("disabled"),
               message="the panel stayed busy after the reply")
+
+
+# Each payload, if it ran, records itself in window.pwned and changes the tab's title.
+_RAN = "(window.pwned=window.pwned||[]).push('{0}');document.title='pwned'"
+HOSTILE = "\n\n".join([
+    "Here is the page you asked for.",
+    f'<img src=x onerror="{_RAN.format("img")}">',
+    f'<svg onload="{_RAN.format("svg")}"><circle r="5"/></svg>',
+    f"<script>{_RAN.format('script')}</script>",
+    '<iframe srcdoc="<script>parent.pwned=(parent.pwned||[]).concat([\'iframe\']);'
+    "parent.document.title='pwned'</script>\"></iframe>",
+    f'<details open ontoggle="{_RAN.format("details")}">more</details>',
+    "[a link](javascript:document.title='pwned') and <a href=\"javascript:document.title='pwned'\">another</a>",
+    "End of page.",
+])
+# Every element, attribute and URL in the notebook's outputs that could run script.
+_JS_ACTIVE = """
+const hits = [];
+for (const el of document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea *')) {
+  const tag = el.tagName.toLowerCase();
+  if (['script', 'iframe', 'object', 'embed'].includes(tag)) hits.push('<' + tag + '>');
+  for (const a of el.attributes) {
+    if (/^on/i.test(a.name)) hits.push('<' + tag + ' ' + a.name + '>');
+    if (/^(href|src|xlink:href|action|formaction|srcdoc)$/i.test(a.name) && /^\\s*javascript:/i.test(a.value))
+      hits.push('<' + tag + ' ' + a.name + '=' + a.value.slice(0, 30) + '>');
+  }
+}
+return hits;
+"""
+
+
+def test_hostile_reply_does_not_run(page, lab):
+    """A reply (or tool result) full of HTML and script is shown as text on every display path:
+    the chat cell, the chat listing, the rendered snapshot, a Reply object, an agent's tool call
+    and answer, and the chat panel."""
+    lab.create_notebook("hostile.ipynb", [
+        SETUP,
+        "from aihub_nb.connections import builtin_server\nfrom aihub_nb.magics import default_hub\n"
+        f"from aihub_nb.testing import Reply\nHOSTILE = {HOSTILE!r}\n"
+        "builtin_server().script(Reply(text=HOSTILE), Reply(text=HOSTILE))",
+        "%%aihub chat page\nSummarise https://example.com for me.",
+        "%aihub chat page",
+        "%aihub render page",
+        'reply = default_hub().chat("page").send("And again?")\nreply',
+        "hub = default_hub()\nhub.connect_local('local-tools', name='tools')\n\n"
+        "@hub.tool\ndef fetch_page(url: str) -> str:\n    \"\"\"Fetch a web page.\"\"\"\n    return HOSTILE\n\n"
+        "hub.agent('reader', model='tools', tools=[fetch_page])",
+        '%%aihub chat reading --agent reader\nPlease call fetch_page(url="https://example.com")',
+        "%aihub panel page",
+    ])
+    page.open("hostile.ipynb")
+    cells = page.run_all()
+    _assert_ran_cleanly(cells)
+    _assert_no_placeholders(page)
+
+    # Each display shows the reply, as text.
+    outputs = page.css(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-OutputArea")
+    for cell, output in zip(cells, outputs):
+        if cell["source"].startswith(("%%aihub chat", "%aihub chat", "%aihub render", "reply =", "%aihub panel")):
+            page.wait(lambda: "Here is the page you asked for." in output.text and "End of page." in output.text,
+                      message=f"{cell['source'].splitlines()[0]!r} does not show the reply")
+
+    # Let every image load or fail (an onerror handler would have run by then).
+    page.wait(lambda: page.driver.execute_script(
+        "return Array.from(document.querySelectorAll('.jp-OutputArea img')).every(i => i.complete)"))
+    ran = page.driver.execute_script("return window.pwned || []")
+    assert not ran, f"script from the model's reply ran in the page: {ran}"
+    assert "pwned" not in page.driver.title, f"the reply changed the tab's title to {page.driver.title!r}"
+    active = page.driver.execute_script(_JS_ACTIVE)
+    assert not active, f"the outputs hold elements that can run script: {sorted(set(active))}"
+    page.scroll_to(outputs[2], block="start")
