@@ -156,8 +156,8 @@ def test_chat_panel_sends_and_streams(page, lab):
     chunks = [w if i == 0 else " " + w for i, w in enumerate(words)]
     lab.create_notebook("chat-panel.ipynb", [
         SETUP,
-        "from aihub_nb.connections import builtin_server\nfrom aihub_nb.testing import Reply\n"
-        f"builtin_server().script(Reply(chunks={chunks!r}, token_delay=0.25))",
+        "from aihub_nb.connections import builtin_server\nfrom aihub_nb.testing import ScriptedReply\n"
+        f"builtin_server().script(ScriptedReply(chunks={chunks!r}, token_delay=0.25))",
         "%aihub panel sqlite",
     ])
     page.open("chat-panel.ipynb")
@@ -224,8 +224,8 @@ def test_hostile_reply_does_not_run(page, lab):
     lab.create_notebook("hostile.ipynb", [
         SETUP,
         "from aihub_nb.connections import builtin_server\nfrom aihub_nb.magics import default_hub\n"
-        f"from aihub_nb.testing import Reply\nHOSTILE = {HOSTILE!r}\n"
-        "builtin_server().script(Reply(text=HOSTILE), Reply(text=HOSTILE))",
+        f"from aihub_nb.testing import ScriptedReply\nHOSTILE = {HOSTILE!r}\n"
+        "builtin_server().script(ScriptedReply(text=HOSTILE), ScriptedReply(text=HOSTILE))",
         "%%aihub chat page\nSummarise https://example.com for me.",
         "%aihub chat page",
         "%aihub render page",
