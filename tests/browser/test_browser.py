@@ -1,0 +1,259 @@
+"""What a person sees in JupyterLab: the shipped notebooks after Run All, the panels, hostile replies.
+
+Each test opens a notebook in headless Chromium, runs it from the Run menu, waits for the kernel
+to be idle, and reads the page. See conftest.py for the server and the browser.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from aihub_nb.store import Store
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+
+PLACEHOLDERS = ("Error displaying widget", "<IPython.core.display", "object at 0x", "Traceback (most recent call last)")
+
+# Which stored replies each shipped notebook shows (the others only print statuses or counts).
+REPLIES_SHOWN = {"quickstart": ("chatModel",), "agents": ("agent",), "monitoring": ("agent",)}
+# The part of each notebook worth a screenshot.
+FOCUS = {"quickstart": "%%aihub chat hello", "agents": "%%aihub chat maths", "monitoring": "%aihub dashboard"}
+
+
+def _words(text: str) -> str:
+    """Text as compared with the page: Markdown punctuation dropped, whitespace collapsed."""
+    return " ".join(re.sub(r"[*_`#>|\[\]]", " ", text).split())
+
+
+def _latest_home(lab) -> str:
+    """The hub the notebook just wrote: the AIHUB_HOME (the server's or one the notebook made in
+    its TMPDIR) whose database changed last."""
+    dbs = [p for p in [lab.home / "aihub.db", *lab.tmp.glob("*/aihub.db")] if p.exists()]
+    assert dbs, "no hub database was written"
+    return str(max(dbs, key=lambda p: p.stat().st_mtime))
+
+
+def _stored_replies(db: str, types: tuple[str, ...]) -> list[str]:
+    store = Store(db)
+    try:
+        return [m["content"] for m in store.find("Message") if m["type"] in types and (m["content"] or "").strip()]
+    finally:
+        store.close()
+
+
+def _assert_ran_cleanly(cells: list[dict]) -> None:
+    for cell in cells:
+        source = cell["source"].strip().splitlines()[0] if cell["source"].strip() else "(empty cell)"
+        assert not cell["errors"], f"cell {source!r} shows an error:\n{cell['errors'][0][:2000]}"
+        assert re.fullmatch(r"\[\d+\]:", cell["prompt"].strip()), f"cell {source!r} did not run ({cell['prompt']!r})"
+
+
+def _assert_no_placeholders(page) -> None:
+    assert page.widgets_loaded(), "a widget never rendered: the page still says 'Loading widget...'"
+    text = page.text()
+    for bad in PLACEHOLDERS:
+        assert bad not in text, f"the page shows {bad!r}: …{text[max(0, text.index(bad) - 300):text.index(bad) + 300]}…"
+
+
+def _assert_images_loaded(page) -> None:
+    broken = page.driver.execute_script(
+        "return Array.from(document.querySelectorAll('.jp-OutputArea img'))"
+        ".filter(i => !(i.complete && i.naturalWidth > 0)).map(i => (i.src || '').slice(0, 80));")
+    assert not broken, f"images that did not render: {broken}"
+
+
+def _widget_labels(page, output) -> set[str]:
+    """The labels, button texts and tab titles a widget output shows."""
+    return {e.text.strip() for e in page.css(
+        ".widget-label, .widget-button, .lm-TabBar-tabLabel, .widget-checkbox", output) if e.text.strip()}
+
+
+@pytest.mark.parametrize("notebook", [nb.name for nb in NOTEBOOKS], ids=[nb.stem for nb in NOTEBOOKS])
+def test_shipped_notebook_runs_all(page, lab, notebook):
+    stem = notebook.removesuffix(".ipynb")
+    page.open(notebook)
+    cells = page.run_all()
+
+    _assert_ran_cleanly(cells)
+    _assert_no_placeholders(page)
+    _assert_images_loaded(page)
+
+    # Every reply the notebook shows is on the page as the store holds it.
+    replies = _stored_replies(_latest_home(lab), REPLIES_SHOWN.get(stem, ("chatModel", "agent")))
+    assert replies, f"{notebook} stored no replies"
+    text = _words(page.text())
+    for reply in replies:
+        first_line = _words(next(line for line in reply.splitlines() if line.strip()))
+        assert first_line in text, f"the reply {first_line!r} is not on the page"
+
+    # Widgets render as widgets: the dashboard shows its choices, its plots and the summary.
+    outputs = page.css(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell")
+    for cell, element in zip(cells, outputs):
+        if cell["source"].strip().startswith("%aihub dashboard"):
+            labels = _widget_labels(page, element)
+            assert {"metric", "group by", "window", "Refresh"} <= labels, f"dashboard shows only {labels}"
+            assert page.css(".widget-image", element), "the dashboard shows no plot"
+            assert "p50 latency" in element.text, "the dashboard shows no per-model summary"
+
+    focus = [el for cell, el in zip(cells, outputs) if cell["source"].startswith(FOCUS.get(stem, "\0"))]
+    if focus:
+        page.scroll_to(focus[0], block="start")
+
+
+SETUP = """\
+import os, tempfile
+os.environ["AIHUB_HOME"] = tempfile.mkdtemp(prefix="aihub-browser-")
+%load_ext aihub_nb
+%aihub connect local"""
+
+
+def _panel(page, cells: list[dict]):
+    """The output element of the last cell (the panel under test)."""
+    outputs = page.css(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-OutputArea")
+    assert len(outputs) == len(cells)
+    return outputs[-1]
+
+
+def test_hub_panel_tabs(page, lab):
+    lab.create_notebook("hub-panel.ipynb", [
+        SETUP,
+        'from aihub_nb.magics import default_hub\ndefault_hub().chat("hello").send("What is WAL mode?").status',
+        "%aihub hub",
+    ])
+    page.open("hub-panel.ipynb")
+    cells = page.run_all()
+    _assert_ran_cleanly(cells)
+    _assert_no_placeholders(page)
+    panel = _panel(page, cells)
+
+    tabs = {t.text.strip(): t for t in page.css(".lm-TabBar-tab", panel)}
+    assert list(tabs) == ["Connections", "Chats", "Agents & tools", "Jobs", "Dashboard"]
+    assert "local-chat" in panel.text and {"Add", "Remove", "Make default"} <= _widget_labels(page, panel)
+
+    tabs["Jobs"].click()
+    page.wait(lambda: "completed" in panel.text, message="the Jobs tab shows no completed job")
+    tabs["Dashboard"].click()
+    page.wait(lambda: {"metric", "group by", "window"} <= _widget_labels(page, panel) and page.css(".widget-image", panel),
+              message="the Dashboard tab shows no dashboard")
+    tabs["Chats"].click()
+    page.wait(lambda: "hello" in panel.text, message="the Chats tab does not list the chat")
+    from selenium.webdriver.support.select import Select
+
+    pick = [s for s in page.css(".widget-dropdown select", panel) if s.is_displayed()][0]
+    Select(pick).select_by_visible_text("hello")
+    [b for b in page.css(".widget-button", panel) if b.text.strip() == "Open" and b.is_displayed()][0].click()
+    # The chat opens under the table with its conversation.
+    page.wait(lambda: "What is WAL mode?" in panel.text and "Send" in _widget_labels(page, panel),
+              message="Open did not show the chat")
+    page.scroll_to(panel, block="start")
+
+
+def test_chat_panel_sends_and_streams(page, lab):
+    words = ["WAL", "mode", "keeps", "readers", "and", "one", "writer", "apart,", "so", "reads", "never", "block."]
+    chunks = [w if i == 0 else " " + w for i, w in enumerate(words)]
+    lab.create_notebook("chat-panel.ipynb", [
+        SETUP,
+        "from aihub_nb.connections import builtin_server\nfrom aihub_nb.testing import ScriptedReply\n"
+        f"builtin_server().script(ScriptedReply(chunks={chunks!r}, token_delay=0.25))",
+        "%aihub panel sqlite",
+    ])
+    page.open("chat-panel.ipynb")
+    cells = page.run_all()
+    _assert_ran_cleanly(cells)
+    _assert_no_placeholders(page)
+    panel = _panel(page, cells)
+    assert {"Send", "Stop"} <= _widget_labels(page, panel)
+
+    page.type_into(page.css("textarea", panel)[0], "What is WAL mode?")
+    [b for b in page.css(".widget-button", panel) if b.text.strip() == "Send"][0].click()
+
+    reply = "".join(chunks)
+    seen: list[str] = []
+
+    def finished():
+        text = " ".join(panel.text.split())
+        if not seen or seen[-1] != text:
+            seen.append(text)
+        return reply in text
+
+    page.wait(finished, message="the reply never completed in the panel")
+    assert "What is WAL mode?" in seen[-1], "the panel does not show the user's message"
+    partial = [t for t in seen if "WAL mode keeps" in t and reply not in t]
+    assert partial, "the reply appeared at once, not streamed"
+    page.wait(lambda: not page.css("textarea", panel)[0].get_attribute("value")
+              and [b for b in page.css(".widget-button", panel) if b.text.strip() == "Stop"][0].get_attribute("disabled"),
+              message="the panel stayed busy after the reply")
+
+
+# Each payload, if it ran, records itself in window.pwned and changes the tab's title.
+_RAN = "(window.pwned=window.pwned||[]).push('{0}');document.title='pwned'"
+HOSTILE = "\n\n".join([
+    "Here is the page you asked for.",
+    f'<img src=x onerror="{_RAN.format("img")}">',
+    f'<svg onload="{_RAN.format("svg")}"><circle r="5"/></svg>',
+    f"<script>{_RAN.format('script')}</script>",
+    '<iframe srcdoc="<script>parent.pwned=(parent.pwned||[]).concat([\'iframe\']);'
+    "parent.document.title='pwned'</script>\"></iframe>",
+    f'<details open ontoggle="{_RAN.format("details")}">more</details>',
+    "[a link](javascript:document.title='pwned') and <a href=\"javascript:document.title='pwned'\">another</a>",
+    "End of page.",
+])
+# Every element, attribute and URL in the notebook's outputs that could run script.
+_JS_ACTIVE = """
+const hits = [];
+for (const el of document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea *')) {
+  const tag = el.tagName.toLowerCase();
+  if (['script', 'iframe', 'object', 'embed'].includes(tag)) hits.push('<' + tag + '>');
+  for (const a of el.attributes) {
+    if (/^on/i.test(a.name)) hits.push('<' + tag + ' ' + a.name + '>');
+    if (/^(href|src|xlink:href|action|formaction|srcdoc)$/i.test(a.name) && /^\\s*javascript:/i.test(a.value))
+      hits.push('<' + tag + ' ' + a.name + '=' + a.value.slice(0, 30) + '>');
+  }
+}
+return hits;
+"""
+
+
+def test_hostile_reply_does_not_run(page, lab):
+    """A reply (or tool result) full of HTML and script is shown as text on every display path:
+    the chat cell, the chat listing, the rendered snapshot, a Reply object, an agent's tool call
+    and answer, and the chat panel."""
+    lab.create_notebook("hostile.ipynb", [
+        SETUP,
+        "from aihub_nb.connections import builtin_server\nfrom aihub_nb.magics import default_hub\n"
+        f"from aihub_nb.testing import ScriptedReply\nHOSTILE = {HOSTILE!r}\n"
+        "builtin_server().script(ScriptedReply(text=HOSTILE), ScriptedReply(text=HOSTILE))",
+        "%%aihub chat page\nSummarise https://example.com for me.",
+        "%aihub chat page",
+        "%aihub render page",
+        'reply = default_hub().chat("page").send("And again?")\nreply',
+        "hub = default_hub()\nhub.connect_local('local-tools', name='tools')\n\n"
+        "@hub.tool\ndef fetch_page(url: str) -> str:\n    \"\"\"Fetch a web page.\"\"\"\n    return HOSTILE\n\n"
+        "hub.agent('reader', model='tools', tools=[fetch_page])",
+        '%%aihub chat reading --agent reader\nPlease call fetch_page(url="https://example.com")',
+        "%aihub panel page",
+    ])
+    page.open("hostile.ipynb")
+    cells = page.run_all()
+    _assert_ran_cleanly(cells)
+    _assert_no_placeholders(page)
+
+    # Each display shows the reply, as text.
+    outputs = page.css(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-OutputArea")
+    for cell, output in zip(cells, outputs):
+        if cell["source"].startswith(("%%aihub chat", "%aihub chat", "%aihub render", "reply =", "%aihub panel")):
+            page.wait(lambda: "Here is the page you asked for." in output.text and "End of page." in output.text,
+                      message=f"{cell['source'].splitlines()[0]!r} does not show the reply")
+
+    # Let every image load or fail (an onerror handler would have run by then).
+    page.wait(lambda: page.driver.execute_script(
+        "return Array.from(document.querySelectorAll('.jp-OutputArea img')).every(i => i.complete)"))
+    ran = page.driver.execute_script("return window.pwned || []")
+    assert not ran, f"script from the model's reply ran in the page: {ran}"
+    assert "pwned" not in page.driver.title, f"the reply changed the tab's title to {page.driver.title!r}"
+    active = page.driver.execute_script(_JS_ACTIVE)
+    assert not active, f"the outputs hold elements that can run script: {sorted(set(active))}"
+    page.scroll_to(outputs[2], block="start")
