@@ -338,12 +338,10 @@ class Hub:
             cached[1].close()
 
     def record_metrics(self, values: dict[str, float], dimensions: dict[str, str], *, references: dict[str, str] | None = None) -> None:
-        """Write several metrics that share dimensions, in one transaction."""
-        rows = [
-            {"name": name, "value": float(value), "dimensions": dimensions, "references": references or {}}
-            for name, value in values.items()
-        ]
-        self.store.create_many("Metric", rows)
+        """Write several metrics that share dimensions now, through the store's one MetricWriter."""
+        from .monitoring import record_metrics
+
+        record_metrics(self.store, values, dimensions, references=references)
 
     # ------------------------------------------------------------ chats
 

@@ -15,11 +15,12 @@ matplotlib and pandas are imported inside the functions, so importing this modul
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
+from .monitoring import metrics, summary, summary_of_frame
+from .monitoring.timespan import pandas_freq as _pandas_freq
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,22 +35,6 @@ __all__ = [
 ]
 
 _AGGS = ("mean", "sum", "count", "min", "max", "median", "p50", "p90", "p95", "p99")
-_FREQ = re.compile(r"^\s*(\d*)\s*(s|m|min|h|d|w)\s*$", re.I)
-_FREQ_UNITS = {"s": "s", "m": "min", "min": "min", "h": "h", "d": "D", "w": "W"}
-
-
-def _pandas_freq(freq: str) -> str:
-    """'15m' -> '15min', '7d' -> '7D', '2w' -> '2W'; anything else is passed to pandas as is."""
-    m = _FREQ.match(freq)
-    if m:
-        return (m.group(1) or "1") + _FREQ_UNITS[m.group(2).lower()]
-    from pandas.tseries.frequencies import to_offset
-
-    try:
-        to_offset(freq)
-    except (TypeError, ValueError):
-        raise UsageError(f"Cannot use {freq!r} as a time bucket; give one like '1m', '15m', '1h', '1d' or '1w'.") from None
-    return freq
 
 
 def _aggregate(values: "pd.Series | Any", agg: str):
@@ -66,8 +51,6 @@ def _is_store(obj: Any) -> bool:
 
 
 def _metric_rows(df_or_store: Any, names: str | Iterable[str], since: Any = None) -> "pd.DataFrame":
-    from .monitoring import metrics
-
     wanted = [names] if isinstance(names, str) else list(names)
     if _is_store(df_or_store):
         return metrics(df_or_store, name=wanted, since=since)
@@ -383,8 +366,6 @@ def tokens_and_cost_by_model(df_or_store: Any, ax: "Axes | None" = None, *, sinc
     """
     import numpy as np
     from matplotlib.ticker import FuncFormatter
-
-    from .monitoring import summary, summary_of_frame
 
     if _is_store(df_or_store):
         table = summary(df_or_store, since=since)

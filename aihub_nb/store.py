@@ -16,6 +16,10 @@ statements cached per table and column set, with no schema look-up per call.
 
 Raw payloads (NetworkCall bodies and responses, ResponseStream raw output) are stored once and
 in pieces (aihub_nb.payloads); every read through the store gives them back whole.
+
+The store owns every connection to its file: the write connection, and one read-only connection
+per thread (`reader()`) for long reads such as monitoring's frames, so a read never holds the
+write lock while a chat turn writes (WAL lets them run side by side). `close()` closes them all.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import sqlite3
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -251,6 +256,25 @@ def _table_keyword(method):
     return call
 
 
+class _Reader:
+    """One thread's read connection, closed when the thread ends and its locals are freed."""
+
+    __slots__ = ("conn", "__weakref__")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:  # at interpreter exit sqlite3 may be gone already
+            pass
+
+
+class _Readers(threading.local):
+    reader: _Reader | None = None
+
+
 class Store:
     """A SQLite file whose tables follow schema.prisma. Thread-safe; safe across processes."""
 
@@ -261,6 +285,9 @@ class Store:
         self._lock = threading.RLock()
         self._insert_sql: dict[tuple[str, tuple[str, ...]], str] = {}
         self._insert_plans: dict[str, tuple[tuple, ...]] = {}
+        self._readers = _Readers()
+        self._open_readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
+        self._readers_lock = threading.Lock()
         self.conn = self._connect(timeout)
         self.upgrade()
 
@@ -389,7 +416,30 @@ class Store:
                 raise
             self.conn.execute("COMMIT")
 
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection to the file (WAL: readers never block the writer),
+        opened on first use, freed when the thread ends, closed by `close_readers()` / `close()`."""
+        local = self._readers
+        reader = local.reader
+        if reader is None:
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 60000")
+            reader = local.reader = _Reader(conn)
+            with self._readers_lock:
+                self._open_readers.add(reader)
+        return reader.conn
+
+    def close_readers(self) -> None:
+        """Close every thread's read connection; a later `reader()` opens a new one."""
+        with self._readers_lock:
+            readers, self._open_readers = list(self._open_readers), weakref.WeakSet()
+            self._readers = _Readers()
+        for reader in readers:
+            reader.conn.close()
+
     def close(self) -> None:
+        self.close_readers()
         with self._lock:
             self.conn.close()
 

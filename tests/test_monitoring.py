@@ -678,3 +678,65 @@ def test_summary_of_a_frame_with_turn_metrics_missing_provider_or_model(store):
     from_frame = mon.summary_of_frame(frame)
     pd.testing.assert_frame_equal(from_frame, mon.summary(store))
     assert list(zip(from_frame["provider"], from_frame["model"])) == [("", ""), ("", "mine"), ("OPENAI", "gpt-4o-mini")]
+
+
+def test_a_turn_and_log_metric_write_through_the_one_writer(tmp_path, server):
+    from aihub_nb import Hub
+    from aihub_nb.testing import Reply
+
+    hub = Hub(tmp_path / "hub")
+    try:
+        hub.connect("OPENAI", "local-chat", name="oa", base_url=server.openai_base_url)
+        server.script(Reply(text="one", prompt_tokens=10, completion_tokens=4),
+                      Reply(text="two", prompt_tokens=10, completion_tokens=4))
+        chat = hub.chat("c", model="oa")
+        chat.send("warm up")  # the first turn loads the client, which may outlast a batch's delay
+        turn_rows = hub.store.count("Metric")
+        writer = mon.metric_writer(hub.store)
+        assert mon.metric_writer(hub.store) is writer
+        hub.log_metric("eval_score", 0.5, suite="smoke")
+        assert writer.pending == 1 and hub.store.count("Metric") == turn_rows  # batched
+        chat.send("hi")
+        # the turn's rows are in the store when send returns, written with what was queued before
+        assert writer.pending == 0
+        rows = hub.store.find("Metric")
+        names = [r["name"] for r in rows]
+        assert len(rows) == 2 * turn_rows + 1 and names[turn_rows] == "eval_score"
+        assert rows[turn_rows]["dimensions"] == {"suite": "smoke"} and rows[-1]["references"]["stream"]
+    finally:
+        hub.close()
+
+
+def test_the_store_owns_the_read_connections_and_closes_them(tmp_path):
+    import sqlite3
+    import threading
+
+    from aihub_nb.store import Store
+
+    store = Store(tmp_path / "aihub.db")
+    mon.metrics(store)
+    mine = store.reader()
+    assert store.reader() is mine  # one per thread, kept
+    theirs = []
+    thread = threading.Thread(target=lambda: theirs.append(store.reader()))
+    thread.start()
+    thread.join()
+    assert theirs[0] is not mine
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        mine.execute("INSERT INTO Metric (id, name, value) VALUES ('x', 'n', 1)")
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        mine.execute("SELECT 1")
+
+
+def test_spans_read_the_same_in_bounds_and_plot_buckets():
+    from aihub_nb import plots
+    from aihub_nb.monitoring.timespan import parse_span
+
+    now = T0
+    for text in ("90s", "15m", "1.5h", "2 hrs", "7d", "2w"):
+        seconds = parse_span(text).total_seconds()
+        assert mon.parse_time(text, now=now) == now_iso(now - seconds)
+        assert pd.Timedelta(plots._pandas_freq(text)).total_seconds() == seconds
+    assert parse_span("yesterday") is None and parse_span("h") is None
+    assert plots._pandas_freq("h") == "1h"  # a bucket may leave out its count, a bound may not

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from .. import monitoring, plots
+from ..monitoring.timespan import parse_span
 from .base import Panel
 
 if TYPE_CHECKING:
@@ -39,13 +40,14 @@ __all__ = ["Dashboard"]
 NO_GROUP = "(none)"
 WINDOWS = ("15m", "1h", "24h", "7d", "all")
 AUTO_SECONDS = 5.0  # the auto-refresh checkbox's period
-WINDOW_SECONDS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 604800}
+WINDOW_SECONDS = {w: parse_span(w).total_seconds() for w in WINDOWS if w != "all"}
 # the over-time plot's buckets: the smallest of these giving at most MAX_BUCKETS over the data's span
-BUCKETS = (
-    ("1s", 1), ("2s", 2), ("5s", 5), ("10s", 10), ("15s", 15), ("30s", 30),
-    ("1m", 60), ("2m", 120), ("5m", 300), ("10m", 600), ("15m", 900), ("30m", 1800),
-    ("1h", 3600), ("2h", 7200), ("3h", 10800), ("6h", 21600), ("12h", 43200),
-    ("1d", 86400), ("2d", 172800), ("7d", 604800), ("4w", 2419200),
+BUCKETS = tuple(
+    (label, parse_span(label).total_seconds())
+    for label in (
+        "1s", "2s", "5s", "10s", "15s", "30s", "1m", "2m", "5m", "10m", "15m", "30m",
+        "1h", "2h", "3h", "6h", "12h", "1d", "2d", "7d", "4w",
+    )
 )
 MAX_BUCKETS = 60
 FIGSIZE = (11, 7.5)  # inches, drawn at DPI: 880 x 600 px
