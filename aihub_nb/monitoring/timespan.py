@@ -38,10 +38,20 @@ def _span(text: str, *, count_optional: bool) -> tuple[float, str] | None:
     return float(m.group(1) or 1), m.group(2)[0].lower()
 
 
+def _span_seconds(text: str) -> float | None:
+    span = _span(text, count_optional=False)
+    return None if span is None else span[0] * _UNIT_SECONDS[span[1]]
+
+
 def parse_span(text: str) -> timedelta | None:
     """A span like "30s", "15m", "1h", "7d", "2w" as a timedelta, or None when `text` is not one."""
-    span = _span(text, count_optional=False)
-    return None if span is None else timedelta(seconds=span[0] * _UNIT_SECONDS[span[1]])
+    seconds = _span_seconds(text)
+    if seconds is None:
+        return None
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise UsageError(f"The span {text!r} is too long; give one like '15m', '1h', '7d' or '2w'.") from None
 
 
 def pandas_freq(freq: str) -> str:
@@ -84,9 +94,9 @@ def parse_time(value: Any, *, now: float | None = None) -> str | None:
         text = value.strip()
         if text.lower() in ("", "all"):
             return None
-        span = parse_span(text)
-        if span is not None:
-            return stamp((time.time() if now is None else now) - span.total_seconds())
+        seconds = _span_seconds(text)
+        if seconds is not None:
+            return stamp((time.time() if now is None else now) - seconds)
         try:
             value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
         except ValueError:
