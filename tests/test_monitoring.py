@@ -682,13 +682,13 @@ def test_summary_of_a_frame_with_turn_metrics_missing_provider_or_model(store):
 
 def test_a_turn_and_log_metric_write_through_the_one_writer(tmp_path, server):
     from aihub_nb import Hub
-    from aihub_nb.testing import Reply
+    from aihub_nb.testing import ScriptedReply
 
     hub = Hub(tmp_path / "hub")
     try:
         hub.connect("OPENAI", "local-chat", name="oa", base_url=server.openai_base_url)
-        server.script(Reply(text="one", prompt_tokens=10, completion_tokens=4),
-                      Reply(text="two", prompt_tokens=10, completion_tokens=4))
+        server.script(ScriptedReply(text="one", prompt_tokens=10, completion_tokens=4),
+                      ScriptedReply(text="two", prompt_tokens=10, completion_tokens=4))
         chat = hub.chat("c", model="oa")
         chat.send("warm up")  # the first turn loads the client, which may outlast a batch's delay
         turn_rows = hub.store.count("Metric")
