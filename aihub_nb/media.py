@@ -43,7 +43,8 @@ _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "ima
 _MIMES = {ext: mime for mime, ext in _EXTENSIONS.items()} | {"jpeg": "image/jpeg"}
 _REF_RE = re.compile(r"^media:([0-9a-f]{64})\.(png|jpg|gif|webp)$")
 # A JSON string that is (or ends in) a long run of base64: a data URL or a bare payload.
-_BASE64_RE = re.compile(r'"(data:image/[a-z+.-]+;base64,)?([A-Za-z0-9+/]{1024,}={0,2})"')
+_BASE64_RE = re.compile(r'"(data:image/[a-z+.-]+;base64,)?([A-Za-z0-9+/]{64,}={0,2})"')
+_KEEP_BELOW = 1024  # base64 that is no image is kept as it is below this length
 
 
 def mime_of(data: bytes) -> str | None:
@@ -187,11 +188,13 @@ def is_ref(value: object) -> bool:
 def externalize(text: str, media: MediaStore) -> str:
     """`text` (a recorded JSON body) with each base64 image kept in `media` and replaced by its
     `media:` reference, and each other long base64 payload by a note of its size."""
-    if len(text) < 1024:
+    if len(text) < 64:
         return text
 
     def replace(match: re.Match) -> str:
         payload = match.group(2)
+        if not match.group(1) and not payload.startswith(("iVBOR", "/9j/", "R0lG", "UklG")) and len(payload) < _KEEP_BELOW:
+            return match.group(0)
         try:
             data = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
@@ -199,6 +202,8 @@ def externalize(text: str, media: MediaStore) -> str:
         mime = mime_of(data)
         if mime is not None:
             return f'"{media.put(data, mime)}"'
+        if len(payload) < _KEEP_BELOW:
+            return match.group(0)
         return f'"[base64, {len(data)} bytes, not kept]"'
 
     return _BASE64_RE.sub(replace, text)

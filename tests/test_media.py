@@ -1,0 +1,216 @@
+"""Images and embeddings: the media store, the providers' image and embedding calls over real HTTP
+through the official clients, and what the demo model answers to images in a chat."""
+
+from __future__ import annotations
+
+import base64
+import io
+import stat
+
+import numpy as np
+import pytest
+
+from aihub_nb.demo.model import draw
+from aihub_nb.errors import ProviderError, RateLimitError, UsageError
+from aihub_nb.media import MediaStore, data_url, externalize, image_bytes, image_size, mime_of
+from aihub_nb.providers import make_provider
+from aihub_nb.recording import MemorySink, recording_transport
+from aihub_nb.testing import ScriptedReply
+
+KINDS = ("OPENAI", "OLLAMA")
+
+
+def _make(kind, server, **kwargs):
+    if kind == "OPENAI":
+        return make_provider(kind, connection_name="pics", base_url=server.openai_base_url, **kwargs)
+    return make_provider(kind, connection_name="pics", host=server.ollama_host, **kwargs)
+
+
+@pytest.fixture(params=KINDS)
+def provider(request, server):
+    made = _make(request.param, server)
+    yield made
+    made.close()
+
+
+# -- media store ----------------------------------------------------------------------------------
+def test_media_store_keeps_each_image_once_private(tmp_path):
+    media = MediaStore(tmp_path / "media")
+    png = draw("a red boat", 30, 20)
+    ref = media.put(png)
+    assert ref.startswith("media:") and ref.endswith(".png")
+    assert media.put(png) == ref and len(list((tmp_path / "media").iterdir())) == 1
+    assert media.read(ref) == png
+    assert stat.S_IMODE((tmp_path / "media").stat().st_mode) == 0o700
+    assert stat.S_IMODE(media.path(ref).stat().st_mode) == 0o600
+    with pytest.raises(UsageError, match="not a media reference"):
+        media.read("media:../../etc/passwd.png")
+
+
+def test_image_bytes_from_what_a_notebook_holds(tmp_path):
+    png = draw("x", 12, 7)
+    path = tmp_path / "x.png"
+    path.write_bytes(png)
+    assert image_bytes(path) == (png, "image/png") == image_bytes(str(path)) == image_bytes(png)
+
+    import matplotlib.pyplot as plt
+    from IPython.display import Image as IPyImage
+    from PIL import Image as PILImage
+
+    fig, ax = plt.subplots(figsize=(2, 1), dpi=50)
+    ax.plot([1, 2, 3])
+    data, mime = image_bytes(fig)
+    plt.close(fig)
+    assert mime == "image/png" and image_size(data)[0] > 10
+
+    pil = PILImage.new("RGB", (9, 5), "red")
+    data, mime = image_bytes(pil)
+    assert (mime, image_size(data)) == ("image/png", (9, 5))
+    jpeg = io.BytesIO()
+    pil.save(jpeg, format="JPEG")
+    assert image_size(jpeg.getvalue()) == (9, 5) and mime_of(jpeg.getvalue()) == "image/jpeg"
+    assert image_bytes(IPyImage(data=png)) == (png, "image/png")
+
+    with pytest.raises(UsageError, match="Cannot use a dict as an image"):
+        image_bytes({})
+    with pytest.raises(UsageError, match="No image file"):
+        image_bytes(tmp_path / "missing.png")
+    with pytest.raises(UsageError, match="not a PNG, JPEG"):
+        image_bytes(b"plain text")
+
+
+def test_externalize_replaces_base64_images_and_payloads(tmp_path):
+    media = MediaStore(tmp_path / "media")
+    png = draw("a long prompt " * 20, 200, 200)
+    vector = base64.b64encode(np.ones(512, dtype="<f4").tobytes()).decode()
+    text = (
+        '{"data": [{"b64_json": "%s"}], "url": "%s", "images": ["%s"], "embedding": "%s", "short": "abc"}'
+        % (base64.b64encode(png).decode(), data_url(png), base64.b64encode(png).decode(), vector)
+    )
+    out = externalize(text, media)
+    ref = media.put(png)
+    assert out.count(f'"{ref}"') == 3
+    assert '"[base64, 2048 bytes, not kept]"' in out and '"short": "abc"' in out
+    assert len(out) < 600
+
+
+# -- providers: images ----------------------------------------------------------------------------
+def test_openai_generates_images_through_the_client(server):
+    sink = MemorySink()
+    provider = _make("OPENAI", server, transport=recording_transport(sink, lib="httpx2"))
+    try:
+        result = provider.generate_images("local-image", "a blue whale", size="48x24", n=2)
+    finally:
+        provider.close()
+    assert [image_size(i.data) for i in result.images] == [(48, 24), (48, 24)]
+    assert result.images[0].data == draw("a blue whale", 48, 24) and result.images[0].mime == "image/png"
+    assert result.images[0].revised_prompt == "a blue whale"
+    assert result.usage.prompt_tokens == 3 and result.usage.completion_tokens == 544
+    sent = server.requests[-1]
+    assert (sent.path, sent.json) == ("/v1/images/generations", {"model": "local-image", "prompt": "a blue whale", "n": 2, "size": "48x24"})
+    assert sink.calls[0].url.endswith("/v1/images/generations") and sink.calls[0].status_code == 200
+
+
+def test_dall_e_models_are_asked_for_b64_json(server):
+    provider = _make("OPENAI", server)
+    try:
+        server.models = (*server.models, "dall-e-3")
+        import aihub_nb.demo.server as demo
+
+        demo.IMAGE_MODELS, saved = (*demo.IMAGE_MODELS, "dall-e-3"), demo.IMAGE_MODELS
+        try:
+            result = provider.generate_images("dall-e-3", "a fox")
+        finally:
+            demo.IMAGE_MODELS = saved
+            server.models = server.models[:-1]
+    finally:
+        provider.close()
+    # dall-e models are asked for b64_json, so nothing is fetched from a URL
+    assert server.requests[-1].json["response_format"] == "b64_json"
+    assert image_size(result.images[0].data) == (256, 256)
+
+
+def test_image_errors_are_one_line_naming_the_connection(server):
+    provider = _make("OPENAI", server)
+    try:
+        with pytest.raises(ProviderError) as refused:
+            provider.generate_images("local-image", "x", size="big")
+        assert str(refused.value).startswith("Connection 'pics' refused the image request (400: Invalid value: 'big'")
+        assert str(refused.value).endswith("check the model, --size, --n and --quality.")
+        server.script(ScriptedReply(fault="policy"))
+        with pytest.raises(ProviderError, match=r"safety system.*\); rephrase the prompt\.$"):
+            provider.generate_images("local-image", "x")
+        with pytest.raises(ProviderError, match="Supported values are: 'local-image'"):
+            provider.generate_images("local-chat", "x")
+    finally:
+        provider.close()
+
+
+def test_ollama_refuses_image_generation_in_one_line(server):
+    provider = _make("OLLAMA", server)
+    try:
+        with pytest.raises(UsageError, match=r"^Connection 'pics': Ollama's image generation is experimental and macOS-only"):
+            provider.generate_images("x/z-image-turbo", "a cat")
+    finally:
+        provider.close()
+    assert not [r for r in server.requests if r.path.startswith("/api/")]
+
+
+# -- providers: embeddings ------------------------------------------------------------------------
+def test_embeddings_through_both_clients(provider, server):
+    texts = ["the cat sat", "the cat ran", "stock prices fell"]
+    result = provider.embed("local-embed", texts)
+    assert result.vectors.dtype == np.float32 and result.vectors.shape == (3, 64)
+    similarity = result.vectors @ result.vectors.T
+    assert similarity[0, 1] > similarity[0, 2] and abs(similarity[0, 0] - 1) < 1e-5
+    assert result.prompt_tokens == 9
+    sent = server.requests[-1]
+    if provider.name == "OPENAI":
+        assert (sent.path, sent.json["encoding_format"]) == ("/v1/embeddings", "base64")
+    else:
+        assert (sent.path, sent.json["input"]) == ("/api/embed", texts)
+
+
+def test_openai_and_ollama_give_the_same_vectors(server):
+    a, b = _make("OPENAI", server), _make("OLLAMA", server)
+    try:
+        assert np.allclose(a.embed("local-embed", ["x y"]).vectors, b.embed("local-embed", ["x y"]).vectors)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_embedding_errors(provider, server):
+    with pytest.raises(ProviderError, match="does not support embeddings"):
+        provider.embed("local-chat", ["x"])
+    server.script(ScriptedReply(fault="429", retry_after=1))
+    with pytest.raises(RateLimitError) as limited:
+        provider.embed("local-embed", ["x"])
+    assert limited.value.connection == "pics"
+    if provider.name == "OPENAI":
+        with pytest.raises(ProviderError, match="1 to 2048"):
+            provider.embed("local-embed", ["x"] * 2049)
+
+
+# -- images in chats ------------------------------------------------------------------------------
+def test_images_in_chat_reach_the_model_in_each_wire_format(provider, server):
+    png = draw("a plot", 40, 30)
+    content = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": data_url(png)}}]
+    events = list(provider.chat("local-chat", [{"role": "user", "content": content}]))
+    assert "".join(e.text for e in events).endswith('You said: "what is this?" I see 1 image: 40x30 PNG.')
+    sent = server.requests[-1].json["messages"][0]
+    if provider.name == "OLLAMA":
+        assert sent["images"] == [base64.b64encode(png).decode()] and sent["content"] == "what is this?"
+    else:
+        assert sent["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+def test_a_text_only_model_refuses_images(provider, server):
+    server.text_only_models = {"local-tools"}
+    try:
+        content = [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": data_url(draw("x", 2, 2))}}]
+        with pytest.raises(ProviderError, match="image"):
+            list(provider.chat("local-tools", [{"role": "user", "content": content}]))
+        assert "".join(e.text for e in provider.chat("local-tools", [{"role": "user", "content": "hi"}]))
+    finally:
+        server.text_only_models = set()
