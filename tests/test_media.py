@@ -214,3 +214,24 @@ def test_a_text_only_model_refuses_images(provider, server):
         assert "".join(e.text for e in provider.chat("local-tools", [{"role": "user", "content": "hi"}]))
     finally:
         server.text_only_models = set()
+
+
+# -- recorded network calls -----------------------------------------------------------------------
+def test_network_calls_reference_media_instead_of_base64(server, hub):
+    from aihub_nb.netlog import StoreSink
+
+    sink = StoreSink(hub.store)
+    provider = _make("OPENAI", server, transport=recording_transport(sink, lib="httpx2"))
+    try:
+        result = provider.generate_images("local-image", "a green field " * 30, size="300x300")
+        png = draw("a plot " * 40, 200, 150)
+        content = [{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": data_url(png)}}]
+        list(provider.chat("local-chat", [{"role": "user", "content": content}], stream=False))
+    finally:
+        provider.close()
+    media = MediaStore.beside(hub.store)
+    generated, chat = hub.store.find("NetworkCall")[-2:]
+    ref = media.put(result.images[0].data)
+    assert f'"b64_json":"{ref}"' in generated["response"] and "iVBOR" not in generated["response"]
+    assert f'"url":"{media.put(png)}"' in chat["body"] and "base64," not in chat["body"]
+    assert media.read(ref) == result.images[0].data
