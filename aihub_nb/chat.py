@@ -280,6 +280,12 @@ class Chat:
             raise NotFoundError(
                 f"Chat {self.name!r} uses a connection that was removed; pick another with %%aihub chat {self.name} --model CONNECTION."
             )
+        if row["type"] != "CHAT":
+            raise UsageError(
+                f"Chat {self.name!r} uses connection '{row['name']}', an {row['type']} connection ({row['modelId']}), "
+                f"which does not chat; pick a chat model with %%aihub chat {self.name} --model CONNECTION"
+                + (f", or draw with %%aihub image {self.name}." if row["type"] == "IMAGE" else ".")
+            )
         return _Target(connection=row, label=f"connection {row['name']!r}", message_type="chatModel", source_id=row["id"])
 
     def _rounds(

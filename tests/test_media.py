@@ -235,3 +235,81 @@ def test_network_calls_reference_media_instead_of_base64(server, hub):
     assert f'"b64_json":"{ref}"' in generated["response"] and "iVBOR" not in generated["response"]
     assert f'"url":"{media.put(png)}"' in chat["body"] and "base64," not in chat["body"]
     assert media.read(ref) == result.images[0].data
+
+
+# -- the hub: images, embeddings, similar ----------------------------------------------------------
+@pytest.fixture
+def mhub(hub, server):
+    hub.connect("OPENAI", "local-image", name="pics", base_url=server.openai_base_url, type="IMAGE")
+    hub.connect("OPENAI", "local-embed", name="vec", base_url=server.openai_base_url, type="EMBEDDING")
+    hub.connect("OPENAI", "local-chat", name="local", base_url=server.openai_base_url)
+    return hub
+
+
+def test_hub_image_keeps_prompt_and_images_in_the_chat(mhub, tmp_path):
+    result = mhub.image("a red house", model="pics", size="64x48", n=2, chat="art")
+    assert [image_size(d) for d in result.images] == [(64, 48), (64, 48)]
+    media = MediaStore.beside(mhub.store)
+    assert [media.read(r) for r in result.refs] == result.images
+    rows = mhub.get_chat("art").messages()
+    assert [(r["type"], r["content"]) for r in rows] == [("user", "a red house"), ("chatModel", "")]
+    assert rows[1]["data"] == {"images": result.refs}
+    job = mhub.store.get("Jobs", result.ids["job"])
+    assert (job["type"], job["status"]) == ("image", "completed")
+    metrics = {m["name"]: m["value"] for m in mhub.store.find("Metric") if m["references"].get("job") == job["id"]}
+    assert metrics["images"] == 2 and metrics["latency_ms"] > 0
+    call = mhub.store.find("NetworkCall")[-1]
+    assert call["references"]["job"] == job["id"] and "media:" in call["response"] and len(call["response"]) < 2000
+    saved = result.save(tmp_path / "house.png")
+    assert [p.name for p in saved] == ["house-1.png", "house-2.png"] and saved[0].read_bytes() == result.images[0]
+    assert result._repr_png_() == result.images[0] and result._repr_html_().count("<img ") == 2
+
+
+def test_image_errors_name_the_connection_and_are_recorded(mhub, server):
+    with pytest.raises(UsageError, match=r"^Connection 'local' is a CHAT connection \(local-chat\); this needs an IMAGE"):
+        mhub.image("x", model="local")
+    with pytest.raises(UsageError, match="is not WIDTHxHEIGHT"):
+        mhub.image("x", model="pics", size="huge")
+    with pytest.raises(ProviderError, match=r"^Connection 'pics' refused the image request \(400: .*size"):
+        mhub.image("x", model="pics", size="4000x4000", chat="bad")
+    job = mhub.store.find("Jobs")[-1]
+    assert job["status"] == "failed" and "refused the image request" in job["error"]
+    assert mhub.store.find("NetworkCall")[-1]["statusCode"] == 400
+    assert [r["content"] for r in mhub.get_chat("bad").messages()] == ["x"]
+    with pytest.raises(UsageError, match="which does not chat"):
+        mhub.get_chat("bad").send("hello")
+    with pytest.raises(UsageError, match="this needs an EMBEDDING connection"):
+        mhub.embed("x", model="pics")
+
+
+def test_embed_caches_and_sends_only_new_texts(mhub, server):
+    first = mhub.embed(["a cat", "a dog", "a cat"], model="vec")
+    assert first.shape == (3, 64) and first.dtype == np.float32 and np.array_equal(first[0], first[2])
+    sent = [r for r in server.requests if r.path == "/v1/embeddings"]
+    assert sent[-1].json["input"] == ["a cat", "a dog"]
+    again = mhub.embed(["a dog", "a bird", "a cat"], model="vec")
+    sent = [r for r in server.requests if r.path == "/v1/embeddings"]
+    assert len(sent) == 2 and sent[-1].json["input"] == ["a bird"]
+    assert np.array_equal(again[0], first[1]) and np.array_equal(again[2], first[0])
+    row = mhub.store.first("EmbeddingCache")
+    assert isinstance(row["vector"], bytes) and len(row["vector"]) == 4 * 64 and row["dimensions"] == 64
+    hits = [m["value"] for m in mhub.store.find("Metric") if m["name"] == "cache_hits"]
+    assert hits == [0.0, 2.0]  # a text repeated in one call is sent once, but is no cache hit
+
+
+def test_embed_batches_and_retries(mhub, server):
+    server.script(ScriptedReply(fault="503"))
+    vectors = mhub.embed([f"text number {i}" for i in range(7)], model="vec", batch_size=3)
+    assert vectors.shape == (7, 64)
+    sent = [r.json["input"] for r in server.requests if r.path == "/v1/embeddings"]
+    assert [len(b) for b in sent] == [3, 3, 3, 1]  # the first batch twice: a 503, then again
+
+
+def test_embed_series_and_similar(mhub):
+    import pandas as pd
+
+    texts = pd.Series(["red apples", "green apples", "stock market crash", "apple pie"], index=["a", "b", "c", "d"])
+    vectors = mhub.embed(texts, model="vec")
+    assert list(vectors.index) == ["a", "b", "c", "d"] and vectors["c"].shape == (64,)
+    top = mhub.similar("market crash", texts, k=2)
+    assert list(top.columns) == ["text", "score"] and top.index[0] == "c" and top["score"].iloc[0] > top["score"].iloc[1]
