@@ -313,3 +313,35 @@ def test_embed_series_and_similar(mhub):
     assert list(vectors.index) == ["a", "b", "c", "d"] and vectors["c"].shape == (64,)
     top = mhub.similar("market crash", texts, k=2)
     assert list(top.columns) == ["text", "score"] and top.index[0] == "c" and top["score"].iloc[0] > top["score"].iloc[1]
+
+
+# -- images in chats, through the hub --------------------------------------------------------------
+def test_chat_send_with_images_stores_once_and_resends_history(mhub, server, tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 1), dpi=40)
+    ax.plot([1, 3, 2])
+    chat = mhub.chat("look", model="local")
+    reply = chat.send("what is this?", images=[fig, draw("x", 10, 8)])
+    plt.close(fig)
+    assert "I see 2 images: " in reply.text and reply.text.endswith(", 10x8 PNG.")
+    user = chat.messages()[0]
+    refs = user["data"]["images"]
+    media = MediaStore.beside(mhub.store)
+    assert len(refs) == 2 and image_size(media.read(refs[1])) == (10, 8)
+    chat.send("and now?")
+    history = server.requests[-1].json["messages"]
+    assert history[0]["content"][2]["image_url"]["url"].startswith("data:image/png;base64,")  # re-sent
+    calls = mhub.store.find("NetworkCall")[-2:]
+    assert all("base64," not in c["body"] and refs[1] in c["body"] for c in calls)
+
+
+def test_a_model_refusing_images_gets_one_line(mhub, server):
+    server.text_only_models = {"local-tools"}
+    try:
+        mhub.connect("OPENAI", "local-tools", name="texty", base_url=server.openai_base_url)
+        with pytest.raises(ProviderError, match=r"^Connection 'texty': model 'local-tools' does not take images .*vision model"):
+            mhub.chat("t", model="texty").send("see", images=[draw("x", 4, 4)])
+        assert mhub.store.find("Jobs")[-1]["status"] == "failed"
+    finally:
+        server.text_only_models = set()
