@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import NotFoundError, ProviderError, RoundLimitError, UsageError
 from .jobs import JobRun, release_thread
+from .media import MediaStore, data_url, image_bytes
 from .redact import redact
 from .netlog import close_stream, streaming_into
 
@@ -202,7 +203,8 @@ class Chat:
     # -- talking
 
     def send(self, text: str, **options: Any) -> Reply:
-        """Send `text`, wait for the whole reply, and return it."""
+        """Send `text`, wait for the whole reply, and return it. `images=[...]` (paths, bytes, PIL
+        images, matplotlib Figures, IPython Images) go with it, for a vision model."""
         return drive(self.turn(text, **options))
 
     def stream(self, text: str, **options: Any) -> Iterator[str]:
@@ -229,6 +231,7 @@ class Chat:
         options: dict[str, Any] | None = None,
         approve: Approver | None = None,
         stream: bool = True,
+        images: list[Any] | None = None,
     ) -> Iterator[TurnEvent]:
         """The turn as a generator of TurnEvents whose return value is the Reply.
 
@@ -241,11 +244,15 @@ class Chat:
         _check_options(options)
         target = self._target(approve)
         store = self.hub.store
+        image_refs = _keep_images(store, images)
         run = JobRun(store, f"chat turn: {self.name}", "chat.turn", references={"chat": self.id, "thread": self.thread_id})
         reply = Reply(text="", status="running", chat=self.name, ids={"chat": self.id, "thread": self.thread_id, "job": run.id})
         try:
             run.start(lock=self.thread_id, label=f"Chat {self.name!r}")  # lock and start: one transaction
-            user = store.create("Message", threadId=self.thread_id, type="user", sourceId="user", content=text)
+            user = store.create(
+                "Message", threadId=self.thread_id, type="user", sourceId="user", content=text,
+                data={"images": image_refs} if image_refs else None,
+            )
             reply.messages.append(user)
             run.log(f"user message {user['id']} ({len(text)} chars) to {target.label}")
             yield from self._rounds(target, run, reply, options or {}, stream)
@@ -280,6 +287,12 @@ class Chat:
             raise NotFoundError(
                 f"Chat {self.name!r} uses a connection that was removed; pick another with %%aihub chat {self.name} --model CONNECTION."
             )
+        if row["type"] != "CHAT":
+            raise UsageError(
+                f"Chat {self.name!r} uses connection '{row['name']}', an {row['type']} connection ({row['modelId']}), "
+                f"which does not chat; pick a chat model with %%aihub chat {self.name} --model CONNECTION"
+                + (f", or draw with %%aihub image {self.name}." if row["type"] == "IMAGE" else ".")
+            )
         return _Target(connection=row, label=f"connection {row['name']!r}", message_type="chatModel", source_id=row["id"])
 
     def _rounds(
@@ -290,7 +303,7 @@ class Chat:
         specs = toolbox.specs() if toolbox else None
         limit = toolbox.max_rounds if toolbox else 1
         for round_number in range(1, limit + 1):
-            messages = _to_provider_messages(store.find("Message", threadId=self.thread_id))
+            messages = _to_provider_messages(store.find("Message", threadId=self.thread_id), MediaStore.beside(store))
             if target.system:
                 messages.insert(0, {"role": "system", "content": target.system})
             result = yield from self._model_call(target, run, reply, messages, specs or None, options, stream)
@@ -374,6 +387,7 @@ class Chat:
                         break
                     except ProviderError as exc:
                         failures.append(exc)
+                        _explain_refused_images(exc, conn, messages)
                         if not exc.retryable or result.first_token is not None or attempt == MAX_RETRIES:
                             raise _same_failure(failures) or exc
                         wait = _backoff(attempt, exc.retry_after)
@@ -652,7 +666,39 @@ def _call_dict(call: ToolCall) -> dict[str, Any]:
     return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
-def _to_provider_messages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _keep_images(store: Any, images: list[Any] | None) -> list[str]:
+    """The `media:` references of images to send, each kept once in the media folder."""
+    if images is None:
+        return []
+    if not isinstance(images, (list, tuple)):
+        images = [images]
+    media = MediaStore.beside(store)
+    return [media.put(*image_bytes(image)) for image in images]
+
+
+def _explain_refused_images(exc: ProviderError, conn: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+    """A model that refuses the images sent: one line naming it and what to use instead."""
+    sent_images = any(isinstance(m.get("content"), list) for m in messages)
+    if sent_images and exc.status_code in (400, 422, 500) and "image" in str(exc).lower():
+        detail = str(exc).split("(", 1)[-1].rsplit(")", 1)[0] if "(" in str(exc) else str(exc)
+        exc.args = (
+            f"Connection '{conn['name']}': model '{conn['modelId']}' does not take images ({detail}); "
+            "send images to a vision model (e.g. gpt-4o-mini, or llava / llama3.2-vision on Ollama).",
+        )
+        exc.retryable = False
+
+
+def _with_images(message: dict[str, Any], refs: list[str], media: MediaStore | None) -> dict[str, Any]:
+    """An OpenAI message whose content is text and `image_url` parts with data URLs."""
+    if media is None or not refs:
+        return message
+    parts: list[dict[str, Any]] = [{"type": "text", "text": message["content"]}]
+    for ref in refs:
+        parts.append({"type": "image_url", "image_url": {"url": data_url(media.read(ref), MediaStore.mime(ref))}})
+    return {**message, "content": parts}
+
+
+def _to_provider_messages(rows: list[dict[str, Any]], media: MediaStore | None = None) -> list[dict[str, Any]]:
     """The thread as the model gets it, always valid for a provider: a reply that failed or was
     interrupted (data.status) stays out (the user still sees it, marked); tool-call arguments
     that are not a JSON object (a call cut at the token limit) go as {"_invalid_arguments":
@@ -670,6 +716,8 @@ def _to_provider_messages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if role == "assistant" and data.get("status") in _UNFINISHED:
             continue
         message: dict[str, Any] = {"role": role, "content": row["content"]}
+        if data.get("images") and role == "user":
+            message = _with_images(message, data["images"], media)
         if kind == "toolCall":
             message["tool_calls"] = [_valid_call(c) for c in data.get("tool_calls", [])]
         out.append(message)

@@ -170,13 +170,18 @@ class Hub:
             self._forget_provider(row["id"])
         if api_key:
             _conn.session_key(row["id"], api_key)
-        if default or (default is None and self._settings().get("defaultConnectionId") in (None, "")):
+        new_default = fields["type"] == "CHAT" and self._settings().get("defaultConnectionId") in (None, "")
+        if default or (default is None and new_default):
             self.set_default_connection(name)
         return _conn.public_view(row)
 
-    def connect_local(self, model_id: str = "local-chat", *, name: str = "local", provider: str = "OPENAI") -> dict[str, Any]:
-        """A connection to the local server built into aihub_nb: no key, no network, deterministic replies."""
-        return self.connect(provider, model_id, name=name, builtin=True, description="aihub_nb's built-in local model")
+    def connect_local(
+        self, model_id: str = "local-chat", *, name: str = "local", provider: str = "OPENAI", type: str | None = None
+    ) -> dict[str, Any]:
+        """A connection to the local server built into aihub_nb: no key, no network, deterministic replies.
+        Its image model is `local-image` (type IMAGE), its embedding model `local-embed` (EMBEDDING)."""
+        type = type or {"local-image": "IMAGE", "local-embed": "EMBEDDING"}.get(model_id, "CHAT")
+        return self.connect(provider, model_id, name=name, builtin=True, type=type, description="aihub_nb's built-in local model")
 
     def autoconnect(self) -> dict[str, Any]:
         """The best connection this machine offers: OpenAI if OPENAI_API_KEY is set, else a running
@@ -658,6 +663,103 @@ class Hub:
 
         return HubPanel(self)
 
+    # ------------------------------------------------------------ images and embeddings
+
+    def _typed_connection(self, model: str | None, kind: str) -> dict[str, Any]:
+        """The connection `model` (or the first of type `kind`), which must be of type `kind`."""
+        examples = {"IMAGE": "OPENAI gpt-image-1", "EMBEDDING": "OPENAI text-embedding-3-small"}
+        if model is None:
+            row = next((r for r in self.store.find("ModelConnections") if r["type"] == kind), None)
+            if row is None:
+                raise UsageError(
+                    f"No {kind} connection yet: connect one with %aihub connect {examples[kind]} --type {kind} "
+                    f"(or %aihub connect local {'local-image' if kind == 'IMAGE' else 'local-embed'}), or pass --model CONNECTION."
+                )
+            return row
+        row = self.connection(model)
+        if row["type"] != kind:
+            raise UsageError(
+                f"Connection '{row['name']}' is a {row['type']} connection ({row['modelId']}); this needs an {kind} "
+                f"connection: %aihub connect {examples[kind]} --type {kind}."
+            )
+        return row
+
+    def image(self, prompt: str, *, model: str | None = None, size: str | None = None, n: int = 1, quality: str | None = None, chat: str | None = None):
+        """Generate images for `prompt` with IMAGE connection `model`; returns an ImageResult
+        (`.images`, `.save(path)`, shown inline). With `chat`, the prompt and images join that chat."""
+        from . import monitoring
+        from .images import generate_images
+
+        row = self._typed_connection(model, "IMAGE")
+        chat_row = None
+        if chat is not None:
+            existing = self.store.first("Chat", name=chat)
+            chat_row = existing if existing is not None else self.chat(chat, model=row["id"])._row
+        return generate_images(
+            self.store, self._provider(row), row, prompt, size=size, n=n, quality=quality, chat=chat_row,
+            record_metrics=self.record_metrics,
+            price=lambda prompt_tokens, output_tokens: monitoring.turn_cost(self.store, row["provider"], row["modelId"], prompt_tokens, output_tokens),
+        )
+
+    def embed(self, texts, *, model: str | None = None, progress: bool | None = None, batch_size: int | None = None):
+        """Vectors of `texts` with EMBEDDING connection `model`: a str or a list gives a float32
+        numpy array (n x d); a pandas Series gives a Series of vectors with the same index. Texts
+        already embedded with the same model come from the store's cache and are not sent again."""
+        from . import monitoring
+        from .embeddings import cache_model, embed_texts
+
+        row = self._typed_connection(model, "EMBEDDING")
+        series = None
+        if isinstance(texts, str):
+            items = [texts]
+        elif type(texts).__name__ == "Series" and hasattr(texts, "index"):
+            series = texts
+            items = list(texts)
+        elif isinstance(texts, (list, tuple)):
+            items = list(texts)
+        else:
+            raise UsageError(f"embed takes a str, a list of str or a pandas Series, not {type(texts).__name__}.")
+        provider = self._provider(row)
+        data = row.get("data") or {}
+        endpoint = "builtin" if data.get("builtin") else provider.url
+        show = progress if progress is not None else len(items) > 2048
+        bar = _Progress(f"embedding {len(items)} texts") if show else None
+        try:
+            vectors = embed_texts(
+                self.store, provider, row, items, model_key=cache_model(row, endpoint),
+                record_metrics=self.record_metrics,
+                price=lambda tokens: monitoring.turn_cost(self.store, row["provider"], row["modelId"], tokens, 0),
+                progress=bar.update if bar else None, batch_size=batch_size,
+            )
+        finally:
+            if bar:
+                bar.close()
+        if series is not None:
+            import pandas as pd
+
+            return pd.Series(list(vectors), index=series.index, name=series.name)
+        return vectors
+
+    def similar(self, query: str, texts, k: int = 5, *, model: str | None = None):
+        """The `k` texts (a list or a pandas Series) closest in meaning to `query`, as a DataFrame
+        (text, score: cosine similarity), best first; a Series keeps its index."""
+        import pandas as pd
+
+        from .embeddings import nearest
+
+        if not isinstance(query, str) or not query:
+            raise UsageError("similar needs a non-empty query text.")
+        is_series = type(texts).__name__ == "Series" and hasattr(texts, "index")
+        items = list(texts) if is_series or isinstance(texts, (list, tuple)) else None
+        if items is None:
+            raise UsageError(f"similar takes a list of str or a pandas Series of texts, not {type(texts).__name__}.")
+        if not items:
+            return pd.DataFrame({"text": [], "score": []})
+        vectors = self.embed(items + [query], model=model)
+        order, scores = nearest(vectors[-1], vectors[:-1], k)
+        index = texts.index[order] if is_series else order
+        return pd.DataFrame({"text": [items[i] for i in order], "score": scores.astype(float)}, index=index)
+
     # ------------------------------------------------------------ jobs
 
     def submit(self, fn, *args: Any, name: str | None = None, **kwargs: Any):
@@ -752,3 +854,38 @@ def _check_env_name(name: str) -> str:
     watch_env(name)
     return name
 
+
+
+class _Progress:
+    """A progress bar for long embeddings: ipywidgets in a notebook, a line on stderr elsewhere."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._bar = None
+        try:
+            from IPython import get_ipython
+
+            if get_ipython() is not None and type(get_ipython()).__name__ == "ZMQInteractiveShell":
+                import ipywidgets
+                from IPython.display import display
+
+                self._bar = ipywidgets.IntProgress(min=0, max=1, description="embedding")
+                display(self._bar)
+        except ImportError:
+            self._bar = None
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar is not None:
+            self._bar.max, self._bar.value = total, done
+        else:
+            import sys
+
+            print(f"\r{self.label}: {done}/{total} sent", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        else:
+            import sys
+
+            print(file=sys.stderr)

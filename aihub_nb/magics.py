@@ -168,11 +168,22 @@ _INTERPOLATION = re.compile(r"(?<!\{)\{([A-Za-z_]\w*(?:\.\w+|\[[^\]\n{}]+\])*)\}
 _FIELD_PART = re.compile(r"\.(\w+)|\[([^\]]+)\]")
 
 
-def interpolate(text: str, namespace: dict[str, Any]) -> str:
+def _is_image(value: Any) -> bool:
+    """A matplotlib Figure, a PIL image or an IPython.display.Image: attached, not printed."""
+    kind = type(value)
+    return (
+        (hasattr(value, "savefig") and kind.__module__.startswith("matplotlib"))
+        or (kind.__module__.startswith("PIL.") and hasattr(value, "save"))
+        or (kind.__name__ == "Image" and kind.__module__.startswith("IPython"))
+    )
+
+
+def interpolate(text: str, namespace: dict[str, Any], images: list[Any] | None = None) -> str:
     """Fill `{name}`, `{obj.attr}`, `{d[key]}` and `{items[0]}` from the namespace, the way
     `str.format` looks up a field: names, attributes and constant indexes only, nothing is
     evaluated. `{{`/`}}` are literal braces; a name or item not found is left as written; an
-    attribute starting with `_` is refused."""
+    attribute starting with `_` is refused. With `images` (a list), a field whose value is a figure
+    or an image is appended to it and written as `[image N]`."""
 
     def fill(match: re.Match) -> str:
         expression = match.group(1)
@@ -196,6 +207,9 @@ def interpolate(text: str, namespace: dict[str, Any]) -> str:
                     value = value[int(key) if key.isdigit() else key]
                 except Exception:
                     return match.group(0)
+        if images is not None and _is_image(value):
+            images.append(value)
+            return f"[image {len(images)}]"
         try:
             return str(value)
         except Exception:
@@ -303,6 +317,7 @@ class AihubMagics(Magics):
             "dashboard": self._dashboard,
             "hub": self._hub_panel,
             "panel": self._chat_panel,
+            "embed": self._embed,
         }
 
     @property
@@ -326,11 +341,13 @@ class AihubMagics(Magics):
         command, rest = args[0], args[1:]
         try:
             if cell is not None:
-                if command != "chat":
+                cell_commands = {"chat": self._chat_cell, "image": self._image_cell}
+                if command not in cell_commands:
                     raise IPythonUsageError(
-                        f"%%aihub {command} is not a cell magic; the cell magic is %%aihub chat NAME [--model CONNECTION]."
+                        f"%%aihub {command} is not a cell magic; the cell magics are %%aihub chat NAME [--model CONNECTION] "
+                        "and %%aihub image NAME [--model CONNECTION]."
                     )
-                handler = self._chat_cell
+                handler = cell_commands[command]
             else:
                 handler = self._line_commands.get(command)
                 if handler is None:
@@ -349,6 +366,7 @@ class AihubMagics(Magics):
     def _parsers(self) -> dict[str, list[MagicArgumentParser]]:
         parsers = {name: [handler.parser] for name, handler in self._line_commands.items()}
         parsers["chat"].insert(0, self._chat_cell.parser)
+        parsers["image"] = [self._image_cell.parser]
         return parsers
 
     @_subcommand("aihub help")
@@ -375,6 +393,7 @@ class AihubMagics(Magics):
     @argument("--api-key-env", metavar="VAR", help="the environment variable that holds the key")
     @argument("--description", default="")
     @argument("--default", action="store_true", help="make it the default connection")
+    @argument("--type", help="CHAT (default), IMAGE or EMBEDDING")
     @_limit_arguments
     def _connect(self, ns) -> Any:
         """Connect a model (OPENAI or OLLAMA), the built-in local server, or the best one this machine has."""
@@ -382,7 +401,7 @@ class AihubMagics(Magics):
         if kind == "auto":
             row = self.hub.autoconnect()
         elif kind == "local":
-            row = self.hub.connect_local(ns.model_id or "local-chat", name=ns.name or "local")
+            row = self.hub.connect_local(ns.model_id or "local-chat", name=ns.name or "local", type=ns.type)
         else:
             if not ns.model_id:
                 raise _usage_error(self._connect.parser, "the following arguments are required: model_id")
@@ -390,7 +409,7 @@ class AihubMagics(Magics):
                 ns.provider, ns.model_id, name=ns.name, base_url=ns.base_url, host=ns.host,
                 api_key_env=ns.api_key_env, description=ns.description, default=True if ns.default else None,
                 timeout=ns.timeout, connect_timeout=ns.connect_timeout, read_timeout=ns.read_timeout,
-                max_tokens=ns.max_tokens,
+                max_tokens=ns.max_tokens, type=ns.type or "CHAT",
             )
         return _table([row], ["name", "provider", "modelId", "endpoint", "api key"])
 
@@ -449,21 +468,25 @@ class AihubMagics(Magics):
     @argument("--max-tokens", metavar="N", type=int)
     @argument("--seed", metavar="N", type=int)
     @argument("--no-stream", action="store_true", help="ask for the whole reply at once")
+    @argument("--image", action="append", default=[], metavar="PATH", help="attach an image file (repeatable); {fig} of a figure attaches it too")
     def _chat_cell(self, ns, cell: str) -> None:
         """Send the cell to a chat and stream the reply."""
         from IPython.display import display
 
         options = {k: v for k, v in (("temperature", ns.temperature), ("max_tokens", ns.max_tokens), ("seed", ns.seed)) if v is not None}
         text = cell.strip("\n")
+        images: list[Any] = list(ns.image)
         if self.interpolate and not ns.no_interpolate:
-            text = interpolate(text, self.shell.user_ns if self.shell else {})
+            text = interpolate(text, self.shell.user_ns if self.shell else {}, images)
         chat = self.hub.chat(ns.name, model=ns.model, agent=ns.agent, system=ns.system)
         view = _TurnView(self.refresh_interval)
         from .agents import input_approver
 
         from .chat import drive
 
-        turn = chat.turn(text, options=options, approve=self.hub.approver or input_approver, stream=not ns.no_stream)
+        turn = chat.turn(
+            text, options=options, approve=self.hub.approver or input_approver, stream=not ns.no_stream, images=images or None
+        )
         try:
             reply = drive(turn, view.event)
         except KeyboardInterrupt:  # drive() closed the turn: recorded as interrupted, chat released
@@ -481,6 +504,34 @@ class AihubMagics(Magics):
             agent = chat.type == "agent"
             row = self.hub.store.first("Agent" if agent else "ModelConnections", id=chat._row["sourceId"])
             display(turn_footer(reply, target_label(row, agent=agent)))
+
+    @_subcommand("%aihub image")
+    @argument("name", help="the chat that keeps the prompt and the images")
+    @argument("--model", metavar="CONNECTION", help="the IMAGE connection (default: the first one)")
+    @argument("--size", metavar="WxH")
+    @argument("--n", type=int, default=1, help="how many images")
+    @argument("--quality", metavar="Q", help="low, medium, high (gpt-image-1); standard, hd (dall-e-3)")
+    def _image_cell(self, ns, cell: str) -> Any:
+        """Draw the cell's prompt with an IMAGE connection; the images show inline."""
+        return self.hub.image(cell.strip(), model=ns.model, size=ns.size, n=ns.n, quality=ns.quality, chat=ns.name)
+
+    @_subcommand("aihub embed")
+    @argument("expression", nargs="+", help="a Python expression giving a str, a list of str or a Series")
+    @argument("-o", "--output", required=True, metavar="VAR", help="the variable to store the vectors in")
+    @argument("--model", metavar="CONNECTION", help="the EMBEDDING connection (default: the first one)")
+    def _embed(self, ns) -> None:
+        """Embed texts into a variable (cached: a text is never sent twice to the same model)."""
+        if not ns.output.isidentifier():
+            raise IPythonUsageError(f"-o needs a variable name, not {ns.output!r}.")
+        expression = " ".join(ns.expression)
+        try:
+            texts = self.shell.ev(expression)
+        except Exception as exc:
+            raise IPythonUsageError(f"Cannot evaluate {expression!r}: {type(exc).__name__}: {exc}") from None
+        vectors = self.hub.embed(texts, model=ns.model)
+        self.shell.user_ns[ns.output] = vectors
+        shape = getattr(vectors, "shape", None)
+        print(f"{ns.output}: {len(vectors)} vectors" + (f" ({shape[0]} x {shape[1]} float32)" if shape and len(shape) == 2 else ""))
 
     @_subcommand("aihub chat")
     @argument("name")

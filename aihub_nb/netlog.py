@@ -15,7 +15,9 @@ mid-stream loses at most what it read in the last 0.02 s (plus, while secrets ar
 few characters the redactor holds back in case a secret straddles two chunks). A request body
 that repeats a recent one (a chat's history) is stored as a reference to it plus what is new.
 Every known secret (aihub_nb.redact) is masked in what is written: URL, headers, body, response
-and error.
+and error. Base64 images in a body or a whole JSON response are kept once as files in the hub's
+media folder and the row holds their `media:` reference instead (aihub_nb.media.externalize), so
+images do not fill the database.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from .media import MediaStore, externalize
 from .payloads import common_ends
 from .redact import StreamRedactor, redact, redact_data
 from .store import now_iso
@@ -73,7 +76,7 @@ def close_stream(store: Store, stream_id: str, *, status: str, result_messages: 
 
 
 class _Call:
-    __slots__ = ("id", "stream_id", "decoder", "pending", "since", "last_flush", "ok", "lock", "done", "watched", "redactor")
+    __slots__ = ("id", "stream_id", "decoder", "pending", "since", "last_flush", "ok", "lock", "done", "watched", "redactor", "size", "json")
 
     def __init__(self, call_id: str, stream_id: str | None) -> None:
         self.id = call_id
@@ -87,6 +90,8 @@ class _Call:
         self.done = False
         self.watched = False
         self.lock = threading.Lock()
+        self.size = 0  # bytes of response so far
+        self.json = False  # a whole JSON answer (not a stream): where base64 images come
 
 
 class StoreSink:
@@ -102,7 +107,7 @@ class StoreSink:
         self._flusher: threading.Thread | None = None
 
     def request(self, *, method: str, url: str, headers: dict[str, str], body: str) -> _Call:
-        url, body = redact(url), redact(body)
+        url, body = redact(url), externalize(redact(body), MediaStore.beside(self.store))
         fields = {}
         base = self._base(url, body)
         stored = body
@@ -149,6 +154,7 @@ class StoreSink:
 
     def response(self, handle: _Call, *, status_code: int, headers: dict[str, str]) -> None:
         handle.ok = status_code < 400
+        handle.json = "application/json" in next((v for k, v in headers.items() if k.lower() == "content-type"), "")
         fields = {"statusCode": status_code, "responseHeaders": redact_data(headers)}
         if handle.ok and handle.stream_id:
             fields["streamId"] = handle.stream_id
@@ -162,6 +168,7 @@ class StoreSink:
             if not handle.pending:
                 handle.since = now
             handle.pending.append(data)
+            handle.size += len(data)
             if now - handle.last_flush < self.flush_interval:
                 if not handle.watched:
                     self._watch(handle)
@@ -183,6 +190,8 @@ class StoreSink:
             "updatedAt = ? WHERE id = ?",
             (text, "error" if failed else "success", round(duration_ms, 3), redact(error), now_iso(), handle.id),
         )
+        if handle.json and handle.size >= _MEDIA_SCAN_FROM:
+            _externalize_response(self.store, handle.id)
 
     @staticmethod
     def _take(handle: _Call, *, final: bool = False) -> str:
@@ -228,3 +237,17 @@ class StoreSink:
                         self._write(handle, text)
                     except Exception:  # the store is closed or busy: the next flush or the end writes it
                         handle.pending.insert(0, text.encode())
+
+
+_MEDIA_SCAN_FROM = 512  # whole JSON responses this long may hold base64 images
+
+
+def _externalize_response(store: Store, call_id: str) -> None:
+    """Keep the base64 images of a recorded JSON response as media files, and store the response
+    with their references instead (read back once, replaced only if something changed)."""
+    row = store.first("NetworkCall", id=call_id)
+    if row is None:
+        return
+    text = externalize(row["response"], MediaStore.beside(store))
+    if text != row["response"]:
+        store.set("NetworkCall", call_id, response=text)

@@ -28,7 +28,7 @@ from aihub_nb.errors import (
 from aihub_nb.providers import Event, OllamaProvider, OpenAIProvider, ToolCall, Usage, make_provider
 from aihub_nb.providers.base import retry_after_seconds
 from aihub_nb.recording import MemorySink, recording_transport
-from aihub_nb.testing import LocalServer, ScriptedReply
+from aihub_nb.testing import DEFAULT_MODELS, LocalServer, ScriptedReply
 
 KINDS = ("OPENAI", "OLLAMA")
 USER = [{"role": "user", "content": "hi"}]
@@ -158,7 +158,7 @@ def test_options_are_passed_through(srv, provider):
 def test_list_models(srv, provider):
     models = provider.list_models()
     suffix = "" if provider.name == "OPENAI" else ":latest"
-    assert [m["id"] for m in models] == [f"local-chat{suffix}", f"local-tools{suffix}"]
+    assert [m["id"] for m in models] == [f"{m}{suffix}" for m in DEFAULT_MODELS]
     json.dumps(models)  # plain data, ready to show or store
 
 

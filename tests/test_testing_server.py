@@ -88,7 +88,7 @@ def test_openai_models_list(oa):
 
 def test_ollama_list_and_version(server, ol):
     models = ol.list().models
-    assert [m.model for m in models] == ["local-chat:latest", "local-tools:latest"]
+    assert [m.model for m in models] == [m + ":latest" for m in DEFAULT_MODELS]
     assert models[0].details.format == "gguf" and len(models[0].digest) == 64
     assert models[0].modified_at.tzinfo is not None
     assert httpx.get(server.url + "/api/version").json()["version"]
@@ -353,7 +353,7 @@ def test_api_key():
             ollama.Client(host=srv.ollama_host).list()
         assert refused.value.status_code == 401
         keyed = ollama.Client(host=srv.ollama_host, headers={"Authorization": "Bearer sk-test"})
-        assert len(keyed.list().models) == 2
+        assert len(keyed.list().models) == len(DEFAULT_MODELS)
         assert [r.headers.get("authorization") for r in srv.requests] == [
             "Bearer sk-test",
             "Bearer sk-wrong",

@@ -5,7 +5,13 @@ Given a chat request body (OpenAI's or Ollama's, they share ``messages`` and ``t
 * the last message is the user's, the request offers tools, and the text contains a keyword call
   of an offered tool such as ``add(a=2, b="x")``: it calls that tool (several: parallel calls);
 * the last message is a tool result: ``The tool returned: <that round's results joined by "; ">``;
-* otherwise: ``Hello from the aihub_nb local model (turn N). You said: "<last user message>"``.
+* otherwise: ``Hello from the aihub_nb local model (turn N). You said: "<last user message>"``,
+  followed, when the last user message carries images (OpenAI ``image_url`` parts with data URLs,
+  or Ollama ``images``), by `` I see 2 images: 640x480 PNG, 32x32 JPEG.``
+
+`draw(prompt, width, height)` makes the PNG the demo image model answers with: bands of colour
+chosen from the prompt's words, the same picture for the same prompt. `embedding(text)` is the demo
+embedding model: a hashed bag of words, normalised, so texts sharing words are closer.
 
 `answer` returns what to say as ``{"text": ...}`` or ``{"tool_calls": [...]}``; the server in
 `aihub_nb.demo.server` sends it in the wire format the client asked for.
@@ -14,10 +20,19 @@ Given a chat request body (OpenAI's or Ollama's, they share ``messages`` and ``t
 from __future__ import annotations
 
 import ast
+import base64
+import binascii
+import hashlib
 import json
+import math
 import re
+import struct
+import zlib
 
-__all__ = ["answer", "message_text"]
+__all__ = ["EMBEDDING_DIMENSIONS", "answer", "describe_images", "draw", "embedding", "message_images", "message_text"]
+
+EMBEDDING_DIMENSIONS = 64
+_WORD_RE = re.compile(r"\w+")
 
 _CALL_START_RE = re.compile(r"\b([A-Za-z_]\w*)\(")
 
@@ -39,7 +54,94 @@ def answer(body: dict) -> dict:
         if calls:
             return {"tool_calls": calls}
     said = users[-1] if users else ""
-    return {"text": f'Hello from the aihub_nb local model (turn {len(users)}). You said: "{said}"'}
+    text = f'Hello from the aihub_nb local model (turn {len(users)}). You said: "{said}"'
+    images = message_images(messages[-1]) if messages and messages[-1].get("role") == "user" else []
+    if images:
+        text += " " + describe_images(images)
+    return {"text": text}
+
+
+def message_images(message: dict) -> list[bytes]:
+    """The images a message carries: OpenAI `image_url` parts holding data URLs, and Ollama's
+    `images` (base64 without a data-URL prefix). Unreadable ones come back as b""."""
+    encoded = []
+    content = message.get("content")
+    for part in content if isinstance(content, list) else ():
+        if isinstance(part, dict) and part.get("type") == "image_url":
+            url = part.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            encoded.append(url.split(",", 1)[1] if isinstance(url, str) and url.startswith("data:") and "," in url else "")
+    for item in message.get("images") or ():
+        encoded.append(item if isinstance(item, str) else "")
+    images = []
+    for item in encoded:
+        try:
+            images.append(base64.b64decode(item, validate=True))
+        except (binascii.Error, ValueError):
+            images.append(b"")
+    return images
+
+
+def describe_images(images: list[bytes]) -> str:
+    """`I see 2 images: 640x480 PNG, 32x32 JPEG.`"""
+    described = []
+    for data in images:
+        kind, size = _image_kind(data)
+        described.append(f"{size[0]}x{size[1]} {kind}" if size else "an unreadable image")
+    noun = "image" if len(images) == 1 else "images"
+    return f"I see {len(images)} {noun}: {', '.join(described)}."
+
+
+def _image_kind(data: bytes) -> tuple[str, tuple[int, int] | None]:
+    try:
+        if data.startswith(b"\x89PNG\r\n\x1a\n"):
+            return "PNG", struct.unpack(">II", data[16:24])
+        if data.startswith((b"GIF87a", b"GIF89a")):
+            return "GIF", struct.unpack("<HH", data[6:10])
+        if data.startswith(b"\xff\xd8\xff"):
+            i = 2
+            while i + 9 < len(data) and data[i] == 0xFF:
+                marker, length = data[i + 1], struct.unpack(">H", data[i + 2 : i + 4])[0]
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                    h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+                    return "JPEG", (w, h)
+                i += 2 + length
+            return "JPEG", None
+    except struct.error:
+        pass
+    return "image", None
+
+
+def draw(prompt: str, width: int = 64, height: int = 64) -> bytes:
+    """A PNG of `width` x `height`: one horizontal band of colour per word of the prompt (at most
+    eight), each colour from the word's hash; the same prompt gives the same bytes."""
+    words = _WORD_RE.findall(prompt.lower())[:8] or [""]
+    colours = [hashlib.sha256(w.encode()).digest()[:3] for w in words]
+    rows = []
+    for y in range(height):
+        band = colours[min(len(colours) - 1, y * len(colours) // max(1, height))]
+        rows.append(b"\x00" + band * width)
+    return _png(width, height, b"".join(rows))
+
+
+def _png(width: int, height: int, raw: bytes) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+def embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """A unit vector: each word (lower-cased) adds 1 to a coordinate chosen by its hash, with a
+    sign also from the hash; texts sharing words are closer. An empty text is a fixed vector."""
+    vector = [0.0] * dimensions
+    for word in _WORD_RE.findall(text.lower()) or [""]:
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        index = int.from_bytes(digest[:4], "little") % dimensions
+        vector[index] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
 
 
 def message_text(content: object) -> str:

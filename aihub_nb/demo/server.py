@@ -22,10 +22,22 @@ demo model of `aihub_nb.demo.model` answers. Every request is recorded in `Local
         server.requests[-1].json["messages"]  # what the ollama client sent
 
 Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``,
-``GET /``, ``GET /api/version``, ``GET /api/tags``, ``POST /api/chat``. Model names match with
+``POST /v1/images/generations``, ``POST /v1/embeddings``, ``GET /``, ``GET /api/version``,
+``GET /api/tags``, ``POST /api/chat``, ``POST /api/embed``. Model names match with
 or without ``:latest``; ``/api/tags`` lists them with the tag, as Ollama does. Every GET also
 answers HEAD (the ``ollama`` CLI checks the server with ``HEAD /``); request bodies may come
 with a Content-Length or chunked.
+
+Images and embeddings: ``local-image`` draws PNGs from the prompt (`aihub_nb.demo.model.draw`;
+``b64_json`` with a ``usage`` object as gpt-image-1 answers, or with ``"response_format": "url"`` a
+URL on this server, as dall-e-3 may; ``size`` "WxH" up to 2048 each, default 256x256);
+``local-embed`` embeds (``encoding_format`` "float" or "base64", at most 2,048 inputs, as OpenAI;
+Ollama's ``/api/embed`` the same vectors). The chat models refuse both, and ``local-image`` and
+``local-embed`` refuse chat, in the API's error shape. Chat messages may carry images (OpenAI
+``image_url`` parts with data URLs, Ollama ``images``): the demo model says how many and their sizes;
+models in `LocalServer.text_only_models` refuse them as text-only models do. An image or embedding
+request consumes a queued `ScriptedReply` only if it carries a fault (``"policy"``: OpenAI's 400
+``content_policy_violation``).
 
 Faults, one request each (a client's retry gets the next reply):
 
@@ -69,6 +81,8 @@ serves until Ctrl-C.
 
 from __future__ import annotations
 
+import array
+import base64
 import hashlib
 import json
 import re
@@ -84,13 +98,16 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .model import answer as demo_answer
-from .model import message_text
+from .model import draw, embedding, message_images, message_text
 
 __all__ = ["DEFAULT_MODELS", "FAULTS", "LocalServer", "RecordedRequest", "ScriptedReply"]
 
-DEFAULT_MODELS = ("local-chat", "local-tools")
+DEFAULT_MODELS = ("local-chat", "local-tools", "local-image", "local-embed")
+IMAGE_MODELS = ("local-image",)
+EMBEDDING_MODELS = ("local-embed",)
+MAX_EMBEDDING_INPUTS = 2048
 
-FAULTS = (None, "429", "500", "503", "401", "drop", "malformed", "empty", "keepalive", "endless")
+FAULTS = (None, "429", "500", "503", "401", "drop", "malformed", "empty", "keepalive", "endless", "policy")
 _DEFAULT_FINISH = "default"
 _ENDLESS_LIMIT = 120.0  # seconds a "keepalive" or "endless" answer goes on without a client hanging up
 _TOKEN_RE = re.compile(r"\s*\w+|\s*[^\w\s]+|\s+")
@@ -123,6 +140,13 @@ _OPENAI_FAULTS = {
         None,
     ),
     "503": (503, "The server is overloaded or not ready yet.", "server_error", None),
+    "policy": (
+        400,
+        "Your request was rejected as a result of our safety system. Your prompt may contain text "
+        "that is not allowed by our safety system.",
+        "image_generation_user_error",
+        "content_policy_violation",
+    ),
 }
 # fault -> (status, message) in Ollama's error shape
 _OLLAMA_FAULTS = {
@@ -257,6 +281,9 @@ class LocalServer:
         self.echo_rejected_key = echo_rejected_key  # a 401 quotes the key it got, as careless proxies do
         # Answer 500 to a history holding tool-call arguments that are not a JSON object (llama.cpp).
         self.strict_tool_arguments = False
+        # Models that refuse image input, as text-only models do.
+        self.text_only_models: set[str] = set()
+        self._images: dict[str, bytes] = {}  # served at /v1/images/files/<name> (response_format "url")
         self._port = port
         self._lock = threading.Lock()
         self._queue: deque[ScriptedReply] = deque()
@@ -348,6 +375,14 @@ class LocalServer:
         with self._lock:
             reply = self._queue.popleft() if self._queue else None
         return reply if reply is not None else ScriptedReply(**demo_answer(body))
+
+    def _next_fault(self) -> str | None:
+        """The fault of the next queued reply, taken from the queue; None (nothing taken) when the
+        next reply is not a fault: image and embedding requests only consume faults."""
+        with self._lock:
+            if self._queue and self._queue[0].fault is not None:
+                return self._queue.popleft().fault
+        return None
 
     def _find_model(self, name: object) -> str | None:
         if not isinstance(name, str):
@@ -487,6 +522,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_json(200, _openai_model(model, owner._started_at))
         if route == ("POST", "/v1/chat/completions"):
             return self._openai_chat(body, started)
+        if route == ("POST", "/v1/images/generations"):
+            return self._openai_images(body)
+        if route == ("POST", "/v1/embeddings"):
+            return self._openai_embeddings(body)
+        if self._method == "GET" and path.startswith("/v1/images/files/"):
+            data = owner._images.get(path.removeprefix("/v1/images/files/"))
+            if data is not None:
+                return self._send(200, data, "image/png")
         return self._openai_error(
             404, f"Invalid URL ({self.command} {path})", "invalid_request_error", None
         )
@@ -507,6 +550,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_json(200, {"models": models})
         if route == ("POST", "/api/chat"):
             return self._ollama_chat(body, started)
+        if route == ("POST", "/api/embed"):
+            return self._ollama_embed(body, started)
         return self._send(404, b"404 page not found", "text/plain")
 
     # -- OpenAI chat ------------------------------------------------------------------------------
@@ -533,6 +578,23 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if owner._find_model(body["model"]) is None:
             return self._openai_model_not_found(body["model"])
+        if owner._find_model(body["model"]) in IMAGE_MODELS + EMBEDDING_MODELS:
+            return self._openai_error(
+                404,
+                "This is not a chat model and thus not supported in the v1/chat/completions endpoint. "
+                "Did you mean to use v1/completions?",
+                "invalid_request_error",
+                None,
+                param="model",
+            )
+        if owner._find_model(body["model"]) in owner.text_only_models and _carries_images(body):
+            return self._openai_error(
+                400,
+                "Invalid content type. image_url is only supported by certain models.",
+                "invalid_request_error",
+                None,
+                param="messages",
+            )
         broken_history = owner.strict_tool_arguments and _invalid_tool_arguments(body)
         if broken_history:
             return self._send_json(500, {"error": {"code": 500, "message": broken_history, "type": "server_error"}})
@@ -562,6 +624,105 @@ class _Handler(BaseHTTPRequestHandler):
         first = answer.generate()
         payload = _openai_completion(chat_id, created, answer, started, first)
         return self._send_whole(answer.reply, payload, b'{"choices": [')
+
+    # -- OpenAI images and embeddings -------------------------------------------------------------
+    def _openai_images(self, body: dict | None) -> None:
+        owner = self.server.owner
+        if body is None or not isinstance(body.get("prompt"), str) or not body["prompt"].strip():
+            return self._openai_error(
+                400, "Missing required parameter: 'prompt'.", "invalid_request_error", "missing_required_parameter", param="prompt"
+            )
+        model = owner._find_model(body.get("model") or "local-image")
+        if model is None:
+            return self._openai_model_not_found(body.get("model"))
+        if model not in IMAGE_MODELS:
+            return self._openai_error(
+                400,
+                f"Invalid value: '{body.get('model')}'. Supported values are: {', '.join(repr(m) for m in IMAGE_MODELS)}.",
+                "invalid_request_error",
+                "invalid_value",
+                param="model",
+            )
+        size = _image_size(body.get("size"))
+        if size is None:
+            return self._openai_error(
+                400,
+                f"Invalid value: '{body.get('size')}'. Supported values are: 'auto' and 'WIDTHxHEIGHT' up to 2048x2048.",
+                "invalid_request_error",
+                "invalid_value",
+                param="size",
+            )
+        n = body.get("n", 1)
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
+            return self._openai_error(
+                400, f"Invalid value: {n!r}; 'n' must be between 1 and 10.", "invalid_request_error", "invalid_value", param="n"
+            )
+        fault = owner._next_fault()
+        if fault in _OPENAI_FAULTS:
+            return self._openai_fault(fault)
+        data = []
+        for i in range(n):
+            png = draw(body["prompt"] if i == 0 else f"{body['prompt']} {i}", *size)
+            item: dict = {"revised_prompt": body["prompt"]}
+            if body.get("response_format") == "url":
+                name = hashlib.sha256(png).hexdigest() + ".png"
+                with owner._lock:
+                    owner._images[name] = png
+                item["url"] = f"{owner.url}/v1/images/files/{name}"
+            else:
+                item["b64_json"] = base64.b64encode(png).decode()
+            data.append(item)
+        prompt_tokens = len(_split(body["prompt"]))
+        usage = {
+            "input_tokens": prompt_tokens,
+            "input_tokens_details": {"image_tokens": 0, "text_tokens": prompt_tokens},
+            "output_tokens": 272 * n,
+            "total_tokens": prompt_tokens + 272 * n,
+        }
+        self._send_json(
+            200,
+            {
+                "created": int(time.time()),
+                "data": data,
+                "size": f"{size[0]}x{size[1]}",
+                "quality": body.get("quality") if body.get("quality") in ("low", "medium", "high") else "medium",
+                "output_format": "png",
+                "usage": usage,
+            },
+        )
+
+    def _openai_embeddings(self, body: dict | None) -> None:
+        owner = self.server.owner
+        texts = _embedding_inputs(body)
+        if texts is None:
+            return self._openai_error(
+                400,
+                f"'$.input' is invalid: give a non-empty string or a list of 1 to {MAX_EMBEDDING_INPUTS} non-empty strings.",
+                "invalid_request_error",
+                None,
+                param="input",
+            )
+        model = owner._find_model(body.get("model"))
+        if model is None:
+            return self._openai_model_not_found(body.get("model"))
+        if model not in EMBEDDING_MODELS:
+            return self._openai_error(
+                400, f"The model `{body.get('model')}` does not support embeddings.", "invalid_request_error", None, param="model"
+            )
+        fault = owner._next_fault()
+        if fault in _OPENAI_FAULTS:
+            return self._openai_fault(fault)
+        as_base64 = body.get("encoding_format") == "base64"
+        data = []
+        for i, text in enumerate(texts):
+            vector = embedding(text, _dimensions(body))
+            value = base64.b64encode(array.array("f", vector).tobytes()).decode() if as_base64 else vector
+            data.append({"object": "embedding", "index": i, "embedding": value})
+        tokens = sum(len(_split(t)) for t in texts)
+        self._send_json(
+            200,
+            {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
+        )
 
     def _openai_fault(self, fault: str, retry_after: float | None = None) -> None:
         status, message, type_, code = _OPENAI_FAULTS[fault]
@@ -598,6 +759,10 @@ class _Handler(BaseHTTPRequestHandler):
         if owner._find_model(body["model"]) is None:
             error = f"model {json.dumps(body['model'])} not found, try pulling it first"
             return self._send_json(404, {"error": error})
+        if owner._find_model(body["model"]) in IMAGE_MODELS + EMBEDDING_MODELS:
+            return self._send_json(400, {"error": f"{json.dumps(body['model'])} does not support chat"})
+        if owner._find_model(body["model"]) in owner.text_only_models and _carries_images(body):
+            return self._send_json(500, {"error": "this model is missing data required for image input"})
         broken_history = owner.strict_tool_arguments and _invalid_tool_arguments(body)
         if broken_history:
             return self._send_json(500, {"error": broken_history})
@@ -626,6 +791,34 @@ class _Handler(BaseHTTPRequestHandler):
             message["tool_calls"] = _ollama_tool_calls(answer.calls)
         payload = _ollama_final(answer, started, chosen, first, message)
         return self._send_whole(answer.reply, payload, broken)
+
+    def _ollama_embed(self, body: dict | None, started: int) -> None:
+        owner = self.server.owner
+        if body is None or not body.get("model"):
+            return self._send_json(400, {"error": "model is required"})
+        model = owner._find_model(body["model"])
+        if model is None:
+            return self._send_json(404, {"error": f"model {json.dumps(body['model'])} not found, try pulling it first"})
+        if model not in EMBEDDING_MODELS:
+            return self._send_json(400, {"error": f"{json.dumps(body['model'])} does not support embeddings"})
+        texts = _embedding_inputs(body, limit=None)
+        if texts is None:
+            return self._send_json(400, {"error": "invalid input type"})
+        fault = owner._next_fault()
+        if fault in _OLLAMA_FAULTS:
+            return self._ollama_fault(fault)
+        vectors = [embedding(text, _dimensions(body)) for text in texts]
+        now = time.perf_counter_ns()
+        self._send_json(
+            200,
+            {
+                "model": body["model"],
+                "embeddings": vectors,
+                "total_duration": max(2, now - started),
+                "load_duration": 1,
+                "prompt_eval_count": sum(len(_split(t)) for t in texts),
+            },
+        )
 
     def _ollama_fault(self, fault: str) -> None:
         status, message = _OLLAMA_FAULTS[fault]
@@ -942,6 +1135,36 @@ def _ollama_final(
 
 
 # -- small helpers --------------------------------------------------------------------------------
+def _carries_images(body: dict) -> bool:
+    return any(isinstance(m, dict) and message_images(m) for m in body.get("messages") or ())
+
+
+def _image_size(value: object) -> tuple[int, int] | None:
+    """(width, height) of a "WxH" size; "auto" and None are 256x256; None when invalid."""
+    if value in (None, "auto"):
+        return 256, 256
+    match = re.fullmatch(r"(\d{1,4})x(\d{1,4})", value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    width, height = int(match.group(1)), int(match.group(2))
+    return (width, height) if 1 <= width <= 2048 and 1 <= height <= 2048 else None
+
+
+def _embedding_inputs(body: dict | None, limit: int | None = MAX_EMBEDDING_INPUTS) -> list[str] | None:
+    """The texts of an embeddings request: one string or a list of them; None when invalid."""
+    value = body.get("input") if body else None
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts or (limit is not None and len(texts) > limit):
+        return None
+    if not all(isinstance(t, str) and t for t in texts):
+        return None
+    return texts
+
+
+def _dimensions(body: dict) -> int:
+    value = body.get("dimensions")
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096 else 64
+
 def _split(text: str) -> list[str]:
     """Word-ish tokens that join back to `text`: "Hello world!" -> ["Hello", " world", "!"]."""
     return _TOKEN_RE.findall(text)

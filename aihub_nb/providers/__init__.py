@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from aihub_nb.errors import UsageError
-from aihub_nb.providers.base import Event, Provider, Timeouts, Timings, ToolCall, Usage
+from aihub_nb.providers.base import Embeddings, Event, GeneratedImage, Images, Provider, Timeouts, Timings, ToolCall, Usage
 from aihub_nb.providers.ollama import OllamaProvider
 from aihub_nb.providers.openai import OpenAIProvider
 
 __all__ = [
-    "Event", "OllamaProvider", "OpenAIProvider", "Provider", "Timeouts", "Timings", "ToolCall", "Usage", "make_provider",
+    "Embeddings", "Event", "GeneratedImage", "Images", "OllamaProvider", "OpenAIProvider", "Provider", "Timeouts", "Timings", "ToolCall", "Usage", "make_provider",
 ]
 
 _KINDS = ("OLLAMA", "OPENAI")

@@ -31,11 +31,15 @@ from aihub_nb.errors import (
     RateLimitError,
     ServerError,
     StreamError,
+    UsageError,
 )
 from aihub_nb.redact import redact, unset_key_message
 
 __all__ = [
+    "Embeddings",
     "Event",
+    "GeneratedImage",
+    "Images",
     "Provider",
     "Timeouts",
     "Timings",
@@ -129,6 +133,31 @@ class Event:
     timings: Timings | None = None
 
 
+@dataclass
+class GeneratedImage:
+    """One generated image: its bytes and MIME type, and the prompt the model says it used."""
+
+    data: bytes
+    mime: str = "image/png"
+    revised_prompt: str | None = None
+
+
+@dataclass
+class Images:
+    """What an image request returned; `usage` in tokens when the endpoint says (gpt-image-1)."""
+
+    images: list[GeneratedImage]
+    usage: Usage | None = None
+
+
+@dataclass
+class Embeddings:
+    """What an embeddings request returned: `vectors` is a numpy float32 array, one row per input."""
+
+    vectors: Any
+    prompt_tokens: int | None = None
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """How long to wait, in seconds: to open the connection (`connect`), for each next bytes
@@ -212,6 +241,8 @@ class Provider:
     """Base class: subclasses implement `_chat`, `_list_models` and `close`, and extend `_map_error`."""
 
     name: str
+    # The most inputs one embeddings request may carry.
+    max_embedding_inputs: int = 2048
 
     def __init__(self, connection: str, *, url: str, key_env: str) -> None:
         self.connection = connection
@@ -255,6 +286,35 @@ class Provider:
         """The models the endpoint offers, as dicts with at least an "id"."""
         with self._errors_mapped(None):
             return self._list_models()
+
+    def generate_images(
+        self, model: str, prompt: str, *, size: str | None = None, n: int = 1, quality: str | None = None
+    ) -> Images:
+        """Images drawn by `model` from `prompt`; `size` is "WxH". A 400 answer (a refused prompt,
+        a size or quality the model does not offer) says what to change."""
+        try:
+            with self._errors_mapped(model):
+                return self._generate_images(model, prompt, size=size, n=n, quality=quality)
+        except ProviderError as exc:
+            if exc.status_code == 400:
+                detail = str(exc).split("(400: ", 1)[-1].rsplit(");", 1)[0]
+                if "safety" in detail.lower() or "policy" in detail.lower():
+                    hint = "rephrase the prompt"
+                else:
+                    hint = "check the model, --size, --n and --quality"
+                exc.args = (f"Connection '{self.connection}' refused the image request (400: {detail}); {hint}.",)
+            raise
+
+    def embed(self, model: str, texts: list[str]) -> Embeddings:
+        """The vectors of `texts` (at most `max_embedding_inputs`), in order."""
+        with self._errors_mapped(model):
+            return self._embed(model, texts)
+
+    def _generate_images(self, model: str, prompt: str, *, size: str | None, n: int, quality: str | None) -> Images:
+        raise UsageError(f"Connection '{self.connection}' ({self.name}) cannot generate images; connect an OPENAI image model.")
+
+    def _embed(self, model: str, texts: list[str]) -> Embeddings:
+        raise UsageError(f"Connection '{self.connection}' ({self.name}) cannot embed texts.")
 
     def close(self) -> None:
         """Close the client's connections."""

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import ollama
 
-from aihub_nb.errors import AuthenticationError, ProviderError, ToolArgumentsError
-from aihub_nb.providers.base import Event, Provider, Timeouts, Timings, Usage, deadline_transport, error_detail, tool_call
+from aihub_nb.errors import AuthenticationError, ProviderError, ToolArgumentsError, UsageError
+from aihub_nb.providers.base import Embeddings, Event, Provider, Timeouts, Timings, Usage, deadline_transport, error_detail, tool_call
 from aihub_nb.redact import add_secret, check_key, read_key, unset_key_message
 
 __all__ = ["DEFAULT_HOST", "OllamaProvider"]
@@ -97,6 +97,19 @@ class OllamaProvider(Provider):
         with contextlib.closing(self._client.chat(**request, stream=True)) as parts:
             yield from _part_events(parts)
 
+    def _generate_images(self, model: str, prompt: str, *, size: str | None, n: int, quality: str | None):
+        raise UsageError(
+            f"Connection '{self.connection}': Ollama's image generation is experimental and macOS-only, and "
+            "aihub_nb does not drive it; connect an OPENAI image model (gpt-image-1, or a compatible server)."
+        )
+
+    def _embed(self, model: str, texts: list[str]) -> Embeddings:
+        import numpy as np
+
+        answer = self._client.embed(model=model, input=texts)
+        vectors = np.asarray(answer.embeddings, dtype=np.float32)
+        return Embeddings(vectors=vectors.reshape(len(texts), -1), prompt_tokens=answer.prompt_eval_count)
+
     def _list_models(self) -> list[dict]:
         return [
             {"id": model.model, **model.model_dump(mode="json", exclude_none=True, exclude={"model"})}
@@ -151,6 +164,9 @@ def _ollama_messages(messages: list[dict]) -> list[dict]:
     converted = []
     for message in messages:
         out: dict[str, Any] = {"role": message["role"], "content": _text(message.get("content"))}
+        images = _images(message.get("content"))
+        if images:
+            out["images"] = images
         if message.get("tool_calls"):
             out["tool_calls"] = []
             for call in message["tool_calls"]:
@@ -170,6 +186,19 @@ def _text(content: str | list | None) -> str:
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, Mapping))
     return content or ""
+
+
+def _images(content: str | list | None) -> list[str]:
+    """The base64 of the images in OpenAI `image_url` parts (data URLs), as Ollama takes them:
+    without the `data:...;base64,` prefix."""
+    images = []
+    for part in content if isinstance(content, list) else ():
+        if isinstance(part, Mapping) and part.get("type") == "image_url":
+            url = part.get("image_url")
+            url = url.get("url") if isinstance(url, Mapping) else url
+            if isinstance(url, str) and url.startswith("data:") and "," in url:
+                images.append(url.split(",", 1)[1])
+    return images
 
 
 def _arguments(function: Mapping[str, Any]) -> dict:

@@ -8,6 +8,7 @@ as a bare `{"object": "error", ...}` chunk (vLLM).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -19,7 +20,10 @@ import openai
 
 from aihub_nb.errors import AuthenticationError, ProviderError
 from aihub_nb.providers.base import (
+    Embeddings,
     Event,
+    GeneratedImage,
+    Images,
     Provider,
     Timeouts,
     Timings,
@@ -70,10 +74,11 @@ class OpenAIProvider(Provider):
         timeouts = Timeouts.of(timeout)
         client_timeout = timeouts.for_client(httpx2)
         # Given to the client itself too: otherwise it sends its own default (600 s) with each request.
+        self._http = httpx2.Client(transport=deadline_transport(transport, timeouts, httpx2), timeout=client_timeout)
         self._client = openai.OpenAI(
             base_url=base_url,
             api_key=api_key,
-            http_client=httpx2.Client(transport=deadline_transport(transport, timeouts, httpx2), timeout=client_timeout),
+            http_client=self._http,
             timeout=client_timeout,
             max_retries=0,
         )
@@ -109,6 +114,47 @@ class OpenAIProvider(Provider):
     def _list_models(self) -> list[dict]:
         return [model.model_dump() for model in self._client.models.list()]
 
+    def _generate_images(self, model: str, prompt: str, *, size: str | None, n: int, quality: str | None) -> Images:
+        request: dict[str, Any] = {"model": model, "prompt": prompt, "n": n}
+        if size:
+            request["size"] = size
+        if quality:
+            request["quality"] = quality
+        if model.startswith("dall-e"):  # gpt-image models always answer b64_json and refuse the option
+            request["response_format"] = "b64_json"
+        answer = self._client.images.generate(**request)
+        images = []
+        for item in answer.data or ():
+            if item.b64_json:
+                data = base64.b64decode(item.b64_json)
+            elif item.url:  # a compatible server that only answers URLs: fetched through the same client
+                response = self._http.get(item.url)
+                response.raise_for_status()
+                data = response.content
+            else:
+                continue
+            images.append(GeneratedImage(data=data, mime=_image_mime(data), revised_prompt=item.revised_prompt))
+        usage = getattr(answer, "usage", None)
+        tokens = Usage(usage.input_tokens, usage.output_tokens) if usage else None
+        return Images(images=images, usage=tokens)
+
+    def _embed(self, model: str, texts: list[str]) -> Embeddings:
+        import numpy as np
+
+        answer = self._client.embeddings.create(model=model, input=texts, encoding_format="base64")
+        rows = sorted(answer.data, key=lambda item: item.index)
+        vectors = [
+            np.frombuffer(base64.b64decode(row.embedding), dtype="<f4")
+            if isinstance(row.embedding, str)  # some compatible servers answer floats whatever was asked
+            else np.asarray(row.embedding, dtype=np.float32)
+            for row in rows
+        ]
+        usage = answer.usage
+        return Embeddings(
+            vectors=np.vstack(vectors).astype(np.float32, copy=False) if vectors else np.zeros((0, 0), np.float32),
+            prompt_tokens=usage.prompt_tokens if usage else None,
+        )
+
     def _map_error(self, exc: Exception, model: str | None) -> ProviderError | None:
         if isinstance(exc, openai.APIStatusError):
             headers = exc.response.headers
@@ -120,6 +166,14 @@ class OpenAIProvider(Provider):
         if isinstance(exc, openai.APIError):
             return self._reported_error(exc.message)
         return super()._map_error(exc, model)
+
+
+def _image_mime(data: bytes) -> str:
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/png"
 
 
 def _is_openai_host(base_url: str) -> bool:

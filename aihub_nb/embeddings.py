@@ -1,0 +1,182 @@
+"""Embeddings: texts to vectors through an EMBEDDING connection, with a cache in the store.
+
+`embed_texts` looks each text up in `EmbeddingCache` (keyed by the model and the text), sends only
+the texts not found, in batches of at most the provider's limit (OpenAI: 2,048 inputs), retries
+429 and 5xx answers like chat turns, keeps the new vectors (float32 bytes), and records one job and
+per request the metrics `latency_ms`, `prompt_tokens`, `inputs`, `cache_hits` and `cost_usd`
+(when the model has a price). `nearest` ranks texts by cosine similarity in numpy.
+
+numpy is imported inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import ProviderError, UsageError
+from .jobs import JobRun
+from .netlog import streaming_into
+from .store import now_iso, uuid7
+
+if TYPE_CHECKING:
+    from .providers.base import Provider
+    from .store import Store
+
+__all__ = ["MAX_RETRIES", "cache_model", "embed_texts", "nearest"]
+
+MAX_RETRIES = 3
+MAX_BACKOFF = 30.0
+MIN_BACKOFF = 0.25
+_LOOKUP_CHUNK = 500  # keys per SELECT ... IN (...)
+
+
+def cache_model(connection: dict[str, Any], endpoint: str) -> str:
+    """What identifies the vectors a connection makes: provider, endpoint and model id."""
+    return f"{connection['provider']} {endpoint} {connection['modelId']}"
+
+
+def _key(model: str, text: str) -> str:
+    return hashlib.sha256(f"{model}\x00{text}".encode()).hexdigest()
+
+
+def embed_texts(
+    store: Store,
+    provider: Provider,
+    connection: dict[str, Any],
+    texts: list[str],
+    *,
+    model_key: str,
+    record_metrics: Callable[..., None],
+    price: Callable[[int], float | None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    batch_size: int | None = None,
+):
+    """The vectors of `texts` as a float32 array (len(texts) x d), from the cache where it has
+    them; `progress(done, total)` is called after each request."""
+    import numpy as np
+
+    for index, text in enumerate(texts):
+        if not isinstance(text, str) or not text:
+            raise UsageError(f"Text {index} is {text!r}: every text to embed must be a non-empty string.")
+    keys = [_key(model_key, t) for t in texts]
+    found = _lookup(store, keys)
+    missing: dict[str, str] = {}  # key -> text, each distinct text once, in order
+    for key, text in zip(keys, texts):
+        if key not in found and key not in missing:
+            missing[key] = text
+    limit = max(1, min(batch_size or provider.max_embedding_inputs, provider.max_embedding_inputs))
+    run = JobRun(store, f"embed: {len(texts)} texts", "embed", references={"connection": connection["id"]})
+    dims = {"provider": connection["provider"], "model": connection["modelId"], "connection": connection["name"]}
+    hits = len(texts) - sum(1 for key in keys if key in missing)
+    try:
+        run.start()
+        run.log(f"{len(texts)} texts, {hits} from the cache, {len(missing)} to send in batches of {limit}")
+        pending = list(missing.items())
+        if not pending:
+            record_metrics({"latency_ms": 0.0, "inputs": 0, "cache_hits": hits}, {**dims, "status": "completed"}, references={"job": run.id})
+        for start in range(0, len(pending), limit):
+            batch = pending[start : start + limit]
+            started = time.perf_counter()
+            try:
+                result = _with_retries(provider, connection, [t for _, t in batch], run)
+            except BaseException:
+                values = {"latency_ms": round((time.perf_counter() - started) * 1000, 3), "inputs": len(batch), "error": 1.0}
+                record_metrics(values, {**dims, "status": "failed"}, references={"job": run.id})
+                raise
+            latency = (time.perf_counter() - started) * 1000
+            vectors = result.vectors
+            if len(vectors) != len(batch):
+                raise ProviderError(
+                    f"Connection '{connection['name']}' answered {len(vectors)} vectors for {len(batch)} texts; "
+                    "check that the model is an embedding model.",
+                    connection=connection["name"],
+                )
+            _remember(store, model_key, [key for key, _ in batch], vectors)
+            for (key, _), vector in zip(batch, vectors):
+                found[key] = vector
+            values: dict[str, float] = {"latency_ms": round(latency, 3), "inputs": len(batch), "cache_hits": hits if start == 0 else 0}
+            if result.prompt_tokens is not None:
+                values["prompt_tokens"] = result.prompt_tokens
+                cost = price(result.prompt_tokens) if price else None
+                if cost is not None:
+                    values["cost_usd"] = cost
+            record_metrics(values, {**dims, "status": "completed"}, references={"job": run.id})
+            if progress:
+                progress(min(start + limit, len(pending)), len(pending))
+    except BaseException as exc:
+        run.finish(exc)
+        raise
+    run.finish()
+    rows = [found[key] for key in keys]
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.vstack([np.frombuffer(r, dtype="<f4") if isinstance(r, bytes) else r for r in rows]).astype(np.float32)
+
+
+def _with_retries(provider: Provider, connection: dict[str, Any], texts: list[str], run: JobRun):
+    with streaming_into(None, job=run.id):
+        for attempt in range(MAX_RETRIES + 1):
+            try:
+                return provider.embed(connection["modelId"], texts)
+            except ProviderError as exc:
+                if not exc.retryable or attempt == MAX_RETRIES:
+                    raise
+                wait = _backoff(attempt, exc.retry_after)
+                run.log(f"attempt {attempt + 1} failed ({exc}); retrying in {wait:.2f}s")
+                time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _backoff(attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None and retry_after >= 0:
+        return min(max(float(retry_after), MIN_BACKOFF), MAX_BACKOFF)
+    return min(0.5 * (2**attempt), MAX_BACKOFF)
+
+
+def _lookup(store: Store, keys: list[str]) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    distinct = list(dict.fromkeys(keys))
+    for start in range(0, len(distinct), _LOOKUP_CHUNK):
+        chunk = distinct[start : start + _LOOKUP_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for key, vector in store.conn.execute(f'SELECT key, vector FROM "EmbeddingCache" WHERE key IN ({marks})', chunk):
+            found[key] = vector
+    return found
+
+
+def _remember(store: Store, model_key: str, keys: list[str], vectors: Any) -> None:
+    """Keep new vectors; a text another kernel cached meanwhile keeps its first vector."""
+    import numpy as np
+
+    now = now_iso()
+    rows = [
+        (uuid7(), "{}", now, now, key, model_key, int(vector.shape[0]), np.asarray(vector, dtype="<f4").tobytes())
+        for key, vector in zip(keys, vectors)
+    ]
+    with store.transaction() as conn:
+        conn.executemany(
+            'INSERT OR IGNORE INTO "EmbeddingCache" (id, "references", createdAt, updatedAt, key, model, dimensions, vector) '
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def nearest(query_vector: Any, vectors: Any, k: int) -> tuple[Any, Any]:
+    """(indices, scores) of the `k` rows of `vectors` most cosine-similar to `query_vector`, best first."""
+    import numpy as np
+
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise UsageError(f"k must be a whole number from 1 up, not {k!r}.")
+    matrix = np.asarray(vectors, dtype=np.float32)
+    query = np.asarray(query_vector, dtype=np.float32).ravel()
+    norms = np.linalg.norm(matrix, axis=1) * (np.linalg.norm(query) or 1.0)
+    scores = (matrix @ query) / np.where(norms == 0, 1.0, norms)
+    k = min(k, len(scores))
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    order = top[np.argsort(-scores[top], kind="stable")]
+    return order, scores[order]
+
+

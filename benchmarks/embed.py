@@ -1,0 +1,59 @@
+"""Embedding through the hub vs the raw openai client, and the cache; database growth per image turn.
+
+`python -m benchmarks embed [--texts N]`: N short texts (default 10,000) embedded through
+`hub.embed` against the local server, then the same batched requests (2,048 inputs each) through a
+raw `openai` client in the same run: the ratio (target <= 1.2). A second `hub.embed` over the same
+texts is served from the cache (target >= 20x faster than the first). Then one image turn: how much
+the database grew beyond the PNG's own size (target < 20 KB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks embed")
+    parser.add_argument("--texts", type=int, default=10_000)
+    args = parser.parse_args(argv)
+
+    import openai
+
+    from aihub_nb import Hub
+    from aihub_nb.testing import LocalServer
+
+    texts = [f"short text number {i} about topic {i % 97}" for i in range(args.texts)]
+    with LocalServer() as server, tempfile.TemporaryDirectory() as home:
+        hub = Hub(Path(home) / "hub")
+        hub.connect("OPENAI", "local-embed", name="vec", base_url=server.openai_base_url, type="EMBEDDING")
+        hub.connect("OPENAI", "local-image", name="pics", base_url=server.openai_base_url, type="IMAGE")
+        started = time.perf_counter()
+        hub.embed(texts, model="vec", progress=False)
+        through_hub = time.perf_counter() - started
+
+        client = openai.OpenAI(base_url=server.openai_base_url, api_key="x", max_retries=0)
+        started = time.perf_counter()
+        for start in range(0, len(texts), 2048):
+            client.embeddings.create(model="local-embed", input=texts[start : start + 2048], encoding_format="base64")
+        raw = time.perf_counter() - started
+
+        started = time.perf_counter()
+        hub.embed(texts, model="vec", progress=False)
+        cached = time.perf_counter() - started
+        print(f"embed {len(texts)} texts: hub {through_hub:.3f} s, raw client {raw:.3f} s, ratio {through_hub / raw:.2f} (target <= 1.2)")
+        print(f"second pass from the cache: {cached:.3f} s, {through_hub / cached:.1f}x faster (target >= 20x)")
+
+        db = hub.path
+        hub.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        before = db.stat().st_size + sum(p.stat().st_size for p in db.parent.glob("aihub.db-wal"))
+        result = hub.image("a lighthouse at dusk " * 10, model="pics", size="1024x1024", chat="art")
+        hub.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        after = db.stat().st_size + sum(p.stat().st_size for p in db.parent.glob("aihub.db-wal"))
+        png = len(result.images[0])
+        media = sum(p.stat().st_size for p in (Path(home) / "hub" / "media").iterdir())
+        print(f"image turn: PNG {png} bytes (media/ {media} bytes), database grew {after - before} bytes (target < 20 KB)")
+        hub.close()
+    return 0

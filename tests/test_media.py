@@ -1,0 +1,347 @@
+"""Images and embeddings: the media store, the providers' image and embedding calls over real HTTP
+through the official clients, and what the demo model answers to images in a chat."""
+
+from __future__ import annotations
+
+import base64
+import io
+import stat
+
+import numpy as np
+import pytest
+
+from aihub_nb.demo.model import draw
+from aihub_nb.errors import ProviderError, RateLimitError, UsageError
+from aihub_nb.media import MediaStore, data_url, externalize, image_bytes, image_size, mime_of
+from aihub_nb.providers import make_provider
+from aihub_nb.recording import MemorySink, recording_transport
+from aihub_nb.testing import ScriptedReply
+
+KINDS = ("OPENAI", "OLLAMA")
+
+
+def _make(kind, server, **kwargs):
+    if kind == "OPENAI":
+        return make_provider(kind, connection_name="pics", base_url=server.openai_base_url, **kwargs)
+    return make_provider(kind, connection_name="pics", host=server.ollama_host, **kwargs)
+
+
+@pytest.fixture(params=KINDS)
+def provider(request, server):
+    made = _make(request.param, server)
+    yield made
+    made.close()
+
+
+# -- media store ----------------------------------------------------------------------------------
+def test_media_store_keeps_each_image_once_private(tmp_path):
+    media = MediaStore(tmp_path / "media")
+    png = draw("a red boat", 30, 20)
+    ref = media.put(png)
+    assert ref.startswith("media:") and ref.endswith(".png")
+    assert media.put(png) == ref and len(list((tmp_path / "media").iterdir())) == 1
+    assert media.read(ref) == png
+    assert stat.S_IMODE((tmp_path / "media").stat().st_mode) == 0o700
+    assert stat.S_IMODE(media.path(ref).stat().st_mode) == 0o600
+    with pytest.raises(UsageError, match="not a media reference"):
+        media.read("media:../../etc/passwd.png")
+
+
+def test_image_bytes_from_what_a_notebook_holds(tmp_path):
+    png = draw("x", 12, 7)
+    path = tmp_path / "x.png"
+    path.write_bytes(png)
+    assert image_bytes(path) == (png, "image/png") == image_bytes(str(path)) == image_bytes(png)
+
+    import matplotlib.pyplot as plt
+    from IPython.display import Image as IPyImage
+    from PIL import Image as PILImage
+
+    fig, ax = plt.subplots(figsize=(2, 1), dpi=50)
+    ax.plot([1, 2, 3])
+    data, mime = image_bytes(fig)
+    plt.close(fig)
+    assert mime == "image/png" and image_size(data)[0] > 10
+
+    pil = PILImage.new("RGB", (9, 5), "red")
+    data, mime = image_bytes(pil)
+    assert (mime, image_size(data)) == ("image/png", (9, 5))
+    jpeg = io.BytesIO()
+    pil.save(jpeg, format="JPEG")
+    assert image_size(jpeg.getvalue()) == (9, 5) and mime_of(jpeg.getvalue()) == "image/jpeg"
+    assert image_bytes(IPyImage(data=png)) == (png, "image/png")
+
+    with pytest.raises(UsageError, match="Cannot use a dict as an image"):
+        image_bytes({})
+    with pytest.raises(UsageError, match="No image file"):
+        image_bytes(tmp_path / "missing.png")
+    with pytest.raises(UsageError, match="not a PNG, JPEG"):
+        image_bytes(b"plain text")
+
+
+def test_externalize_replaces_base64_images_and_payloads(tmp_path):
+    media = MediaStore(tmp_path / "media")
+    png = draw("a long prompt " * 20, 200, 200)
+    vector = base64.b64encode(np.ones(512, dtype="<f4").tobytes()).decode()
+    text = (
+        '{"data": [{"b64_json": "%s"}], "url": "%s", "images": ["%s"], "embedding": "%s", "short": "abc"}'
+        % (base64.b64encode(png).decode(), data_url(png), base64.b64encode(png).decode(), vector)
+    )
+    out = externalize(text, media)
+    ref = media.put(png)
+    assert out.count(f'"{ref}"') == 3
+    assert '"[base64, 2048 bytes, not kept]"' in out and '"short": "abc"' in out
+    assert len(out) < 600
+
+
+# -- providers: images ----------------------------------------------------------------------------
+def test_openai_generates_images_through_the_client(server):
+    sink = MemorySink()
+    provider = _make("OPENAI", server, transport=recording_transport(sink, lib="httpx2"))
+    try:
+        result = provider.generate_images("local-image", "a blue whale", size="48x24", n=2)
+    finally:
+        provider.close()
+    assert [image_size(i.data) for i in result.images] == [(48, 24), (48, 24)]
+    assert result.images[0].data == draw("a blue whale", 48, 24) and result.images[0].mime == "image/png"
+    assert result.images[0].revised_prompt == "a blue whale"
+    assert result.usage.prompt_tokens == 3 and result.usage.completion_tokens == 544
+    sent = server.requests[-1]
+    assert (sent.path, sent.json) == ("/v1/images/generations", {"model": "local-image", "prompt": "a blue whale", "n": 2, "size": "48x24"})
+    assert sink.calls[0].url.endswith("/v1/images/generations") and sink.calls[0].status_code == 200
+
+
+def test_dall_e_models_are_asked_for_b64_json(server):
+    provider = _make("OPENAI", server)
+    try:
+        server.models = (*server.models, "dall-e-3")
+        import aihub_nb.demo.server as demo
+
+        demo.IMAGE_MODELS, saved = (*demo.IMAGE_MODELS, "dall-e-3"), demo.IMAGE_MODELS
+        try:
+            result = provider.generate_images("dall-e-3", "a fox")
+        finally:
+            demo.IMAGE_MODELS = saved
+            server.models = server.models[:-1]
+    finally:
+        provider.close()
+    # dall-e models are asked for b64_json, so nothing is fetched from a URL
+    assert server.requests[-1].json["response_format"] == "b64_json"
+    assert image_size(result.images[0].data) == (256, 256)
+
+
+def test_image_errors_are_one_line_naming_the_connection(server):
+    provider = _make("OPENAI", server)
+    try:
+        with pytest.raises(ProviderError) as refused:
+            provider.generate_images("local-image", "x", size="big")
+        assert str(refused.value).startswith("Connection 'pics' refused the image request (400: Invalid value: 'big'")
+        assert str(refused.value).endswith("check the model, --size, --n and --quality.")
+        server.script(ScriptedReply(fault="policy"))
+        with pytest.raises(ProviderError, match=r"safety system.*\); rephrase the prompt\.$"):
+            provider.generate_images("local-image", "x")
+        with pytest.raises(ProviderError, match="Supported values are: 'local-image'"):
+            provider.generate_images("local-chat", "x")
+    finally:
+        provider.close()
+
+
+def test_ollama_refuses_image_generation_in_one_line(server):
+    provider = _make("OLLAMA", server)
+    try:
+        with pytest.raises(UsageError, match=r"^Connection 'pics': Ollama's image generation is experimental and macOS-only"):
+            provider.generate_images("x/z-image-turbo", "a cat")
+    finally:
+        provider.close()
+    assert not [r for r in server.requests if r.path.startswith("/api/")]
+
+
+# -- providers: embeddings ------------------------------------------------------------------------
+def test_embeddings_through_both_clients(provider, server):
+    texts = ["the cat sat", "the cat ran", "stock prices fell"]
+    result = provider.embed("local-embed", texts)
+    assert result.vectors.dtype == np.float32 and result.vectors.shape == (3, 64)
+    similarity = result.vectors @ result.vectors.T
+    assert similarity[0, 1] > similarity[0, 2] and abs(similarity[0, 0] - 1) < 1e-5
+    assert result.prompt_tokens == 9
+    sent = server.requests[-1]
+    if provider.name == "OPENAI":
+        assert (sent.path, sent.json["encoding_format"]) == ("/v1/embeddings", "base64")
+    else:
+        assert (sent.path, sent.json["input"]) == ("/api/embed", texts)
+
+
+def test_openai_and_ollama_give_the_same_vectors(server):
+    a, b = _make("OPENAI", server), _make("OLLAMA", server)
+    try:
+        assert np.allclose(a.embed("local-embed", ["x y"]).vectors, b.embed("local-embed", ["x y"]).vectors)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_embedding_errors(provider, server):
+    with pytest.raises(ProviderError, match="does not support embeddings"):
+        provider.embed("local-chat", ["x"])
+    server.script(ScriptedReply(fault="429", retry_after=1))
+    with pytest.raises(RateLimitError) as limited:
+        provider.embed("local-embed", ["x"])
+    assert limited.value.connection == "pics"
+    if provider.name == "OPENAI":
+        with pytest.raises(ProviderError, match="1 to 2048"):
+            provider.embed("local-embed", ["x"] * 2049)
+
+
+# -- images in chats ------------------------------------------------------------------------------
+def test_images_in_chat_reach_the_model_in_each_wire_format(provider, server):
+    png = draw("a plot", 40, 30)
+    content = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": data_url(png)}}]
+    events = list(provider.chat("local-chat", [{"role": "user", "content": content}]))
+    assert "".join(e.text for e in events).endswith('You said: "what is this?" I see 1 image: 40x30 PNG.')
+    sent = server.requests[-1].json["messages"][0]
+    if provider.name == "OLLAMA":
+        assert sent["images"] == [base64.b64encode(png).decode()] and sent["content"] == "what is this?"
+    else:
+        assert sent["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+def test_a_text_only_model_refuses_images(provider, server):
+    server.text_only_models = {"local-tools"}
+    try:
+        content = [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": data_url(draw("x", 2, 2))}}]
+        with pytest.raises(ProviderError, match="image"):
+            list(provider.chat("local-tools", [{"role": "user", "content": content}]))
+        assert "".join(e.text for e in provider.chat("local-tools", [{"role": "user", "content": "hi"}]))
+    finally:
+        server.text_only_models = set()
+
+
+# -- recorded network calls -----------------------------------------------------------------------
+def test_network_calls_reference_media_instead_of_base64(server, hub):
+    from aihub_nb.netlog import StoreSink
+
+    sink = StoreSink(hub.store)
+    provider = _make("OPENAI", server, transport=recording_transport(sink, lib="httpx2"))
+    try:
+        result = provider.generate_images("local-image", "a green field " * 30, size="300x300")
+        png = draw("a plot " * 40, 200, 150)
+        content = [{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": data_url(png)}}]
+        list(provider.chat("local-chat", [{"role": "user", "content": content}], stream=False))
+    finally:
+        provider.close()
+    media = MediaStore.beside(hub.store)
+    generated, chat = hub.store.find("NetworkCall")[-2:]
+    ref = media.put(result.images[0].data)
+    assert f'"b64_json":"{ref}"' in generated["response"] and "iVBOR" not in generated["response"]
+    assert f'"url":"{media.put(png)}"' in chat["body"] and "base64," not in chat["body"]
+    assert media.read(ref) == result.images[0].data
+
+
+# -- the hub: images, embeddings, similar ----------------------------------------------------------
+@pytest.fixture
+def mhub(hub, server):
+    hub.connect("OPENAI", "local-image", name="pics", base_url=server.openai_base_url, type="IMAGE")
+    hub.connect("OPENAI", "local-embed", name="vec", base_url=server.openai_base_url, type="EMBEDDING")
+    hub.connect("OPENAI", "local-chat", name="local", base_url=server.openai_base_url)
+    return hub
+
+
+def test_hub_image_keeps_prompt_and_images_in_the_chat(mhub, tmp_path):
+    result = mhub.image("a red house", model="pics", size="64x48", n=2, chat="art")
+    assert [image_size(d) for d in result.images] == [(64, 48), (64, 48)]
+    media = MediaStore.beside(mhub.store)
+    assert [media.read(r) for r in result.refs] == result.images
+    rows = mhub.get_chat("art").messages()
+    assert [(r["type"], r["content"]) for r in rows] == [("user", "a red house"), ("chatModel", "")]
+    assert rows[1]["data"] == {"images": result.refs}
+    job = mhub.store.get("Jobs", result.ids["job"])
+    assert (job["type"], job["status"]) == ("image", "completed")
+    metrics = {m["name"]: m["value"] for m in mhub.store.find("Metric") if m["references"].get("job") == job["id"]}
+    assert metrics["images"] == 2 and metrics["latency_ms"] > 0
+    call = mhub.store.find("NetworkCall")[-1]
+    assert call["references"]["job"] == job["id"] and "media:" in call["response"] and len(call["response"]) < 2000
+    saved = result.save(tmp_path / "house.png")
+    assert [p.name for p in saved] == ["house-1.png", "house-2.png"] and saved[0].read_bytes() == result.images[0]
+    assert result._repr_png_() == result.images[0] and result._repr_html_().count("<img ") == 2
+
+
+def test_image_errors_name_the_connection_and_are_recorded(mhub, server):
+    with pytest.raises(UsageError, match=r"^Connection 'local' is a CHAT connection \(local-chat\); this needs an IMAGE"):
+        mhub.image("x", model="local")
+    with pytest.raises(UsageError, match="is not WIDTHxHEIGHT"):
+        mhub.image("x", model="pics", size="huge")
+    with pytest.raises(ProviderError, match=r"^Connection 'pics' refused the image request \(400: .*size"):
+        mhub.image("x", model="pics", size="4000x4000", chat="bad")
+    job = mhub.store.find("Jobs")[-1]
+    assert job["status"] == "failed" and "refused the image request" in job["error"]
+    assert mhub.store.find("NetworkCall")[-1]["statusCode"] == 400
+    assert [r["content"] for r in mhub.get_chat("bad").messages()] == ["x"]
+    with pytest.raises(UsageError, match="which does not chat"):
+        mhub.get_chat("bad").send("hello")
+    with pytest.raises(UsageError, match="this needs an EMBEDDING connection"):
+        mhub.embed("x", model="pics")
+
+
+def test_embed_caches_and_sends_only_new_texts(mhub, server):
+    first = mhub.embed(["a cat", "a dog", "a cat"], model="vec")
+    assert first.shape == (3, 64) and first.dtype == np.float32 and np.array_equal(first[0], first[2])
+    sent = [r for r in server.requests if r.path == "/v1/embeddings"]
+    assert sent[-1].json["input"] == ["a cat", "a dog"]
+    again = mhub.embed(["a dog", "a bird", "a cat"], model="vec")
+    sent = [r for r in server.requests if r.path == "/v1/embeddings"]
+    assert len(sent) == 2 and sent[-1].json["input"] == ["a bird"]
+    assert np.array_equal(again[0], first[1]) and np.array_equal(again[2], first[0])
+    row = mhub.store.first("EmbeddingCache")
+    assert isinstance(row["vector"], bytes) and len(row["vector"]) == 4 * 64 and row["dimensions"] == 64
+    hits = [m["value"] for m in mhub.store.find("Metric") if m["name"] == "cache_hits"]
+    assert hits == [0.0, 2.0]  # a text repeated in one call is sent once, but is no cache hit
+
+
+def test_embed_batches_and_retries(mhub, server):
+    server.script(ScriptedReply(fault="503"))
+    vectors = mhub.embed([f"text number {i}" for i in range(7)], model="vec", batch_size=3)
+    assert vectors.shape == (7, 64)
+    sent = [r.json["input"] for r in server.requests if r.path == "/v1/embeddings"]
+    assert [len(b) for b in sent] == [3, 3, 3, 1]  # the first batch twice: a 503, then again
+
+
+def test_embed_series_and_similar(mhub):
+    import pandas as pd
+
+    texts = pd.Series(["red apples", "green apples", "stock market crash", "apple pie"], index=["a", "b", "c", "d"])
+    vectors = mhub.embed(texts, model="vec")
+    assert list(vectors.index) == ["a", "b", "c", "d"] and vectors["c"].shape == (64,)
+    top = mhub.similar("market crash", texts, k=2)
+    assert list(top.columns) == ["text", "score"] and top.index[0] == "c" and top["score"].iloc[0] > top["score"].iloc[1]
+
+
+# -- images in chats, through the hub --------------------------------------------------------------
+def test_chat_send_with_images_stores_once_and_resends_history(mhub, server, tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 1), dpi=40)
+    ax.plot([1, 3, 2])
+    chat = mhub.chat("look", model="local")
+    reply = chat.send("what is this?", images=[fig, draw("x", 10, 8)])
+    plt.close(fig)
+    assert "I see 2 images: " in reply.text and reply.text.endswith(", 10x8 PNG.")
+    user = chat.messages()[0]
+    refs = user["data"]["images"]
+    media = MediaStore.beside(mhub.store)
+    assert len(refs) == 2 and image_size(media.read(refs[1])) == (10, 8)
+    chat.send("and now?")
+    history = server.requests[-1].json["messages"]
+    assert history[0]["content"][2]["image_url"]["url"].startswith("data:image/png;base64,")  # re-sent
+    calls = mhub.store.find("NetworkCall")[-2:]
+    assert all("base64," not in c["body"] and refs[1] in c["body"] for c in calls)
+
+
+def test_a_model_refusing_images_gets_one_line(mhub, server):
+    server.text_only_models = {"local-tools"}
+    try:
+        mhub.connect("OPENAI", "local-tools", name="texty", base_url=server.openai_base_url)
+        with pytest.raises(ProviderError, match=r"^Connection 'texty': model 'local-tools' does not take images .*vision model"):
+            mhub.chat("t", model="texty").send("see", images=[draw("x", 4, 4)])
+        assert mhub.store.find("Jobs")[-1]["status"] == "failed"
+    finally:
+        server.text_only_models = set()

@@ -1,0 +1,68 @@
+"""The magics for images and embeddings, driven through a real IPython InteractiveShell."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from aihub_nb import magics
+from aihub_nb.demo.model import draw
+
+
+@pytest.fixture(scope="module")
+def ip():
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "aihub_nb")
+    yield shell
+    shell.run_line_magic("unload_ext", "aihub_nb")
+
+
+@pytest.fixture
+def nb(ip, hub, server):
+    magics.use_hub(hub)
+    url = server.openai_base_url
+    ip.run_line_magic("aihub", f"connect OPENAI local-chat --name oa --base-url {url}")
+    ip.run_line_magic("aihub", f"connect OPENAI local-image --name pics --type IMAGE --base-url {url}")
+    ip.run_line_magic("aihub", f"connect OPENAI local-embed --name vec --type EMBEDDING --base-url {url}")
+    yield ip
+    magics.use_hub(None)
+
+
+def test_connect_types_and_image_cell(nb, hub):
+    assert {r["name"]: r["type"] for r in hub.store.find("ModelConnections")} == {"oa": "CHAT", "pics": "IMAGE", "vec": "EMBEDDING"}
+    with capture_output() as captured:
+        result = nb.run_cell_magic("aihub", "image art --model pics --size 32x16 --n 1", "a small boat")
+    assert result.images[0] == draw("a small boat", 32, 16)
+    assert [r["type"] for r in hub.get_chat("art").messages()] == ["user", "chatModel"]
+    with pytest.raises(UsageError, match="is a CHAT connection"):
+        nb.run_cell_magic("aihub", "image art2 --model oa", "x")
+    with pytest.raises(UsageError, match="refused the image request"):
+        nb.run_cell_magic("aihub", "image art --model pics --size 4000x4000", "x")
+
+
+def test_embed_line_magic(nb, server):
+    nb.user_ns["texts"] = ["a cat", "a dog"]
+    with capture_output() as captured:
+        nb.run_line_magic("aihub", "embed texts -o vecs --model vec")
+    assert nb.user_ns["vecs"].shape == (2, 64) and nb.user_ns["vecs"].dtype == np.float32
+    assert "vecs: 2 vectors (2 x 64 float32)" in captured.stdout
+    with pytest.raises(UsageError, match="Cannot evaluate 'nothing_here'"):
+        nb.run_line_magic("aihub", "embed nothing_here -o v")
+
+
+def test_chat_cell_attaches_images_and_figures(nb, server, tmp_path):
+    import matplotlib.pyplot as plt
+
+    path = tmp_path / "p.png"
+    path.write_bytes(draw("x", 12, 9))
+    fig, ax = plt.subplots(figsize=(2, 1), dpi=40)
+    nb.user_ns["fig"] = fig
+    with capture_output():
+        nb.run_cell_magic("aihub", f"chat look --model oa --image {path}", "Compare {fig} with the file.")
+    plt.close(fig)
+    sent = server.requests[-1].json["messages"][-1]["content"]
+    assert sent[0] == {"type": "text", "text": "Compare [image 2] with the file."}
+    assert [p["type"] for p in sent] == ["text", "image_url", "image_url"]
