@@ -18,8 +18,9 @@ import re
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .errors import NotFoundError, UsageError
+from .errors import UsageError
 from .redact import add_secret, check_key, mask_secret, redact_url
+from .store import find_named
 
 if TYPE_CHECKING:
     from .store import Store
@@ -122,14 +123,10 @@ def session_key(connection_id: str, key: str | None = None) -> str | None:
 
 def find_connection(store: Store, name_or_id: str) -> dict[str, Any]:
     """A connection by name (or id); NotFoundError listing the connections there are."""
-    row = store.first("ModelConnections", name=name_or_id) or store.first("ModelConnections", id=name_or_id)
-    if row is None:
-        names = [r["name"] for r in store.find("ModelConnections")]
-        hint = f"connections are: {', '.join(names)}" if names else "there are none yet"
-        raise NotFoundError(
-            f"No connection named {name_or_id!r} ({hint}); create one with %aihub connect PROVIDER MODEL_ID --name {name_or_id}."
-        )
-    return row
+    return find_named(
+        store, "ModelConnections", name_or_id, kind="connection", by_id=True, empty="there are none yet",
+        fix=f"create one with %aihub connect PROVIDER MODEL_ID --name {name_or_id}",
+    )
 
 
 def endpoint(row: dict[str, Any]) -> str:

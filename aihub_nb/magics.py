@@ -29,7 +29,7 @@ from .display import html_table
 from .errors import AihubError
 from .redact import redact
 from .views import (
-    Shown, chat_view, code_view, reply_view, snapshot_view, source_names, target_label, text_view, tool_event_view,
+    Shown, chat_view, code_view, reply_view, snapshot_view, source_names, text_view, tool_event_view,
     turn_footer,
 )
 
@@ -478,9 +478,7 @@ class AihubMagics(Magics):
         if view.handle is None and not view.tools:
             display(_reply(reply.text))
         if self.show_footer:
-            agent = chat.type == "agent"
-            row = self.hub.store.first("Agent" if agent else "ModelConnections", id=chat._row["sourceId"])
-            display(turn_footer(reply, target_label(row, agent=agent)))
+            display(turn_footer(reply, chat.target().label))
 
     @_subcommand("aihub chat")
     @argument("name")
@@ -527,9 +525,7 @@ class AihubMagics(Magics):
         if ns.action == "remove":
             self.hub.remove_tool(ns.name)
             return self._tools()
-        from .tools import get_tool
-
-        row = get_tool(self.hub, ns.name)
+        row = self.hub.get_tool(ns.name)
         info = {k: v for k, v in row.items() if k in ("name", "type", "description", "schema")}
         source = (row.get("data") or {}).get("source")
         if source:

@@ -329,7 +329,7 @@ def test_timeouts_are_kept_per_connection(hub, server):
     hub.edit_connection("t", read_timeout=20)
     assert hub.connection("t")["data"]["timeouts"] == {"total": 30.0, "connect": 2.0, "read": 20.0}
     assert hub.connections()[0]["limits"] == "total 30 s · connect 2 s · read 20 s"
-    client = hub._provider(hub.connection("t"))._client
+    client = hub.runtime.providers.get(hub.connection("t"))._client
     assert (client.timeout.read, client.timeout.connect) == (20.0, 2.0)
 
 

@@ -104,7 +104,7 @@ class HubPanel(Panel):
         self.jobs_refresh_button.on_click(self.guarded(self.refresh_jobs))
         self.tabs.observe(self._on_tab, names="selected_index")
         self.guard(self.refresh)
-        last = self.hub._settings().get("lastPage")  # the tab the hub panel showed last time
+        last = self.hub.settings().get("lastPage")  # the tab the hub panel showed last time
         if last in TABS and last != TABS[0]:
             self.guard(self.select, last)
 
