@@ -3,6 +3,26 @@
 In a notebook: `%load_ext aihub_nb`, then `%%aihub chat NAME` cells. From Python: `Hub()`.
 Importing this package is cheap: heavy modules (openai, ollama, pandas, matplotlib,
 ipywidgets, sqlite-utils) load when first used.
+
+Layers: a module imports only modules of its own rank or lower (inside functions and for typing
+too), and no import cycle; tests/test_layers.py checks it. A subpackage ranks as a whole.
+
+     0  errors prisma clock
+     1  store migrations
+     2  redact timespan
+     3  connections jobs netlog recording monitoring providers toolschema demo display views
+     4  runtime
+     5  tools
+     6  agents
+     7  chat
+     8  hub
+     9  current
+    10  plots
+    11  widgets magics testing __init__ __main__
+
+The Hub owns the runtime (store, provider clients, tool functions, metrics, recording, approver)
+and hands it down to chat, agents and tools; `current` holds the hub that `%aihub` and
+`@aihub_nb.tool` use.
 """
 
 from __future__ import annotations
@@ -59,9 +79,9 @@ def __dir__() -> list[str]:
 
 def tool(fn=None, *, name: str | None = None, description: str | None = None):
     """`@aihub_nb.tool`: make a function a tool of the notebook's hub (see `Hub.tool`)."""
-    from .magics import default_hub
+    from .current import current_hub
 
-    return default_hub().tool(fn, name=name, description=description)
+    return current_hub().tool(fn, name=name, description=description)
 
 
 def load_ipython_extension(ipython) -> None:

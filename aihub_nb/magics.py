@@ -25,6 +25,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 from traitlets import Bool, Float, Unicode
 
+from .current import current_hub, home_from, use_hub
 from .display import html_table
 from .errors import AihubError
 from .redact import redact
@@ -38,31 +39,18 @@ if TYPE_CHECKING:
 
 __all__ = ["AihubMagics", "default_hub", "load_ipython_extension", "unload_ipython_extension", "use_hub"]
 
-_DEFAULT_HUB: Hub | None = None  # the hub the magics opened, or the one use_hub() pinned
-_PINNED = False
-
-
 def default_hub() -> Hub:
     """The notebook's hub ($AIHUB_HOME, else ~/.aihub, or `%config AihubMagics.home`): the Hub
     most recently opened on that file in this process (so `hub = Hub()` in the notebook is the
     one %aihub and @aihub_nb.tool use from then on), else one opened now."""
-    global _DEFAULT_HUB
-    if _PINNED and _DEFAULT_HUB is not None:
-        return _DEFAULT_HUB
-    from .hub import Hub, open_hub
-
-    home = _MAGICS.home or None if _MAGICS is not None else None
-    hub = open_hub(home)
-    if hub is None:
-        hub = Hub(home)
-    _DEFAULT_HUB = hub
-    return hub
+    return current_hub()
 
 
-def use_hub(hub: Hub | None) -> None:
-    """Point the magics (and `aihub_nb.tool`) at this hub; None goes back to the default one."""
-    global _DEFAULT_HUB, _PINNED
-    _DEFAULT_HUB, _PINNED = hub, hub is not None
+def _configured_home() -> str | None:
+    return (_MAGICS.home or None) if _MAGICS is not None else None
+
+
+home_from(_configured_home)
 
 
 def _one_line(text: str) -> str:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import payloads
+from .clock import now_iso
 from .errors import NotFoundError, RecordNotFoundError, StoreError, StoreWarning, UnknownFieldError, UnknownTableError
 from .prisma import Field, Model, Schema, load_schema
 
@@ -84,13 +85,6 @@ def uuid7() -> str:
     value = (ms << 80) | (0x7 << 76) | (counter << 64) | tail
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def now_iso(t: float | None = None) -> str:
-    """UTC ISO-8601 with milliseconds and Z, as every timestamp in the store is written."""
-    ms = int((time.time() if t is None else t) * 1000)
-    seconds, ms = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
 
 
 # ---------------------------------------------------------------- value conversion
