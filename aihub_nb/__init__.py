@@ -25,9 +25,7 @@ and hands it down to chat, agents and tools; `current` holds the hub that `%aihu
 `@aihub_nb.tool` use.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 __version__ = "0.1.0"
 
@@ -53,7 +51,7 @@ _LAZY = {
     "Store": ("aihub_nb.store", "Store"),
 }
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from .chat import Chat, Reply
     from .errors import AihubError
     from .hub import Hub
@@ -61,7 +59,7 @@ if TYPE_CHECKING:
     from .testing import LocalServer
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     try:
         module_name, attr = _LAZY[name]
     except KeyError:

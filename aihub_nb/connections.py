@@ -37,9 +37,11 @@ __all__ = [
     "session_key",
 ]
 
-PROVIDERS = ("OPENAI", "OLLAMA")
+PROVIDERS = ("OPENAI", "OLLAMA")  # the one list of providers (aihub_nb.providers, the panels)
+# Where each provider's requests go when a connection names no endpoint.
+DEFAULT_URLS = {"OPENAI": "https://api.openai.com/v1", "OLLAMA": "http://127.0.0.1:11434"}
 TYPES = ("CHAT", "IMAGE", "EMBEDDING")
-DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+DEFAULT_OLLAMA_HOST = DEFAULT_URLS["OLLAMA"]
 _NAME = re.compile(r"^[A-Za-z0-9][\w.:@/-]{0,127}$")
 
 _SESSION_KEYS: dict[str, str] = {}  # connection id -> a key given explicitly, never stored
@@ -136,7 +138,7 @@ def endpoint(row: dict[str, Any]) -> str:
         return "built-in local server"
     if row["provider"] == "OLLAMA":
         return redact_url(data.get("host") or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST)
-    return redact_url(data.get("base_url") or "https://api.openai.com/v1")
+    return redact_url(data.get("base_url") or DEFAULT_URLS["OPENAI"])
 
 
 def public_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from ..connections import PROVIDERS as CONNECTION_PROVIDERS
 from ..display import html_table
 from ..errors import UsageError
 from .base import Panel
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["HubPanel"]
 
 TABS = ("Connections", "Chats", "Agents & tools", "Jobs", "Dashboard")
-PROVIDERS = ("OPENAI", "OLLAMA", "local")
+PROVIDERS = (*CONNECTION_PROVIDERS, "local")
 RECENT_JOBS = 50
 _NEW_CHAT = ("(new chat)", "")
 
