@@ -8,9 +8,9 @@ Layers: a module imports only modules of its own rank or lower (inside functions
 too), and no import cycle; tests/test_layers.py checks it. A subpackage ranks as a whole.
 
      0  errors prisma clock
-     1  store migrations
+     1  store migrations payloads
      2  redact timespan
-     3  connections jobs netlog recording monitoring providers toolschema demo display views
+     3  connections jobs recovery netlog recording monitoring providers toolschema demo display views
      4  runtime
      5  tools
      6  agents

@@ -19,9 +19,9 @@ PACKAGE = Path(aihub_nb.__file__).parent
 
 RANKS: dict[int, tuple[str, ...]] = {
     0: ("errors", "prisma", "clock"),
-    1: ("store", "migrations"),
+    1: ("store", "migrations", "payloads"),
     2: ("redact", "timespan"),
-    3: ("connections", "jobs", "netlog", "recording", "monitoring", "providers", "toolschema", "demo", "display", "views"),
+    3: ("connections", "jobs", "recovery", "netlog", "recording", "monitoring", "providers", "toolschema", "demo", "display", "views"),
     4: ("runtime",),
     5: ("tools",),
     6: ("agents",),
