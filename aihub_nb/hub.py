@@ -100,6 +100,11 @@ class Hub:
     def approver(self, approve: Approver | None) -> None:
         self.runtime.approver = approve
 
+    @property
+    def sink(self) -> Any:
+        """Where recorded HTTP calls go (NetworkCall rows): the runtime recorder's."""
+        return self.runtime.recorder.sink
+
     def close(self) -> None:
         """Write pending metrics, close provider clients and the store."""
         refs = _OPEN_HUBS.get(self.path.resolve(), [])
