@@ -3,11 +3,29 @@
 In a notebook: `%load_ext aihub_nb`, then `%%aihub chat NAME` cells. From Python: `Hub()`.
 Importing this package is cheap: heavy modules (openai, ollama, pandas, matplotlib,
 ipywidgets, sqlite-utils) load when first used.
+
+Layers: a module imports only modules of its own rank or lower (inside functions and for typing
+too), and no import cycle; tests/test_layers.py checks it. A subpackage ranks as a whole.
+
+     0  errors prisma clock
+     1  store migrations payloads
+     2  redact timespan media
+     3  connections jobs recovery netlog recording monitoring providers toolschema demo display views
+     4  runtime
+     5  tools embeddings images
+     6  agents
+     7  chat
+     8  hub
+     9  current
+    10  plots
+    11  widgets magics testing __init__ __main__
+
+The Hub owns the runtime (store, provider clients, tool functions, metrics, recording, approver)
+and hands it down to chat, agents and tools; `current` holds the hub that `%aihub` and
+`@aihub_nb.tool` use.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 __version__ = "0.1.0"
 
@@ -33,7 +51,7 @@ _LAZY = {
     "Store": ("aihub_nb.store", "Store"),
 }
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from .chat import Chat, Reply
     from .errors import AihubError
     from .hub import Hub
@@ -41,7 +59,7 @@ if TYPE_CHECKING:
     from .testing import LocalServer
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     try:
         module_name, attr = _LAZY[name]
     except KeyError:
@@ -59,9 +77,9 @@ def __dir__() -> list[str]:
 
 def tool(fn=None, *, name: str | None = None, description: str | None = None):
     """`@aihub_nb.tool`: make a function a tool of the notebook's hub (see `Hub.tool`)."""
-    from .magics import default_hub
+    from .current import current_hub
 
-    return default_hub().tool(fn, name=name, description=description)
+    return current_hub().tool(fn, name=name, description=description)
 
 
 def load_ipython_extension(ipython) -> None:

@@ -31,14 +31,26 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from .chat import Approver, ToolOutcome
 from .connections import check_name
 from .errors import NotFoundError, UsageError
-from .tools import PERMISSIONS, define_python_tool, get_tool, invoke_tool, is_available, registered_name, tool_dimensions, tool_spec
+from .runtime import Approver
+from .store import find_named
+from .tools import (
+    PERMISSIONS,
+    ToolOutcome,
+    define_python_tool,
+    get_tool,
+    invoke_tool,
+    is_available,
+    registered_name,
+    tool_dimensions,
+    tool_spec,
+)
+from .views import visible
 
 if TYPE_CHECKING:
-    from .hub import Hub
     from .providers.base import ToolCall
+    from .runtime import Runtime
 
 __all__ = [
     "DEFAULT_MAX_ROUNDS",
@@ -58,10 +70,10 @@ MAX_ROUNDS_LIMIT = 1000  # a hard limit stays a limit: rounds past this are a mi
 
 
 def define_agent(
-    hub: Hub,
+    runtime: Runtime,
     name: str,
     *,
-    model: str | None = None,
+    connection: dict[str, Any] | None,
     tools: list[Any] | None = None,
     permission: str | dict[str, str] = "automatic",
     instructions: str | None = None,
@@ -70,12 +82,12 @@ def define_agent(
 ) -> dict[str, Any]:
     """Create or re-define the agent `name` and return its row.
 
-    `model` is a connection name (default: the default connection); `tools` are tool names,
+    `connection` is the row of its model connection (the hub picks it: the one named, else the
+    default one; None when there is none); `tools` are tool names,
     functions (defined as python tools first, unless already registered) or Tool rows;
     `permission` is one stance for every tool or {tool name: stance}, the rest ``automatic``.
     """
     check_name("Agent", name)
-    connection = hub.connection(model) if model else hub.default_connection()
     if connection is None:
         raise UsageError(
             f"Agent {name!r} needs a model: connect one first (%aihub connect OPENAI gpt-4o-mini, or %aihub connect local), "
@@ -84,9 +96,9 @@ def define_agent(
     rounds = DEFAULT_MAX_ROUNDS if max_rounds is None else max_rounds
     if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= MAX_ROUNDS_LIMIT:
         raise UsageError(f"max_rounds must be a whole number from 1 to {MAX_ROUNDS_LIMIT}, got {max_rounds!r}.")
-    rows = _tool_rows(hub, tools or [])
+    rows = _tool_rows(runtime, tools or [])
     stances = _stances(permission, [row["name"] for row in rows])
-    store = hub.store
+    store = runtime.store
     fields = dict(
         chatModelId=connection["id"], instructions=instructions or "", maxRounds=rounds, description=description or ""
     )
@@ -101,19 +113,19 @@ def define_agent(
     return agent
 
 
-def _tool_rows(hub: Hub, tools: list[Any]) -> list[dict[str, Any]]:
+def _tool_rows(runtime: Runtime, tools: list[Any]) -> list[dict[str, Any]]:
     """The Tool rows for names, functions or rows, in order, each once."""
     if isinstance(tools, (str, dict)) or callable(tools):
         tools = [tools]
     rows: dict[str, dict[str, Any]] = {}
     for item in tools:
         if isinstance(item, str):
-            row = get_tool(hub, item)
+            row = get_tool(runtime, item)
         elif isinstance(item, dict) and isinstance(item.get("name"), str):
-            row = get_tool(hub, item["name"])
+            row = get_tool(runtime, item["name"])
         elif callable(item):
-            registered = registered_name(hub, item)
-            row = get_tool(hub, registered) if registered else define_python_tool(hub, item)
+            registered = registered_name(runtime, item)
+            row = get_tool(runtime, registered) if registered else define_python_tool(runtime, item)
         else:
             raise UsageError(f"An agent's tools are tool names, functions or tool rows, not {type(item).__name__}.")
         rows.setdefault(row["name"], row)
@@ -141,57 +153,54 @@ def _stances(permission: str | dict[str, str], names: list[str]) -> dict[str, st
 # ---------------------------------------------------------------- reading
 
 
-def _find_agent(hub: Hub, name_or_id: str) -> dict[str, Any]:
-    row = hub.store.first("Agent", name=name_or_id) or hub.store.first("Agent", id=name_or_id)
-    if row is None:
-        names = [r["name"] for r in hub.store.find("Agent")]
-        hint = f"agents are: {', '.join(names)}" if names else "there are no agents yet"
-        raise NotFoundError(f"No agent named {name_or_id!r} ({hint}); create one with hub.agent({name_or_id!r}, tools=[...]).")
-    return row
+def _find_agent(runtime: Runtime, name_or_id: str) -> dict[str, Any]:
+    return find_named(
+        runtime.store, "Agent", name_or_id, kind="agent", fix=f"create one with hub.agent({name_or_id!r}, tools=[...])", by_id=True
+    )
 
 
-def remove_agent(hub: Hub, name: str) -> None:
+def remove_agent(runtime: Runtime, name: str) -> None:
     """Delete an agent and its tool connections; chats with it keep their history."""
-    row = _find_agent(hub, name)
-    with hub.store.transaction() as conn:
+    row = _find_agent(runtime, name)
+    with runtime.store.transaction() as conn:
         conn.execute('DELETE FROM "AgentToolConnection" WHERE agentId = ?', (row["id"],))
         conn.execute('DELETE FROM "Agent" WHERE id = ?', (row["id"],))
 
 
-def _connected_tools(hub: Hub, agent_id: str) -> list[tuple[dict[str, Any], str]]:
+def _connected_tools(runtime: Runtime, agent_id: str) -> list[tuple[dict[str, Any], str]]:
     """(Tool row, permission) for each of the agent's tools that still exists, in order."""
     out = []
-    for link in hub.store.find("AgentToolConnection", agentId=agent_id):
-        tool = hub.store.first("Tool", id=link["toolId"])
+    for link in runtime.store.find("AgentToolConnection", agentId=agent_id):
+        tool = runtime.store.first("Tool", id=link["toolId"])
         if tool is not None:
             out.append((tool, link["permission"]))
     return out
 
 
-def _connection_name(hub: Hub, connection_id: str) -> str | None:
-    row = hub.store.first("ModelConnections", id=connection_id)
+def _connection_name(runtime: Runtime, connection_id: str) -> str | None:
+    row = runtime.store.first("ModelConnections", id=connection_id)
     return row["name"] if row else None
 
 
-def list_agents(hub: Hub) -> list[dict[str, Any]]:
+def list_agents(runtime: Runtime) -> list[dict[str, Any]]:
     """Every agent: name, model (connection name), tools, maxRounds, description, id."""
     return [
         {
             "name": row["name"],
-            "model": _connection_name(hub, row["chatModelId"]) or "(removed)",
-            "tools": ", ".join(tool["name"] for tool, _ in _connected_tools(hub, row["id"])),
+            "model": _connection_name(runtime, row["chatModelId"]) or "(removed)",
+            "tools": ", ".join(tool["name"] for tool, _ in _connected_tools(runtime, row["id"])),
             "maxRounds": row["maxRounds"],
             "description": row["description"],
             "id": row["id"],
         }
-        for row in hub.store.find("Agent")
+        for row in runtime.store.find("Agent")
     ]
 
 
-def describe_agent(hub: Hub, name: str) -> dict[str, Any]:
+def describe_agent(runtime: Runtime, name: str) -> dict[str, Any]:
     """An agent with its model, instructions and tools (name, type, permission, available)."""
-    row = _find_agent(hub, name)
-    connection = hub.store.first("ModelConnections", id=row["chatModelId"])
+    row = _find_agent(runtime, name)
+    connection = runtime.store.first("ModelConnections", id=row["chatModelId"])
     return {
         "name": row["name"],
         "description": row["description"],
@@ -205,23 +214,23 @@ def describe_agent(hub: Hub, name: str) -> dict[str, Any]:
                 "name": tool["name"],
                 "type": tool["type"],
                 "permission": stance,
-                "available": is_available(hub, tool),
+                "available": is_available(runtime, tool),
                 "description": tool["description"],
             }
-            for tool, stance in _connected_tools(hub, row["id"])
+            for tool, stance in _connected_tools(runtime, row["id"])
         ],
         "id": row["id"],
     }
 
 
-def load_agent(hub: Hub, name_or_id: str, *, approve: Approver | None = None) -> Agent:
+def load_agent(runtime: Runtime, name_or_id: str, *, approve: Approver | None = None) -> Agent:
     """The agent as a chat turn uses it; `approve` decides on its user-permitted tools."""
-    row = _find_agent(hub, name_or_id)
-    if _connection_name(hub, row["chatModelId"]) is None:
+    row = _find_agent(runtime, name_or_id)
+    if _connection_name(runtime, row["chatModelId"]) is None:
         raise NotFoundError(
             f"Agent {row['name']!r} uses a connection that was removed; re-define it with hub.agent({row['name']!r}, model=CONNECTION, ...)."
         )
-    return Agent(hub, row, _connected_tools(hub, row["id"]), approve=approve)
+    return Agent(runtime, row, _connected_tools(runtime, row["id"]), approve=approve)
 
 
 # ---------------------------------------------------------------- the turn loop's view
@@ -231,9 +240,9 @@ class Agent:
     """An agent loaded for one turn: the ToolBox that chat.py's turn loop calls."""
 
     def __init__(
-        self, hub: Hub, row: dict[str, Any], tools: list[tuple[dict[str, Any], str]], *, approve: Approver | None = None
+        self, runtime: Runtime, row: dict[str, Any], tools: list[tuple[dict[str, Any], str]], *, approve: Approver | None = None
     ) -> None:
-        self.hub = hub
+        self.runtime = runtime
         self.id: str = row["id"]
         self.name: str = row["name"]
         self.model_id: str = row["chatModelId"]  # the ModelConnections id
@@ -244,7 +253,7 @@ class Agent:
 
     def specs(self) -> list[dict[str, Any]]:
         """The tools offered to the model: those available in this session, in OpenAI's format."""
-        return [tool_spec(tool) for tool, _ in self.tools.values() if is_available(self.hub, tool)]
+        return [tool_spec(tool) for tool, _ in self.tools.values() if is_available(self.runtime, tool)]
 
     def run(self, call: ToolCall, *, job_id: str, thread_id: str) -> ToolOutcome:
         """Run one tool call the model asked for; a failure comes back as the outcome's content."""
@@ -254,7 +263,7 @@ class Agent:
             return self._unknown_tool(call.name, references)
         tool, stance = found
         return invoke_tool(
-            self.hub, tool, call.arguments, permission=stance, approve=self.approve, call_id=call.id,
+            self.runtime, tool, call.arguments, permission=stance, approve=self.approve, call_id=call.id,
             references=references, agent=self.name,
         )
 
@@ -262,7 +271,7 @@ class Agent:
         offered = [spec["function"]["name"] for spec in self.specs()]
         tools = f"its tools are: {', '.join(offered)}" if offered else "it has no tools"
         content = f"There is no tool {name!r} for agent {self.name!r}; {tools}. Use one of those, or answer without it."
-        self.hub.record_metrics({"tool_failures": 1.0}, tool_dimensions(name, self.name, "failed"), references=references)
+        self.runtime.metrics.record({"tool_failures": 1.0}, tool_dimensions(name, self.name, "failed"), references=references)
         return ToolOutcome(content, "failed")
 
     def __repr__(self) -> str:
@@ -278,8 +287,6 @@ def input_approver(tool_name: str, arguments: dict[str, Any]) -> bool:
     The tool's name and arguments come from the model: they are shown with nothing hidden
     (control, bidi and zero-width characters as escapes, padding counted, long values cut).
     Where nothing can be typed (a kernel without stdin, a closed stdin), says so and denies."""
-    from .views import visible
-
     name = visible(tool_name, 80)
     shown = visible(json.dumps(arguments, ensure_ascii=False, default=str), 500)
     question = f"Allow tool '{name}' to run with {shown}? [y/N] "

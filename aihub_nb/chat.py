@@ -15,7 +15,10 @@ cost_usd; estimated token counts when the server reports none) are logged; the j
 the lock is released. Taking the lock and starting the job are one transaction, so a turn that
 fails or is killed at any point never leaves the chat locked by a job that did not start. When the
 chat talks to an agent, tool calls the model asks for run through the
-agent's tools (aihub_nb.agents) and their results go back to the model, round after round.
+agent's tools (a `ToolBox`, aihub_nb.agents) and their results go back to the model, round after round.
+A Chat works with the hub's `Runtime` (store, provider clients, metrics, recording, approver), never
+with the Hub itself; the Hub decides what the chat talks to at each turn (a `TurnTarget`: a
+connection, or an agent's model and toolbox) and hands it to the turn.
 A failure or Ctrl-C at any point leaves all of that recorded, marked failed or interrupted.
 """
 
@@ -26,21 +29,23 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .errors import NotFoundError, ProviderError, RoundLimitError, UsageError
 from .jobs import JobRun, release_thread
 from .media import MediaStore, data_url, image_bytes
+from .monitoring import turn_cost
 from .redact import redact
-from .netlog import close_stream, streaming_into
+from .runtime import Approver
+from .store import now_iso
+from .tools import ToolBox, ToolOutcome
+from .views import chat_view, rendered_message, reply_view, source_names, target_label
 
 if TYPE_CHECKING:
-    from .hub import Hub
     from .providers.base import ToolCall
+    from .runtime import Runtime
 
-__all__ = ["Approver", "Chat", "Reply", "ToolBox", "ToolOutcome", "TurnEvent", "drive"]
-
-Approver = Callable[[str, dict[str, Any]], bool]
+__all__ = ["Approver", "Chat", "Reply", "Target", "ToolBox", "ToolOutcome", "TurnEvent", "TurnTarget", "drive"]
 
 MAX_RETRIES = 3
 _ADDITIVE = (
@@ -70,23 +75,33 @@ class TurnEvent:
 
 
 @dataclass
-class ToolOutcome:
-    content: str  # what goes back to the model
-    status: str  # completed | failed | denied
-    tool_id: str | None = None
-    invocation_id: str | None = None
-    duration_ms: float | None = None
+class Target:
+    """What a chat talks to, as shown to a person (`Chat.target()`)."""
+
+    kind: str  # "chatModel" | "agent"
+    id: str  # the ModelConnections or Agent id
+    name: str | None = None  # None when it was removed
+    model_id: str | None = None  # a connection's model
+
+    @property
+    def label(self) -> str:
+        """As every display names it (views.target_label): "name (model)", "agent name", or
+        "(removed connection)" / "(removed agent)"."""
+        row = None if self.name is None else {"name": self.name, "modelId": self.model_id}
+        return target_label(row, agent=self.kind == "agent")
 
 
-class ToolBox(Protocol):
-    """The tools a turn may call (an agent's): their specs, and how to run one call."""
+@dataclass
+class TurnTarget:
+    """What one turn talks to, decided by the hub: a connection, and for an agent its toolbox."""
 
-    name: str
-    max_rounds: int
-
-    def specs(self) -> list[dict[str, Any]]: ...
-
-    def run(self, call: ToolCall, *, job_id: str, thread_id: str) -> ToolOutcome: ...
+    connection: dict[str, Any]
+    label: str
+    message_type: str
+    source_id: str
+    system: str = ""
+    toolbox: ToolBox | None = None
+    agent: str | None = None
 
 
 @dataclass
@@ -112,8 +127,6 @@ class Reply:
         return f"<Reply {self.status} chat={self.chat!r} {preview!r}>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        from .views import reply_view
-
         return reply_view(self.text, self.tool_calls)._repr_mimebundle_()
 
     def summary_line(self, label: str) -> str:
@@ -156,11 +169,20 @@ class _CallResult:
 
 
 class Chat:
-    """A named conversation. Get one with `hub.chat(name, model=...)`."""
+    """A named conversation. Get one with `hub.chat(name, model=...)`.
 
-    def __init__(self, hub: Hub, row: dict[str, Any]) -> None:
-        self.hub = hub
+    `resolve(chat, approve)` gives the TurnTarget of a turn (the hub's choice); without it a chat
+    talks to the connection its row names."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        row: dict[str, Any],
+        resolve: Callable[[Chat, Approver | None], TurnTarget] | None = None,
+    ) -> None:
+        self.runtime = runtime
         self._row = row
+        self._resolve = resolve or connection_target
 
     # -- what it is
 
@@ -180,25 +202,37 @@ class Chat:
     def thread_id(self) -> str:
         return self._row["references"]["thread"]
 
+    @property
+    def source_id(self) -> str:
+        """The id of the connection or agent it talks to."""
+        return self._row["sourceId"]
+
+    def target(self) -> Target:
+        """What it talks to: kind, id, and (unless removed) name and model."""
+        store = self.runtime.store
+        if self.type == "agent":
+            row = store.first("Agent", id=self.source_id)
+            return Target("agent", self.source_id, row["name"] if row else None)
+        row = store.first("ModelConnections", id=self.source_id)
+        return Target("chatModel", self.source_id, row["name"] if row else None, row["modelId"] if row else None)
+
     def refresh(self) -> Chat:
-        self._row = self.hub.store.get("Chat", self.id)
+        self._row = self.runtime.store.get("Chat", self.id)
         return self
 
     def messages(self) -> list[dict[str, Any]]:
         """The thread's messages, oldest first."""
-        return self.hub.store.find("Message", threadId=self.thread_id)
+        return self.runtime.store.find("Message", threadId=self.thread_id)
 
     def history(self) -> list[dict[str, Any]]:
         """The thread as provider messages (OpenAI chat format)."""
         return _to_provider_messages(self.messages())
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        from .views import chat_view, source_names
-
-        return chat_view(self.name, self.messages(), source_names(self.hub.store))._repr_mimebundle_()
+        return chat_view(self.name, self.messages(), source_names(self.runtime.store))._repr_mimebundle_()
 
     def __repr__(self) -> str:
-        return f"<Chat {self.name!r} ({self.type} {self._row['sourceId']})>"
+        return f"<Chat {self.name!r} ({self.type} {self.source_id})>"
 
     # -- talking
 
@@ -236,14 +270,14 @@ class Chat:
         """The turn as a generator of TurnEvents whose return value is the Reply.
 
         `options` go to the model (temperature, max_tokens, seed, ...); `approve(tool, arguments)`
-        decides on tools an agent may only run with the user's permission (default: hub.approver;
+        decides on tools an agent may only run with the user's permission (default: the runtime's approver;
         no approver means denied). `stream=False` asks the provider for the whole reply at once.
         """
         if not isinstance(text, str) or not text.strip():
             raise UsageError("Nothing to send: the message is empty; write the message in the cell below the magic.")
         _check_options(options)
-        target = self._target(approve)
-        store = self.hub.store
+        target = self._resolve(self, approve or self.runtime.approver)
+        store = self.runtime.store
         image_refs = _keep_images(store, images)
         run = JobRun(store, f"chat turn: {self.name}", "chat.turn", references={"chat": self.id, "thread": self.thread_id})
         reply = Reply(text="", status="running", chat=self.name, ids={"chat": self.id, "thread": self.thread_id, "job": run.id})
@@ -267,38 +301,10 @@ class Chat:
         run.finish()
         return reply
 
-    def _target(self, approve: Approver | None) -> _Target:
-        store = self.hub.store
-        if self.type == "agent":
-            from .agents import load_agent
-
-            agent = load_agent(self.hub, self._row["sourceId"], approve=approve or self.hub.approver)
-            return _Target(
-                connection=self.hub.connection(agent.model_id),
-                label=f"agent {agent.name!r}",
-                message_type="agent",
-                source_id=agent.id,
-                system=agent.instructions,
-                toolbox=agent,
-                agent=agent.name,
-            )
-        row = store.first("ModelConnections", id=self._row["sourceId"])
-        if row is None:
-            raise NotFoundError(
-                f"Chat {self.name!r} uses a connection that was removed; pick another with %%aihub chat {self.name} --model CONNECTION."
-            )
-        if row["type"] != "CHAT":
-            raise UsageError(
-                f"Chat {self.name!r} uses connection '{row['name']}', an {row['type']} connection ({row['modelId']}), "
-                f"which does not chat; pick a chat model with %%aihub chat {self.name} --model CONNECTION"
-                + (f", or draw with %%aihub image {self.name}." if row["type"] == "IMAGE" else ".")
-            )
-        return _Target(connection=row, label=f"connection {row['name']!r}", message_type="chatModel", source_id=row["id"])
-
     def _rounds(
-        self, target: _Target, run: JobRun, reply: Reply, options: dict[str, Any], stream: bool
+        self, target: TurnTarget, run: JobRun, reply: Reply, options: dict[str, Any], stream: bool
     ) -> Iterator[TurnEvent]:
-        store = self.hub.store
+        store = self.runtime.store
         toolbox = target.toolbox
         specs = toolbox.specs() if toolbox else None
         limit = toolbox.max_rounds if toolbox else 1
@@ -346,12 +352,12 @@ class Chat:
         )
 
     def _model_call(
-        self, target: _Target, run: JobRun, reply: Reply, messages: list[dict[str, Any]],
+        self, target: TurnTarget, run: JobRun, reply: Reply, messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None, options: dict[str, Any], stream: bool,
     ) -> Iterator[TurnEvent]:
-        store = self.hub.store
+        store = self.runtime.store
         conn = target.connection
-        provider = self.hub._provider(conn)
+        provider = self.runtime.providers.get(conn)
         stream_row = store.create(
             "ResponseStream", sourceId=conn["id"], status="streaming",
             references={"job": run.id, "thread": self.thread_id, "chat": self.id},
@@ -363,7 +369,7 @@ class Chat:
         parts: list[str] = []
         failures: list[ProviderError] = []
         try:
-            with streaming_into(stream_row["id"], job=run.id):
+            with self.runtime.recorder.streaming(stream_row["id"], job=run.id):
                 for attempt in range(MAX_RETRIES + 1):
                     events = provider.chat(conn["modelId"], messages, tools=tools, stream=stream, options=options or None)
                     try:
@@ -410,8 +416,8 @@ class Chat:
             self._finish_call(target, run, reply, stream_row["id"], result)
         return result
 
-    def _finish_call(self, target: _Target, run: JobRun, reply: Reply, stream_id: str, result: _CallResult) -> None:
-        store = self.hub.store
+    def _finish_call(self, target: TurnTarget, run: JobRun, reply: Reply, stream_id: str, result: _CallResult) -> None:
+        store = self.runtime.store
         conn = target.connection
         # The parsed reply, shaped like a Message row (type, sourceId, content, data) plus its role.
         message: dict[str, Any] = {
@@ -424,7 +430,7 @@ class Chat:
             message["data"] = {"tool_calls": [_call_dict(c) for c in result.tool_calls]}
         if result.finish_reason:
             message.setdefault("data", {})["finish_reason"] = result.finish_reason
-        close_stream(store, stream_id, status=result.status, result_messages=[message])
+        self.runtime.recorder.close_stream(stream_id, status=result.status, result_messages=[message])
         if result.status != "completed" and result.text and not reply.text:
             partial = store.create(
                 "Message", threadId=self.thread_id, type=target.message_type, sourceId=target.source_id,
@@ -450,8 +456,6 @@ class Chat:
                 result.text + "".join(c.name + c.arguments for c in result.tool_calls), conn["modelId"]
             )
         if result.status == "completed":
-            from .monitoring import turn_cost
-
             cost = turn_cost(store, conn["provider"], conn["modelId"], prompt or 0, completion or 0)
             if cost is not None:
                 values["cost_usd"] = cost
@@ -465,7 +469,7 @@ class Chat:
             dims["finish_reason"] = result.finish_reason
         if target.agent:
             dims["agent"] = target.agent
-        self.hub.record_metrics(values, dims, references={"stream": stream_id, "job": run.id})
+        self.runtime.metrics.record(values, dims, references={"stream": stream_id, "job": run.id})
         for key, value in values.items():  # over an agent's rounds: totals, the first ttft, the last rate
             if key in _ADDITIVE:
                 reply.metrics[key] = round(reply.metrics.get(key, 0) + value, 6)
@@ -482,6 +486,22 @@ class Chat:
         if result.finish_reason:
             reply.finish_reason = result.finish_reason
         run.log(f"model call {result.status}: {len(result.text)} chars, {len(result.tool_calls)} tool calls, {latency:.0f} ms")
+
+
+def connection_target(chat: Chat, approve: Approver | None = None) -> TurnTarget:
+    """The turn's target when a chat talks to the connection its row names."""
+    row = chat.runtime.store.first("ModelConnections", id=chat.source_id)
+    if row is None:
+        raise NotFoundError(
+            f"Chat {chat.name!r} uses a connection that was removed; pick another with %%aihub chat {chat.name} --model CONNECTION."
+        )
+    if row["type"] != "CHAT":
+        raise UsageError(
+            f"Chat {chat.name!r} uses connection '{row['name']}', an {row['type']} connection ({row['modelId']}), "
+            f"which does not chat; pick a chat model with %%aihub chat {chat.name} --model CONNECTION"
+            + (f", or draw with %%aihub image {chat.name}." if row["type"] == "IMAGE" else ".")
+        )
+    return TurnTarget(connection=row, label=f"connection {row['name']!r}", message_type="chatModel", source_id=row["id"])
 
 
 def drive(
@@ -505,17 +525,6 @@ def drive(
                 on_event(event)
     finally:
         turn.close()
-
-
-@dataclass
-class _Target:
-    connection: dict[str, Any]
-    label: str
-    message_type: str
-    source_id: str
-    system: str = ""
-    toolbox: ToolBox | None = None
-    agent: str | None = None
 
 
 # Request fields the chat itself sets: options may not override them.
@@ -595,8 +604,6 @@ def _speed(result: _CallResult, completion: int | None) -> dict[str, float]:
 def _fail_answered_calls(store: Any, stream_id: str, error: str) -> None:
     """A call whose HTTP exchange went through but whose answer was no reply (an empty stream,
     an error inside it): its NetworkCall is an error too, with the reason."""
-    from .store import now_iso
-
     with store.transaction() as conn:
         conn.execute(
             'UPDATE "NetworkCall" SET status = ?, error = ?, updatedAt = ? '
@@ -763,8 +770,6 @@ def _drop_unanswered_tool_calls(messages: list[dict[str, Any]]) -> list[dict[str
 def rendered_messages(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The thread as RenderedConversationThread.messages: type and content of each message, and
     the sanitised HTML it shows as."""
-    from .views import rendered_message
-
     out = []
     for row in rows:
         content = row["content"]

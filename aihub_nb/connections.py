@@ -18,8 +18,9 @@ import re
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .errors import NotFoundError, UsageError
+from .errors import UsageError
 from .redact import add_secret, check_key, mask_secret, redact_url
+from .store import find_named
 
 if TYPE_CHECKING:
     from .store import Store
@@ -36,9 +37,11 @@ __all__ = [
     "session_key",
 ]
 
-PROVIDERS = ("OPENAI", "OLLAMA")
+PROVIDERS = ("OPENAI", "OLLAMA")  # the one list of providers (aihub_nb.providers, the panels)
+# Where each provider's requests go when a connection names no endpoint.
+DEFAULT_URLS = {"OPENAI": "https://api.openai.com/v1", "OLLAMA": "http://127.0.0.1:11434"}
 TYPES = ("CHAT", "IMAGE", "EMBEDDING")
-DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+DEFAULT_OLLAMA_HOST = DEFAULT_URLS["OLLAMA"]
 _NAME = re.compile(r"^[A-Za-z0-9][\w.:@/-]{0,127}$")
 
 _SESSION_KEYS: dict[str, str] = {}  # connection id -> a key given explicitly, never stored
@@ -122,14 +125,10 @@ def session_key(connection_id: str, key: str | None = None) -> str | None:
 
 def find_connection(store: Store, name_or_id: str) -> dict[str, Any]:
     """A connection by name (or id); NotFoundError listing the connections there are."""
-    row = store.first("ModelConnections", name=name_or_id) or store.first("ModelConnections", id=name_or_id)
-    if row is None:
-        names = [r["name"] for r in store.find("ModelConnections")]
-        hint = f"connections are: {', '.join(names)}" if names else "there are none yet"
-        raise NotFoundError(
-            f"No connection named {name_or_id!r} ({hint}); create one with %aihub connect PROVIDER MODEL_ID --name {name_or_id}."
-        )
-    return row
+    return find_named(
+        store, "ModelConnections", name_or_id, kind="connection", by_id=True, empty="there are none yet",
+        fix=f"create one with %aihub connect PROVIDER MODEL_ID --name {name_or_id}",
+    )
 
 
 def endpoint(row: dict[str, Any]) -> str:
@@ -139,7 +138,7 @@ def endpoint(row: dict[str, Any]) -> str:
         return "built-in local server"
     if row["provider"] == "OLLAMA":
         return redact_url(data.get("host") or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST)
-    return redact_url(data.get("base_url") or "https://api.openai.com/v1")
+    return redact_url(data.get("base_url") or DEFAULT_URLS["OPENAI"])
 
 
 def public_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,10 @@
     >>> hub = Hub()                      # opens $AIHUB_HOME/aihub.db, else ~/.aihub/aihub.db
     >>> hub.connect("OLLAMA", "llama3.2")
     >>> hub.chat("ideas").send("Three names for a cat?")
+
+A Hub owns the `Runtime` (aihub_nb.runtime: store, provider clients, tool functions, metrics,
+recording, approver) and hands it to chats, agents and tools; for each turn it decides what the chat
+talks to. `with Hub(home) as hub:` closes it at the end of the block.
 """
 
 from __future__ import annotations
@@ -11,20 +15,23 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
+import stat
+import warnings
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
+from . import agents as _agents
 from . import connections as _conn
-from .errors import NotFoundError, UsageError
+from . import tools as _tools
+from .chat import Chat, TurnTarget, connection_target, rendered_messages
+from .errors import StoreWarning, UsageError
+from .jobs import check_unlocked, fail_orphaned_jobs, fail_stale_pending_jobs, run_in_background, unlock_thread
+from .recovery import recover_interrupted
 from .redact import check_key, env_references, url_credential, watch_env
-from .store import Store
-
-if TYPE_CHECKING:
-    from .chat import Chat
-    from .providers.base import Provider
+from .runtime import Approver, Runtime
+from .store import Store, find_named
 
 __all__ = ["Hub", "default_home", "open_hub"]
 
@@ -58,18 +65,11 @@ class Hub:
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         _private_home(self.home)
         self.store = Store(self.home / DB_FILENAME)
-        from .jobs import fail_orphaned_jobs, fail_stale_pending_jobs
-        from .recovery import recover_interrupted
-
         fail_orphaned_jobs(self.store)
         fail_stale_pending_jobs(self.store)
         recover_interrupted(self.store)
         self._watch_secrets()
-        self._providers: dict[str, tuple[str, Provider]] = {}
-        self._providers_lock = threading.Lock()
-        self._sink = None
-        self._functions: dict[str, Any] = {}  # python tools defined in this session, by name
-        self.approver = None  # approve(tool_name, arguments) -> bool, for user-permitted tools
+        self.runtime = Runtime.open(self.store)
         refs = _OPEN_HUBS.setdefault(self.path.resolve(), [])
         refs[:] = [ref for ref in refs if ref() is not None] + [weakref.ref(self)]
 
@@ -90,17 +90,33 @@ class Hub:
     def path(self) -> Path:
         return self.store.path
 
+    @property
+    def approver(self) -> Approver | None:
+        """approve(tool_name, arguments) -> bool, for the tools an agent may run only with the
+        user's permission; None: they are denied."""
+        return self.runtime.approver
+
+    @approver.setter
+    def approver(self, approve: Approver | None) -> None:
+        self.runtime.approver = approve
+
+    @property
+    def sink(self) -> Any:
+        """Where recorded HTTP calls go (NetworkCall rows): the runtime recorder's."""
+        return self.runtime.recorder.sink
+
     def close(self) -> None:
         """Write pending metrics, close provider clients and the store."""
-        from . import monitoring
-
-        monitoring.close(self.store)
         refs = _OPEN_HUBS.get(self.path.resolve(), [])
         refs[:] = [ref for ref in refs if ref() not in (None, self)]
-        for _, provider in self._providers.values():
-            provider.close()
-        self._providers.clear()
+        self.runtime.close()
         self.store.close()
+
+    def __enter__(self) -> Hub:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"Hub({str(self.home)!r})"
@@ -167,10 +183,10 @@ class Hub:
             else:
                 row = self.store.create("ModelConnections", name=name, **fields)
         if existing:
-            self._forget_provider(row["id"])
+            self.runtime.providers.forget(row["id"])
         if api_key:
             _conn.session_key(row["id"], api_key)
-        new_default = fields["type"] == "CHAT" and self._settings().get("defaultConnectionId") in (None, "")
+        new_default = fields["type"] == "CHAT" and self.settings().get("defaultConnectionId") in (None, "")
         if default or (default is None and new_default):
             self.set_default_connection(name)
         return _conn.public_view(row)
@@ -210,7 +226,7 @@ class Hub:
 
     def connections(self) -> list[dict[str, Any]]:
         """Every connection, as shown to a person (secrets masked), oldest first."""
-        default = self._settings().get("defaultConnectionId")
+        default = self.settings().get("defaultConnectionId")
         out = []
         for row in self.store.find("ModelConnections"):
             view = _conn.public_view(row)
@@ -254,99 +270,47 @@ class Hub:
         if changes.get("api_key"):
             _conn.session_key(row["id"], changes["api_key"])
         updated = self.store.update("ModelConnections", row["id"], data=data, **fields)
-        self._forget_provider(row["id"])
+        self.runtime.providers.forget(row["id"])
         return _conn.public_view(updated)
 
     def remove_connection(self, name: str) -> None:
         """Delete a connection. Chats that used it keep their history and need --model to go on."""
         row = self.connection(name)
         self.store.delete("ModelConnections", row["id"])
-        self._forget_provider(row["id"])
-        settings = self._settings()
+        self.runtime.providers.forget(row["id"])
+        settings = self.settings()
         if settings.get("defaultConnectionId") == row["id"]:
             self.store.update("UserSettings", settings["id"], defaultConnectionId=None)
 
     def set_default_connection(self, name: str) -> None:
         row = self.connection(name)
-        settings = self._settings()
+        settings = self.settings()
         self.store.update("UserSettings", settings["id"], defaultConnectionId=row["id"])
 
     def default_connection(self) -> dict[str, Any] | None:
-        cid = self._settings().get("defaultConnectionId")
+        cid = self.settings().get("defaultConnectionId")
         return self.store.first("ModelConnections", id=cid) if cid else None
 
     def models(self, connection: str) -> list[dict[str, Any]]:
         """What the connection's endpoint offers (/v1/models, /api/tags)."""
-        return self._provider(self.connection(connection)).list_models()
+        return self.runtime.providers.get(self.connection(connection)).list_models()
 
     def remember_page(self, page: str) -> None:
         """Keep the page (panel tab) the user is on, to reopen there next time (UserSettings.lastPage)."""
-        settings = self._settings()
+        settings = self.settings()
         if settings.get("lastPage") != page:
             self.store.set("UserSettings", settings["id"], lastPage=page)
 
-    def _settings(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, Any]:
+        """The UserSettings row (default connection, last page, ...), created on first use."""
         row = self.store.first("UserSettings")
         return row if row is not None else self.store.create("UserSettings", bootstrapped=True)
 
-    # ------------------------------------------------------------ providers and recording
-
-    @property
-    def sink(self):
-        """Where recorded HTTP calls go (NetworkCall rows)."""
-        if self._sink is None:
-            from .netlog import StoreSink
-
-            self._sink = StoreSink(self.store)
-        return self._sink
-
-    def _provider(self, row: dict[str, Any]) -> Provider:
-        """The provider client for a connection, built once per connection and configuration."""
-        from .providers import make_provider
-        from .recording import recording_transport
-
-        data = row.get("data") or {}
-        base_url, host = data.get("base_url"), data.get("host")
-        if data.get("builtin"):
-            server = _conn.builtin_server()
-            base_url, host = server.openai_base_url, server.ollama_host
-        from .providers import Timeouts
-
-        timeout = Timeouts(**_conn.timeouts_of(data))
-        env = data.get("api_key_env") or ("OPENAI_API_KEY" if row["provider"] == "OPENAI" else None)
-        key = (row["provider"], base_url, host, env, env and os.environ.get(env), _conn.session_key(row["id"]), timeout, row["name"])
-        fingerprint = repr(key)
-        with self._providers_lock:
-            cached = self._providers.get(row["id"])
-            if cached and cached[0] == fingerprint:
-                return cached[1]
-            lib = "httpx2" if row["provider"] == "OPENAI" else "httpx"
-            provider = make_provider(
-                row["provider"],
-                connection_name=row["name"],
-                base_url=base_url,
-                host=host,
-                api_key=_conn.session_key(row["id"]) or ("not-needed" if data.get("builtin") else None),
-                api_key_env=data.get("api_key_env"),
-                transport=recording_transport(self.sink, lib=lib),
-                timeout=timeout,
-            )
-            if cached:
-                cached[1].close()
-            self._providers[row["id"]] = (fingerprint, provider)
-            return provider
-
-    def _forget_provider(self, connection_id: str) -> None:
-        with self._providers_lock:
-            cached = self._providers.pop(connection_id, None)
-        if cached:
-            cached[1].close()
+    # ------------------------------------------------------------ metrics
 
     def record_metrics(self, values: dict[str, float], dimensions: dict[str, str], *, references: dict[str, str] | None = None) -> None:
-        """Write several metrics that share dimensions now, through the store's one MetricWriter."""
-        from .monitoring import record_metrics
-
-        record_metrics(self.store, values, dimensions, references=references)
+        """Write several metrics that share dimensions, in one transaction."""
+        self.runtime.metrics.record(values, dimensions, references=references)
 
     # ------------------------------------------------------------ chats
 
@@ -364,8 +328,6 @@ class Hub:
         On an existing chat, `model` or `agent` switches what it talks to from the next turn on,
         and `system` adds a system message.
         """
-        from .chat import Chat
-
         _conn.check_name("Chat", name)
         if model and agent:
             raise UsageError("A chat talks to a model or to an agent, not both: pass --model or --agent.")
@@ -388,18 +350,31 @@ class Hub:
             row = self.store.update("Chat", row["id"], type=target[0], sourceId=target[1])
         elif description is not None and not created:
             row = self.store.update("Chat", row["id"], description=description)
-        chat = Chat(self, row)
+        chat = Chat(self.runtime, row, self._turn_target)
         if system:
             last_system = [m for m in chat.messages() if m["type"] == "system"]
             if not last_system or last_system[-1]["content"] != system:
                 self.store.create("Message", threadId=chat.thread_id, type="system", sourceId="user", content=system)
         return chat
 
+    def _turn_target(self, chat: Chat, approve: Approver | None) -> TurnTarget:
+        """What a turn of `chat` talks to: its connection, or its agent's model and tools."""
+        if chat.type != "agent":
+            return connection_target(chat)
+        agent = _agents.load_agent(self.runtime, chat.source_id, approve=approve)
+        return TurnTarget(
+            connection=self.connection(agent.model_id),
+            label=f"agent {agent.name!r}",
+            message_type="agent",
+            source_id=agent.id,
+            system=agent.instructions,
+            toolbox=agent,
+            agent=agent.name,
+        )
+
     def _chat_target(self, model: str | None, agent: str | None) -> tuple[str, str]:
         if agent:
-            from .agents import load_agent
-
-            return ("agent", load_agent(self, agent).id)
+            return ("agent", _agents.load_agent(self.runtime, agent).id)
         if model:
             return ("chatModel", self.connection(model)["id"])
         row = self.default_connection()
@@ -412,14 +387,8 @@ class Hub:
 
     def get_chat(self, name: str) -> Chat:
         """An existing chat; NotFoundError listing the chats there are."""
-        from .chat import Chat
-
-        row = self.store.first("Chat", name=name)
-        if row is None:
-            names = [r["name"] for r in self.store.find("Chat")]
-            hint = f"chats are: {', '.join(names)}" if names else "there are no chats yet"
-            raise NotFoundError(f"No chat named {name!r} ({hint}); start one with %%aihub chat {name}.")
-        return Chat(self, row)
+        row = find_named(self.store, "Chat", name, kind="chat", fix=f"start one with %%aihub chat {name}")
+        return Chat(self.runtime, row, self._turn_target)
 
     def chats(self) -> list[dict[str, Any]]:
         """Every chat: name, what it talks to, how many messages, when last used."""
@@ -435,10 +404,6 @@ class Hub:
         for row in rows:
             row["with"] = names.get(row.pop("sourceId"), "(removed)")
             if row.pop("thread") is None:
-                import warnings
-
-                from .errors import StoreWarning
-
                 warnings.warn(
                     f"Chat row {row['id']!r} ({row['name']!r}): field references names no thread (malformed or missing); "
                     "its messages cannot be listed.", StoreWarning, stacklevel=2,
@@ -447,8 +412,6 @@ class Hub:
 
     def delete_chat(self, name: str) -> None:
         """Delete a chat and its thread's messages; refused while a turn is answering in it."""
-        from .jobs import check_unlocked
-
         chat = self.get_chat(name)
         with self.store.transaction() as conn:
             check_unlocked(
@@ -463,15 +426,11 @@ class Hub:
         """Free a chat left busy by a turn whose kernel stopped answering; return the id of the job
         that held it (marked failed, with a note), or None if the chat was not locked. Refused
         while that turn still runs in a live process."""
-        from .jobs import unlock_thread
-
         found = self.get_chat(chat)
         return unlock_thread(self.store, found.thread_id, label=f"Chat {chat!r}")
 
     def render(self, name: str) -> dict[str, Any]:
         """Store a RenderedConversationThread snapshot of the chat's thread and return it."""
-        from .chat import rendered_messages
-
         chat = self.get_chat(name)
         return self.store.create(
             "RenderedConversationThread",
@@ -486,10 +445,9 @@ class Hub:
         """Decorator: make a plain annotated function a tool (`@hub.tool` or `@hub.tool(name=...)`).
 
         Re-defining a function of the same name updates the same Tool row."""
-        from .tools import define_python_tool
 
         def register(f):
-            define_python_tool(self, f, name=name, description=description)
+            _tools.define_python_tool(self.runtime, f, name=name, description=description)
             return f
 
         return register(fn) if fn is not None else register
@@ -505,22 +463,20 @@ class Hub:
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """A tool that calls an HTTP endpoint; `{param}` in the URL is filled from the arguments."""
-        from .tools import define_http_tool
-
-        return define_http_tool(
-            self, name, method, url, parameters=parameters, description=description, headers=headers
+        return _tools.define_http_tool(
+            self.runtime, name, method, url, parameters=parameters, description=description, headers=headers
         )
 
     def tools(self) -> list[dict[str, Any]]:
         """Every tool, with `available` false for a python tool not defined in this session."""
-        from .tools import list_tools
+        return _tools.list_tools(self.runtime)
 
-        return list_tools(self)
+    def get_tool(self, name: str) -> dict[str, Any]:
+        """The stored Tool row called `name`; NotFoundError listing the tools there are."""
+        return _tools.get_tool(self.runtime, name)
 
     def remove_tool(self, name: str) -> None:
-        from .tools import remove_tool
-
-        remove_tool(self, name)
+        _tools.remove_tool(self.runtime, name)
 
     def agent(
         self,
@@ -536,29 +492,23 @@ class Hub:
         """Create or update an agent: a chat model plus tools, each automatic or user-permitted.
 
         `permission` is one stance for every tool, or {tool: stance}; `tools` are names or functions."""
-        from .agents import define_agent
-
-        return define_agent(
-            self, name, model=model, tools=tools, permission=permission, instructions=instructions,
+        _conn.check_name("Agent", name)
+        connection = self.connection(model) if model else self.default_connection()
+        return _agents.define_agent(
+            self.runtime, name, connection=connection, tools=tools, permission=permission, instructions=instructions,
             max_rounds=max_rounds, description=description,
         )
 
     def agents(self) -> list[dict[str, Any]]:
-        from .agents import list_agents
-
-        return list_agents(self)
+        return _agents.list_agents(self.runtime)
 
     def remove_agent(self, name: str) -> None:
         """Delete an agent; chats that talked to it keep their history and need --agent or --model to go on."""
-        from .agents import remove_agent
-
-        remove_agent(self, name)
+        _agents.remove_agent(self.runtime, name)
 
     def describe_agent(self, name: str) -> dict[str, Any]:
         """An agent with its model and tools (name, permission, available)."""
-        from .agents import describe_agent
-
-        return describe_agent(self, name)
+        return _agents.describe_agent(self.runtime, name)
 
     # ------------------------------------------------------------ monitoring
 
@@ -574,9 +524,7 @@ class Hub:
 
     def log_metric(self, name: str, value: float, /, **dimensions: Any) -> None:
         """Record one of your own metrics (an eval score, a rating); batched, so many are cheap."""
-        from . import monitoring
-
-        monitoring.log_metric(self.store, name, value, **dimensions)
+        self.runtime.metrics.log(name, value, **dimensions)
 
     def network_calls(self, since=None, until=None, **filters: Any):
         from . import monitoring
@@ -696,7 +644,7 @@ class Hub:
             existing = self.store.first("Chat", name=chat)
             chat_row = existing if existing is not None else self.chat(chat, model=row["id"])._row
         return generate_images(
-            self.store, self._provider(row), row, prompt, size=size, n=n, quality=quality, chat=chat_row,
+            self.store, self.runtime.providers.get(row), row, prompt, size=size, n=n, quality=quality, chat=chat_row,
             record_metrics=self.record_metrics,
             price=lambda prompt_tokens, output_tokens: monitoring.turn_cost(self.store, row["provider"], row["modelId"], prompt_tokens, output_tokens),
         )
@@ -719,7 +667,7 @@ class Hub:
             items = list(texts)
         else:
             raise UsageError(f"embed takes a str, a list of str or a pandas Series, not {type(texts).__name__}.")
-        provider = self._provider(row)
+        provider = self.runtime.providers.get(row)
         data = row.get("data") or {}
         endpoint = "builtin" if data.get("builtin") else provider.url
         show = progress if progress is not None else len(items) > 2048
@@ -764,8 +712,6 @@ class Hub:
 
     def submit(self, fn, *args: Any, name: str | None = None, **kwargs: Any):
         """Run fn(*args, **kwargs) in the background as a recorded job; returns a BackgroundJob."""
-        from .jobs import run_in_background
-
         return run_in_background(self.store, fn, *args, name=name, **kwargs)
 
 
@@ -791,9 +737,6 @@ def _limits(
 def _private_home(home: Path) -> None:
     """The hub folder holds the database: readable by its owner only. A folder made earlier with
     wider permissions is tightened when it is yours; otherwise you are told."""
-    import stat
-    import warnings
-
     info = home.stat()
     if not info.st_mode & 0o077:
         return

@@ -17,6 +17,7 @@ job whose process died is marked failed when the store is next opened by a hub.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -56,28 +57,35 @@ _ACTIVE_LOCK = threading.Lock()
 
 
 def process_start(pid: int) -> str | None:
-    """When the process started, as the OS counts it (Linux /proc); None where unknown."""
+    """When the process started (psutil's create_time, in seconds since the epoch, as text); with
+    the pid it names one process, even after the pid is reused. None where unknown."""
+    import psutil  # here, not above: importing the hub stays cheap
+
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode(errors="replace")
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except (psutil.Error, OSError, ValueError):
         return None
 
 
 _PID = os.getpid()
-_START = process_start(_PID)
+
+
+@functools.cache
+def _own_start() -> str | None:
+    return process_start(_PID)
 
 
 def _process_alive(pid: int | None, start: str | None) -> bool:
+    """Whether the process `pid` that started at `start` still runs (a reused pid does not count)."""
+    import psutil
+
     if not pid:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        if not psutil.pid_exists(pid):
+            return False
+    except (psutil.Error, OSError, ValueError):  # a pid out of range
         return False
-    except PermissionError:
-        return True
     return start is None or process_start(pid) in (None, start)
 
 
@@ -90,7 +98,7 @@ class JobRun:
         self.text_log_id = log["id"]
         row = store.create(
             "Jobs", name=name, type=type, status="pending", textLogId=log["id"], references=references or {},
-            pid=_PID, processStart=_START,
+            pid=_PID, processStart=_own_start(),
         )
         self.id: str = row["id"]
         self.status = "pending"
@@ -105,7 +113,7 @@ class JobRun:
             with self.store.transaction() as conn:
                 if lock is not None:
                     _take_lock(self.store, conn, lock, self.id, label)
-                self.store.set("Jobs", self.id, status="running", pid=_PID, processStart=_START, startedAt=now_iso())
+                self.store.set("Jobs", self.id, status="running", pid=_PID, processStart=_own_start(), startedAt=now_iso())
         except BaseException:
             with _ACTIVE_LOCK:
                 _ACTIVE.discard(self.id)
@@ -157,7 +165,7 @@ def _lock_is_stale(store: Store, job_id: str) -> bool:
     job = store.first("Jobs", id=job_id)
     if job is None or job["status"] in ("completed", "failed"):
         return True
-    if job["pid"] == _PID and job["processStart"] == _START:
+    if job["pid"] == _PID and job["processStart"] == _own_start():
         with _ACTIVE_LOCK:
             return job_id not in _ACTIVE
     if job["status"] == "pending" and not job["pid"]:  # locked by a job that never started
@@ -178,7 +186,7 @@ def fail_orphaned_jobs(store: Store) -> int:
     """Mark failed the running jobs whose process is gone (a crashed or killed kernel); return
     how many. Their thread locks are then recovered by the next turn."""
     rows = store.query('SELECT id, pid, processStart FROM "Jobs" WHERE status = \'running\'')
-    orphans = [r["id"] for r in rows if not (r["pid"] == _PID and r["processStart"] == _START) and not _process_alive(r["pid"], r["processStart"])]
+    orphans = [r["id"] for r in rows if not (r["pid"] == _PID and r["processStart"] == _own_start()) and not _process_alive(r["pid"], r["processStart"])]
     for job_id in orphans:
         store.set("Jobs", job_id, status="failed", error=ORPHANED, finishedAt=now_iso())
     return len(orphans)
@@ -190,7 +198,7 @@ def fail_stale_pending_jobs(store: Store) -> int:
     rows = store.query('SELECT id, pid, processStart, updatedAt FROM "Jobs" WHERE status = \'pending\'')
     stale = [
         r["id"] for r in rows
-        if not (r["pid"] == _PID and r["processStart"] == _START)
+        if not (r["pid"] == _PID and r["processStart"] == _own_start())
         and (not _process_alive(r["pid"], r["processStart"]) if r["pid"] else _age_s(r["updatedAt"]) > _PENDING_GRACE_S)
     ]
     for job_id in stale:

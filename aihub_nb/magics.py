@@ -25,11 +25,12 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 from traitlets import Bool, Float, Unicode
 
+from .current import current_hub, home_from, use_hub
 from .display import html_table
 from .errors import AihubError
 from .redact import redact
 from .views import (
-    Shown, chat_view, code_view, reply_view, snapshot_view, source_names, target_label, text_view, tool_event_view,
+    Shown, chat_view, code_view, reply_view, snapshot_view, source_names, text_view, tool_event_view,
     turn_footer,
 )
 
@@ -38,31 +39,18 @@ if TYPE_CHECKING:
 
 __all__ = ["AihubMagics", "default_hub", "load_ipython_extension", "unload_ipython_extension", "use_hub"]
 
-_DEFAULT_HUB: Hub | None = None  # the hub the magics opened, or the one use_hub() pinned
-_PINNED = False
-
-
 def default_hub() -> Hub:
     """The notebook's hub ($AIHUB_HOME, else ~/.aihub, or `%config AihubMagics.home`): the Hub
     most recently opened on that file in this process (so `hub = Hub()` in the notebook is the
     one %aihub and @aihub_nb.tool use from then on), else one opened now."""
-    global _DEFAULT_HUB
-    if _PINNED and _DEFAULT_HUB is not None:
-        return _DEFAULT_HUB
-    from .hub import Hub, open_hub
-
-    home = _MAGICS.home or None if _MAGICS is not None else None
-    hub = open_hub(home)
-    if hub is None:
-        hub = Hub(home)
-    _DEFAULT_HUB = hub
-    return hub
+    return current_hub()
 
 
-def use_hub(hub: Hub | None) -> None:
-    """Point the magics (and `aihub_nb.tool`) at this hub; None goes back to the default one."""
-    global _DEFAULT_HUB, _PINNED
-    _DEFAULT_HUB, _PINNED = hub, hub is not None
+def _configured_home() -> str | None:
+    return (_MAGICS.home or None) if _MAGICS is not None else None
+
+
+home_from(_configured_home)
 
 
 def _one_line(text: str) -> str:
@@ -501,9 +489,7 @@ class AihubMagics(Magics):
         if view.handle is None and not view.tools:
             display(_reply(reply.text))
         if self.show_footer:
-            agent = chat.type == "agent"
-            row = self.hub.store.first("Agent" if agent else "ModelConnections", id=chat._row["sourceId"])
-            display(turn_footer(reply, target_label(row, agent=agent)))
+            display(turn_footer(reply, chat.target().label))
 
     @_subcommand("%aihub image")
     @argument("name", help="the chat that keeps the prompt and the images")
@@ -578,9 +564,7 @@ class AihubMagics(Magics):
         if ns.action == "remove":
             self.hub.remove_tool(ns.name)
             return self._tools()
-        from .tools import get_tool
-
-        row = get_tool(self.hub, ns.name)
+        row = self.hub.get_tool(ns.name)
         info = {k: v for k, v in row.items() if k in ("name", "type", "description", "schema")}
         source = (row.get("data") or {}).get("source")
         if source:

@@ -12,11 +12,18 @@ recorded in the `_aihub_migrations` table. A released migration is never edited:
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .store import Store
+from .clock import now_iso
+
+
+class Store(Protocol):
+    """The store being opened, as a migration sees it (aihub_nb.store runs the migrations)."""
+
+    conn: sqlite3.Connection
+    models: dict[str, Any]
 
 __all__ = ["MIGRATIONS", "apply_pending", "migration", "names"]
 
@@ -37,8 +44,6 @@ def names() -> list[str]:
 
 def apply_pending(store: "Store") -> list[str]:
     """Run the migrations this database has not seen, in name order; the caller holds the write lock."""
-    from .store import now_iso
-
     applied = {r[0] for r in store.conn.execute("SELECT name FROM _aihub_migrations")}
     done = []
     for name in names():
@@ -67,8 +72,6 @@ def m001_json_defaults(store: "Store") -> None:
 def m002_unique_names(store: "Store") -> None:
     """Chat, connection, tool and agent names became unique (schema.prisma @@unique([name])).
     Rows that share a name keep it on the oldest; the others are renamed NAME-2, NAME-3, ..."""
-    from .store import now_iso
-
     for table in ("Chat", "ModelConnections", "Tool", "Agent"):
         if "name" not in getattr(store.models.get(table), "fields", {}):
             continue  # a store opened with another schema

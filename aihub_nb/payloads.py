@@ -22,12 +22,17 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .store import Store
+
+class Store(Protocol):
+    """The store whose payloads these are, as this module sees it (aihub_nb.store calls it)."""
+
+    conn: sqlite3.Connection
+    _lock: Any
 
 __all__ = ["EXPANDED", "PruneReport", "common_ends", "expand", "expand_columns", "prune"]
 

@@ -41,10 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from . import payloads
-from .errors import RecordNotFoundError, StoreError, StoreWarning, UnknownFieldError, UnknownTableError
+from .clock import now_iso
+from .errors import NotFoundError, RecordNotFoundError, StoreError, StoreWarning, UnknownFieldError, UnknownTableError
 from .prisma import Field, Model, Schema, load_schema
 
-__all__ = ["Store", "now_iso", "uuid7"]
+__all__ = ["Store", "find_named", "now_iso", "uuid7"]
 
 _SQL_TYPES = {
     "String": "TEXT",
@@ -89,13 +90,6 @@ def uuid7() -> str:
     value = (ms << 80) | (0x7 << 76) | (counter << 64) | tail
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def now_iso(t: float | None = None) -> str:
-    """UTC ISO-8601 with milliseconds and Z, as every timestamp in the store is written."""
-    ms = int((time.time() if t is None else t) * 1000)
-    seconds, ms = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
 
 
 # ---------------------------------------------------------------- value conversion
@@ -443,6 +437,12 @@ class Store:
         with self._lock:
             self.conn.close()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
     # -- table and field checks
 
     def table(self, name: str) -> Model:
@@ -769,6 +769,17 @@ def _integrity_error(model: Model, exc: sqlite3.IntegrityError, row: dict[str, A
         column = text.split(":", 1)[1].strip().split(".", 1)[-1]
         return StoreError(f"{model.name}.{column} cannot be None; give it a value.")
     return StoreError(f"{model.name}: {text}.")
+
+
+def find_named(store: Store, table: str, name: str, *, kind: str, fix: str, by_id: bool = False, empty: str | None = None) -> dict[str, Any]:
+    """The row of `table` called `name` (or, with `by_id`, whose id it is); else a NotFoundError
+    that lists the names there are and says how to make one (`fix`)."""
+    row = store.first(table, name=name) or (store.first(table, id=name) if by_id else None)
+    if row is None:
+        names = [r["name"] for r in store.query(f'SELECT name FROM "{store.model(table).table}" ORDER BY rowid')]
+        hint = f"{kind}s are: {', '.join(names)}" if names else (empty or f"there are no {kind}s yet")
+        raise NotFoundError(f"No {kind} named {name!r} ({hint}); {fix}.")
+    return row
 
 
 def _index_name(model: Model, index) -> str:

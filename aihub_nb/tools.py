@@ -7,7 +7,7 @@
     >>> row = hub.http_tool("weather", "GET", "https://wttr.in/{city}", headers={"Authorization": "Bearer ${WTTR_TOKEN}"})
     >>> [(t["name"], t["type"], t["available"]) for t in hub.tools()]
     [('add', 'python', True), ('weather', 'http', True)]
-    >>> invoke_tool(hub, get_tool(hub, "add"), '{"a": 2, "b": 3}').content
+    >>> invoke_tool(hub.runtime, get_tool(hub.runtime, "add"), '{"a": 2, "b": 3}').content
     '5'
 
 A Tool row keeps, per tool:
@@ -21,7 +21,7 @@ A Tool row keeps, per tool:
   (``"Bearer ${MY_TOKEN}"``, ``?appid=${OWM_KEY}``), expanded when the tool is called and never
   stored, nor recorded in its NetworkCall.
 
-A python tool runs only the function registered in this session (`hub._functions`): code is never
+A python tool runs only the function registered in this session (the runtime's `tools`): code is never
 rebuilt from the database, so after a restart a stored python tool is listed as unavailable until
 its definition runs again.
 
@@ -54,11 +54,11 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
-from .chat import Approver, ToolOutcome
-from .errors import NotFoundError, ToolArgumentsError, ToolError
+from .errors import ToolArgumentsError, ToolError
 from .redact import ENV_REF as _ENV_REF
 from .redact import (
     REDACTED,
@@ -70,13 +70,18 @@ from .redact import (
     redact_url,
     watch_env,
 )
+from .runtime import Approver
+from .store import find_named
 from .toolschema import call_kwargs, coerce_arguments, function_spec
 
 if TYPE_CHECKING:
-    from .hub import Hub
+    from .providers.base import ToolCall
+    from .runtime import Runtime
 
 __all__ = [
     "PERMISSIONS",
+    "ToolBox",
+    "ToolOutcome",
     "define_http_tool",
     "define_python_tool",
     "get_tool",
@@ -99,10 +104,32 @@ _SNIPPET = 300
 _INSIDE_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what no header value may hold (tabs may)
 
 
+@dataclass
+class ToolOutcome:
+    """The result of one tool call, as a chat turn records it and the model reads it."""
+
+    content: str  # what goes back to the model
+    status: str  # completed | failed | denied
+    tool_id: str | None = None
+    invocation_id: str | None = None
+    duration_ms: float | None = None
+
+
+class ToolBox(Protocol):
+    """The tools a turn may call (an agent's): their specs, and how to run one call."""
+
+    name: str
+    max_rounds: int
+
+    def specs(self) -> list[dict[str, Any]]: ...
+
+    def run(self, call: ToolCall, *, job_id: str, thread_id: str) -> ToolOutcome: ...
+
+
 # ---------------------------------------------------------------- defining tools
 
 
-def define_python_tool(hub: Hub, fn: Callable[..., Any], *, name: str | None = None, description: str | None = None) -> dict[str, Any]:
+def define_python_tool(runtime: Runtime, fn: Callable[..., Any], *, name: str | None = None, description: str | None = None) -> dict[str, Any]:
     """Store `fn` as a python tool (name, description and schema from its signature and docstring)
     and register it for this session. Defining the same name again updates the same row."""
     if not callable(fn):
@@ -116,8 +143,8 @@ def define_python_tool(hub: Hub, fn: Callable[..., Any], *, name: str | None = N
         "signature": _signature(fn),
         "source": _source(fn),
     }
-    row = _save_tool(hub, spec["name"], "python", spec["description"], spec["parameters"], data)
-    hub._functions[spec["name"]] = fn
+    row = _save_tool(runtime, spec["name"], "python", spec["description"], spec["parameters"], data)
+    runtime.tools[spec["name"]] = fn
     return row
 
 
@@ -127,20 +154,14 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return any(inspect.iscoroutinefunction(t) or inspect.isasyncgenfunction(t) for t in targets)
 
 
-def registered_name(hub: Hub, fn: Callable[..., Any]) -> str | None:
+def registered_name(runtime: Runtime, fn: Callable[..., Any]) -> str | None:
     """The name `fn` is registered under as a python tool in this session, if it is (a bound
     method counts as the same function: `obj.method` is a new object at every access)."""
-    for name, registered in hub._functions.items():
-        if registered is fn or (
-            inspect.ismethod(fn) and inspect.ismethod(registered)
-            and registered.__func__ is fn.__func__ and registered.__self__ is fn.__self__
-        ):
-            return name
-    return None
+    return runtime.tools.name_of(fn)
 
 
 def define_http_tool(
-    hub: Hub,
+    runtime: Runtime,
     name: str,
     method: str,
     url: str,
@@ -193,18 +214,18 @@ def define_http_tool(
     for var in env_references(" ".join([url, *headers.values()])):
         watch_env(var)  # its value is masked wherever it shows up from now on
     data = {"method": method, "url": url, "headers": headers}
-    row = _save_tool(hub, name, "http", description, parameters, data)
-    hub._functions.pop(name, None)  # a python tool of that name is gone: its function must not stand for it
+    row = _save_tool(runtime, name, "http", description, parameters, data)
+    runtime.tools.pop(name, None)  # a python tool of that name is gone: its function must not stand for it
     return row
 
 
-def _save_tool(hub: Hub, name: str, type: str, description: str, schema: dict, data: dict) -> dict[str, Any]:
+def _save_tool(runtime: Runtime, name: str, type: str, description: str, schema: dict, data: dict) -> dict[str, Any]:
     fields = dict(type=type, description=description or "", schema=schema, data=data)
-    with hub.store.transaction():  # look-up and create as one: one row per name across kernels
-        existing = hub.store.first("Tool", name=name)
+    with runtime.store.transaction():  # look-up and create as one: one row per name across kernels
+        existing = runtime.store.first("Tool", name=name)
         if existing:
-            return hub.store.update("Tool", existing["id"], **fields)
-        return hub.store.create("Tool", name=name, **fields)
+            return runtime.store.update("Tool", existing["id"], **fields)
+        return runtime.store.create("Tool", name=name, **fields)
 
 
 def _check_tool_name(name: str) -> None:
@@ -259,19 +280,14 @@ def _source(fn: Callable[..., Any]) -> str | None:
 # ---------------------------------------------------------------- finding and listing
 
 
-def get_tool(hub: Hub, name: str) -> dict[str, Any]:
+def get_tool(runtime: Runtime, name: str) -> dict[str, Any]:
     """The Tool row called `name`; NotFoundError listing the tools there are."""
-    row = hub.store.first("Tool", name=name)
-    if row is None:
-        names = [r["name"] for r in hub.store.find("Tool")]
-        hint = f"tools are: {', '.join(names)}" if names else "there are no tools yet"
-        raise NotFoundError(f"No tool named {name!r} ({hint}); define one with @hub.tool or hub.http_tool(...).")
-    return row
+    return find_named(runtime.store, "Tool", name, kind="tool", fix="define one with @hub.tool or hub.http_tool(...)")
 
 
-def is_available(hub: Hub, tool: dict[str, Any]) -> bool:
+def is_available(runtime: Runtime, tool: dict[str, Any]) -> bool:
     """Whether the tool can run in this session (a python tool needs its function defined here)."""
-    return tool["type"] != "python" or tool["name"] in hub._functions
+    return tool["type"] != "python" or tool["name"] in runtime.tools
 
 
 def tool_spec(tool: dict[str, Any]) -> dict[str, Any]:
@@ -286,7 +302,7 @@ def tool_spec(tool: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def list_tools(hub: Hub) -> list[dict[str, Any]]:
+def list_tools(runtime: Runtime) -> list[dict[str, Any]]:
     """Every tool: name, type, description, a parameters summary, whether it is available, id."""
     return [
         {
@@ -294,10 +310,10 @@ def list_tools(hub: Hub) -> list[dict[str, Any]]:
             "type": row["type"],
             "description": row["description"],
             "parameters": _parameters_summary(row["schema"] or {}),
-            "available": is_available(hub, row),
+            "available": is_available(runtime, row),
             "id": row["id"],
         }
-        for row in hub.store.find("Tool")
+        for row in runtime.store.find("Tool")
     ]
 
 
@@ -315,20 +331,20 @@ def _parameters_summary(schema: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def remove_tool(hub: Hub, name: str) -> None:
+def remove_tool(runtime: Runtime, name: str) -> None:
     """Delete a tool and every agent's connection to it."""
-    row = get_tool(hub, name)
-    with hub.store.transaction() as conn:
+    row = get_tool(runtime, name)
+    with runtime.store.transaction() as conn:
         conn.execute('DELETE FROM "AgentToolConnection" WHERE toolId = ?', (row["id"],))
         conn.execute('DELETE FROM "Tool" WHERE id = ?', (row["id"],))
-    hub._functions.pop(name, None)
+    runtime.tools.pop(name, None)
 
 
 # ---------------------------------------------------------------- invoking
 
 
 def invoke_tool(
-    hub: Hub,
+    runtime: Runtime,
     tool: dict[str, Any],
     arguments: str | dict[str, Any] | None,
     *,
@@ -345,14 +361,14 @@ def invoke_tool(
     tool's schema (on a problem the tool is not run); unless `permission` is ``automatic``, the
     tool runs only if `approve(name, arguments)` returns True, else the call is ``denied``.
     """
-    store = hub.store
+    store = runtime.store
     log = store.create("TextLog", text="")
     row = store.create(
         "ToolInvocation", toolId=tool["id"], parameters=_raw_parameters(arguments), textLogId=log["id"],
         status="pending", callId=call_id, references=references or {},
     )
-    call = _Call(hub, tool, row, agent)
-    if not is_available(hub, tool):
+    call = _Call(runtime, tool, row, agent)
+    if not is_available(runtime, tool):
         return call.finish("failed", error=(
             f"Tool {tool['name']!r} is not available: its Python function is not defined in this session; "
             "define the function in this session (run the cell with @hub.tool) to use it."
@@ -389,8 +405,8 @@ def _raw_parameters(arguments: str | dict[str, Any] | None) -> dict[str, Any]:
 class _Call:
     """One ToolInvocation on its way from pending to its final status."""
 
-    def __init__(self, hub: Hub, tool: dict[str, Any], invocation: dict[str, Any], agent: str | None) -> None:
-        self.hub = hub
+    def __init__(self, runtime: Runtime, tool: dict[str, Any], invocation: dict[str, Any], agent: str | None) -> None:
+        self.runtime = runtime
         self.tool = tool
         self.name = tool["name"]
         self.id = invocation["id"]
@@ -402,7 +418,7 @@ class _Call:
     def log(self, text: str) -> None:
         if text:
             text = redact(text)
-            self.hub.store.append_text("TextLog", self.log_id, "text", text if text.endswith("\n") else text + "\n")
+            self.runtime.store.append_text("TextLog", self.log_id, "text", text if text.endswith("\n") else text + "\n")
 
     def ask(self, approve: Approver | None, args: dict[str, Any]) -> tuple[str, str] | None:
         """None if the user allows the call, else (status, why) for the model to read."""
@@ -423,7 +439,7 @@ class _Call:
         return "denied", f"The user denied running tool {self.name!r}; do not call it again for this request, continue without it."
 
     def run(self, args: dict[str, Any]) -> ToolOutcome:
-        self.hub.store.set("ToolInvocation", self.id, status="running")
+        self.runtime.store.set("ToolInvocation", self.id, status="running")
         printed = io.StringIO()
         started = time.perf_counter()
         try:
@@ -448,7 +464,7 @@ class _Call:
     def _execute(self, args: dict[str, Any]) -> Any:
         kind = self.tool["type"]
         if kind == "python":
-            fn = self.hub._functions[self.name]
+            fn = self.runtime.tools[self.name]
             value = fn(**call_kwargs(fn, args))
             if inspect.isgenerator(value):
                 return list(value)
@@ -457,7 +473,7 @@ class _Call:
                 raise ToolError("it returned an awaitable; a tool must be a plain function that returns its result")
             return value
         if kind == "http":
-            return _call_http(self.hub, self.tool, args, {"invocation": self.id, **self.references})
+            return _call_http(self.runtime, self.tool, args, {"invocation": self.id, **self.references})
         raise ToolError(f"tool type {kind!r} cannot run in this version of aihub_nb")
 
     def finish(self, status: str, *, value: Any = None, error: str | None = None) -> ToolOutcome:
@@ -475,12 +491,12 @@ class _Call:
                 f"{content[:MAX_RESULT_CHARS]}\n[cut: the model is shown the first {MAX_RESULT_CHARS} of "
                 f"{len(content)} characters]"
             )
-        self.hub.store.set("ToolInvocation", self.id, status=status, result=result, durationMs=self.duration_ms)
+        self.runtime.store.set("ToolInvocation", self.id, status=status, result=result, durationMs=self.duration_ms)
         values = {"tool_failures": 1.0 if status == "failed" else 0.0}
         if self.duration_ms is not None:
             values["tool_duration_ms"] = self.duration_ms
         dims = tool_dimensions(self.name, self.agent, status)
-        self.hub.record_metrics(values, dims, references={"invocation": self.id, **self.references})
+        self.runtime.metrics.record(values, dims, references={"invocation": self.id, **self.references})
         return ToolOutcome(content, status, tool_id=self.tool["id"], invocation_id=self.id, duration_ms=self.duration_ms)
 
 
@@ -621,13 +637,10 @@ def _router(name: str) -> _OutputRouter:
 # ---------------------------------------------------------------- http tools
 
 
-def _call_http(hub: Hub, tool: dict[str, Any], args: dict[str, Any], references: dict[str, str]) -> Any:
+def _call_http(runtime: Runtime, tool: dict[str, Any], args: dict[str, Any], references: dict[str, str]) -> Any:
     """One request: URL placeholders filled (URL-encoded), the other arguments as the query
     (GET, DELETE) or a JSON body; recorded as a NetworkCall referencing the invocation."""
     import httpx
-
-    from .netlog import streaming_into
-    from .recording import recording_transport
 
     data = tool["data"]
     method, template = data["method"], data["url"]
@@ -650,13 +663,13 @@ def _call_http(hub: Hub, tool: dict[str, Any], args: dict[str, Any], references:
     elif rest:
         request["params"] = {k: _text(v) for k, v in rest.items() if v is not None}
     secret = {k.lower(): v for k, v in stored.items() if _ENV_REF.search(v)}
-    hiding = _HidingSink(hub.sink, secret, [v for v in in_url if v])
-    transport = recording_transport(hiding, lib="httpx")
+    hiding = _HidingSink(runtime.recorder.sink, secret, [v for v in in_url if v])
+    transport = runtime.recorder.transport("httpx", hiding)
     hooks = {"request": [_secrets_stay_home(httpx.URL(url), secret)]}
     try:
         with (
             httpx.Client(transport=transport, timeout=HTTP_TIMEOUT, follow_redirects=True, event_hooks=hooks) as client,
-            streaming_into(None, **references),
+            runtime.recorder.streaming(None, **references),
         ):
             response = client.request(method, url, **request)
     except httpx.HTTPError as exc:

@@ -298,7 +298,7 @@ def test_unavailable_python_tool_in_a_new_session(tmp_path, server, provider):
     hub = Hub(tmp_path)  # a new session on the same file: neither function is defined here
     hub.tool(add)
     assert [(t["name"], t["available"]) for t in hub.describe_agent("scribe")["tools"]] == [("note", False), ("add", True)]
-    assert [s["function"]["name"] for s in load_agent(hub, "scribe").specs()] == ["add"]  # only what can run is offered
+    assert [s["function"]["name"] for s in load_agent(hub.runtime, "scribe").specs()] == ["add"]  # only what can run is offered
     server.script(ScriptedReply(tool_calls=[_call("note", text="hi")]), ScriptedReply(text="I could not take the note."))
     reply = hub.chat("notes", agent="scribe").send("Note 'hi'.")
     assert reply.text == "I could not take the note."
@@ -471,7 +471,7 @@ def test_unknown_agent_lists_the_agents(hub, server):
         hub.chat("c", agent="x")
     hub.agent("helper")
     with pytest.raises(NotFoundError, match=r"No agent named 'x' \(agents are: helper\)"):
-        load_agent(hub, "x")
+        load_agent(hub.runtime, "x")
 
 
 def test_chat_with_an_agent_points_at_it(hub, server):
@@ -480,7 +480,7 @@ def test_chat_with_an_agent_points_at_it(hub, server):
     chat = hub.chat("c", agent="helper")
     row = hub.store.get("Chat", chat.id)
     assert (row["type"], row["sourceId"]) == ("agent", agent["id"])
-    loaded = load_agent(hub, agent["id"])
+    loaded = load_agent(hub.runtime, agent["id"])
     assert (loaded.id, loaded.name, loaded.model_id, loaded.max_rounds, loaded.specs()) == (
         agent["id"], "helper", agent["chatModelId"], 8, [],
     )
@@ -491,7 +491,7 @@ def test_agent_whose_connection_was_removed(hub, server):
     hub.agent("helper")
     hub.remove_connection("oa")
     with pytest.raises(NotFoundError, match=r"Agent 'helper' uses a connection that was removed; re-define it"):
-        load_agent(hub, "helper")
+        load_agent(hub.runtime, "helper")
     assert hub.agents()[0]["model"] == "(removed)"
 
 

@@ -367,9 +367,9 @@ def test_new_chat_without_model_uses_the_default_connection(hub, server):
     _connect(hub, server, "OLLAMA", name="second")
     assert [c["name"] for c in hub.connections() if c["default"]] == ["first"]
     chat = hub.chat("d")
-    assert chat._row["sourceId"] == hub.connection("first")["id"]
+    assert chat.source_id == hub.connection("first")["id"]
     hub.set_default_connection("second")
-    assert hub.chat("e")._row["sourceId"] == hub.connection("second")["id"]
+    assert hub.chat("e").source_id == hub.connection("second")["id"]
 
 
 def test_system_prompt_goes_first(hub, server):

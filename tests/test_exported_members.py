@@ -5,8 +5,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 
 import aihub_nb
+
+
+def test_all_lists_every_public_name():
+    """The httpx way: every public attribute of the package that is not a submodule is in
+    __all__, and every name in __all__ is one."""
+    public = {
+        name for name in dir(aihub_nb)
+        if not name.startswith("_") and not isinstance(getattr(aihub_nb, name), types.ModuleType)
+    }
+    assert public == set(aihub_nb.__all__) - {"__version__"}
 
 
 def test_all_is_sorted_and_every_name_resolves():

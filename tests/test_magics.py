@@ -7,7 +7,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from aihub_nb import errors, magics
+from aihub_nb import current, errors, magics
 from aihub_nb.testing import ScriptedReply
 
 
@@ -397,8 +397,8 @@ def test_default_hub_from_aihub_home_and_the_panels(ip, tmp_path, monkeypatch):
         for line in ("dashboard", "hub", "panel offline"):
             assert isinstance(ip.run_line_magic("aihub", line), ipywidgets.VBox), line
     finally:
-        if magics._DEFAULT_HUB is not None:
-            magics._DEFAULT_HUB.close()
+        if current._CURRENT is not None:
+            current._CURRENT.close()
         magics.use_hub(None)
 
 

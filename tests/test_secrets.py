@@ -245,7 +245,7 @@ def test_secret_headers_are_not_sent_to_another_origin_on_a_redirect(hub, sites,
     home, other = sites
     monkeypatch.setenv("TOOL_KEY", SECRET)
     hub.http_tool("away", "GET", home.url + "/away", headers=HEADERS)
-    outcome = invoke_tool(hub, get_tool(hub, "away"), {})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "away"), {})
     assert outcome.status == "completed", outcome.content
     assert home.received[-1]["headers"]["x-api-key"] == SECRET
     landed = other.received[-1]
@@ -261,7 +261,7 @@ def test_secret_headers_follow_a_redirect_within_the_origin(hub, sites, monkeypa
     home, _ = sites
     monkeypatch.setenv("TOOL_KEY", SECRET)
     hub.http_tool("home", "GET", home.url + "/home", headers=HEADERS)
-    assert invoke_tool(hub, get_tool(hub, "home"), {}).status == "completed"
+    assert invoke_tool(hub.runtime, get_tool(hub.runtime, "home"), {}).status == "completed"
     assert home.received[-1]["path"] == "/land"
     assert home.received[-1]["headers"]["x-api-key"] == SECRET
 
@@ -317,11 +317,11 @@ def test_a_tool_secret_with_a_trailing_newline_is_stripped_and_one_with_a_line_b
     home, _ = sites
     hub.http_tool("me", "GET", home.url + "/me?appid=${TOOL_KEY}", headers=HEADERS)
     monkeypatch.setenv("TOOL_KEY", SECRET + "\n")
-    assert invoke_tool(hub, get_tool(hub, "me"), {}).status == "completed"
+    assert invoke_tool(hub.runtime, get_tool(hub.runtime, "me"), {}).status == "completed"
     assert home.received[-1]["headers"]["x-api-key"] == SECRET
     assert home.received[-1]["path"] == f"/me?appid={SECRET}"
     monkeypatch.setenv("TOOL_KEY", "sk-test-9f8e\n7d6c5b4a39281706")
-    outcome = invoke_tool(hub, get_tool(hub, "me"), {})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "me"), {})
     assert outcome.content == (
         "Tool 'me' failed: the environment variable TOOL_KEY (for header 'X-Api-Key') has a control character "
         "or line break inside; set it again to the value alone"

@@ -58,7 +58,7 @@ def _metrics(hub: Hub, name: str) -> list[tuple[float, dict]]:
 
 def test_python_tool_row_holds_schema_and_source(hub):
     hub.tool(add)
-    row = get_tool(hub, "add")
+    row = get_tool(hub.runtime, "add")
     assert row["type"] == "python"
     assert row["description"] == "Add two numbers."
     assert row["schema"] == function_spec(add)["parameters"]
@@ -67,23 +67,23 @@ def test_python_tool_row_holds_schema_and_source(hub):
     assert row["data"]["qualname"] == "add"
     assert row["data"]["signature"] == "(a: int, b: int = 0) -> int"
     assert row["data"]["source"].startswith("def add(a: int, b: int = 0) -> int:")
-    assert hub._functions["add"] is add
+    assert hub.runtime.tools["add"] is add
     assert tool_spec(row) == {"type": "function", "function": function_spec(add)}
 
 
 def test_redefining_a_tool_updates_the_same_row(hub):
     hub.tool(add)
-    first = get_tool(hub, "add")
+    first = get_tool(hub.runtime, "add")
     cell = {}  # the user edits the cell and runs it again
     exec('def add(a: float, b: float) -> float:\n    """Add two real numbers."""\n    return a + b\n', cell)
     hub.tool(cell["add"])
     assert hub.store.count("Tool") == 1
-    row = get_tool(hub, "add")
+    row = get_tool(hub.runtime, "add")
     assert row["id"] == first["id"]
     assert row["description"] == "Add two real numbers."
     assert row["schema"]["properties"]["a"] == {"type": "number"}
     assert row["data"]["source"] is None  # no source file to read it from
-    assert hub._functions["add"] is cell["add"]
+    assert hub.runtime.tools["add"] is cell["add"]
 
 
 def test_decorator_with_name_and_description(hub):
@@ -100,7 +100,7 @@ def test_list_tools_summarises_parameters(hub):
     hub.tool(add)
     hub.tool(midpoint)
     hub.http_tool("get_item", "GET", "http://127.0.0.1:1/items/{item_id}", description="One item.")
-    rows = {r["name"]: r for r in list_tools(hub)}
+    rows = {r["name"]: r for r in list_tools(hub.runtime)}
     assert rows["add"]["parameters"] == "a: integer, b: integer = 0"
     assert rows["midpoint"]["parameters"] == 'p: object, q: object, unit: string = "m"'
     assert rows["get_item"] == {
@@ -151,7 +151,7 @@ def test_stored_tool_without_its_function_is_unavailable_and_never_rebuilt(tmp_p
     again = Hub(tmp_path)  # a kernel restart
     [row] = again.tools()
     assert (row["name"], row["available"]) == ("side_effect", False)
-    outcome = invoke_tool(again, get_tool(again, "side_effect"), {"x": 1})
+    outcome = invoke_tool(again.runtime, get_tool(again.runtime, "side_effect"), {"x": 1})
     assert outcome.status == "failed"
     assert "define the function in this session" in outcome.content
     assert ran == []
@@ -160,7 +160,7 @@ def test_stored_tool_without_its_function_is_unavailable_and_never_rebuilt(tmp_p
     assert inv["durationMs"] is None
     again.tool(side_effect)  # running the definition again makes it available
     assert again.tools()[0]["available"] is True
-    assert invoke_tool(again, get_tool(again, "side_effect"), {"x": 2}).content == "2"
+    assert invoke_tool(again.runtime, get_tool(again.runtime, "side_effect"), {"x": 2}).content == "2"
     assert ran == [2]
     again.close()
 
@@ -173,10 +173,10 @@ def test_remove_tool_also_removes_agent_connections(hub, server):
     hub.remove_tool("add")
     assert hub.store.count("Tool") == 0
     assert hub.store.count("AgentToolConnection") == 0
-    assert "add" not in hub._functions
+    assert "add" not in hub.runtime.tools
     assert hub.describe_agent("helper")["tools"] == []
     with pytest.raises(NotFoundError, match=r"No tool named 'add' \(there are no tools yet\)"):
-        remove_tool(hub, "add")
+        remove_tool(hub.runtime, "add")
 
 
 # ---------------------------------------------------------------- invoking directly
@@ -184,10 +184,10 @@ def test_remove_tool_also_removes_agent_connections(hub, server):
 
 def test_invocation_records_parameters_result_log_and_metrics(hub):
     hub.tool(add)
-    outcome = invoke_tool(hub, get_tool(hub, "add"), '{"a": 2, "b": 3}', call_id="call_1", references={"job": "j1"})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "add"), '{"a": 2, "b": 3}', call_id="call_1", references={"job": "j1"})
     assert (outcome.content, outcome.status) == ("5", "completed")
     inv = hub.store.get("ToolInvocation", outcome.invocation_id)
-    assert inv["toolId"] == outcome.tool_id == get_tool(hub, "add")["id"]
+    assert inv["toolId"] == outcome.tool_id == get_tool(hub.runtime, "add")["id"]
     assert (inv["status"], inv["parameters"], inv["result"], inv["callId"]) == ("completed", {"a": 2, "b": 3}, {"value": 5}, "call_1")
     assert inv["references"] == {"job": "j1"}
     assert inv["durationMs"] == outcome.duration_ms >= 0
@@ -198,7 +198,7 @@ def test_invocation_records_parameters_result_log_and_metrics(hub):
 
 def test_results_become_json_for_the_store_and_the_model(hub):
     hub.tool(midpoint)
-    outcome = invoke_tool(hub, get_tool(hub, "midpoint"), {"p": {"x": 0, "y": 0}, "q": {"x": 2, "y": 4}})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "midpoint"), {"p": {"x": 0, "y": 0}, "q": {"x": 2, "y": 4}})
     assert json.loads(outcome.content) == {"x": 1.0, "y": 2.0}  # arguments became Points, the result an object
     assert hub.store.get("ToolInvocation", outcome.invocation_id)["result"] == {"value": {"x": 1.0, "y": 2.0}}
 
@@ -206,14 +206,14 @@ def test_results_become_json_for_the_store_and_the_model(hub):
     def greet(name: str) -> str:
         return f"Hello, {name}!"
 
-    outcome = invoke_tool(hub, get_tool(hub, "greet"), {"name": "Ada"})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "greet"), {"name": "Ada"})
     assert outcome.content == "Hello, Ada!"  # a string goes to the model as it is
 
     @hub.tool
     def tags() -> set[str]:
         return {"b", "a"}
 
-    assert invoke_tool(hub, get_tool(hub, "tags"), None).content == '["a", "b"]'
+    assert invoke_tool(hub.runtime, get_tool(hub.runtime, "tags"), None).content == '["a", "b"]'
 
 
 def test_values_json_cannot_hold_reach_the_model_as_values_or_text(hub):
@@ -233,7 +233,7 @@ def test_values_json_cannot_hold_reach_the_model_as_values_or_text(hub):
         hub.tool(lambda value=value: value, name=name)
     stored = {}
     for name in results:
-        outcome = invoke_tool(hub, get_tool(hub, name), {})
+        outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, name), {})
         assert outcome.status == "completed", outcome.content
         stored[name] = (hub.store.get("ToolInvocation", outcome.invocation_id)["result"]["value"], outcome.content)
     assert stored == {
@@ -256,7 +256,7 @@ def test_a_generator_tool_returns_what_it_yields(hub):
             print("tick")
             yield i
 
-    outcome = invoke_tool(hub, get_tool(hub, "countdown"), {"n": 3})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "countdown"), {"n": 3})
     assert (outcome.status, outcome.content) == ("completed", "[3, 2, 1]")
     inv = hub.store.get("ToolInvocation", outcome.invocation_id)
     assert (inv["result"], _log(hub, inv)) == ({"value": [3, 2, 1]}, "tick\ntick\ntick\n")
@@ -267,7 +267,7 @@ def test_a_huge_result_is_cut_for_the_model_and_kept_whole(hub):
     def dump() -> str:
         return "x" * (MAX_RESULT_CHARS + 5000)
 
-    outcome = invoke_tool(hub, get_tool(hub, "dump"), {})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "dump"), {})
     assert outcome.status == "completed"
     assert outcome.content == "x" * MAX_RESULT_CHARS + (
         f"\n[cut: the model is shown the first {MAX_RESULT_CHARS} of {MAX_RESULT_CHARS + 5000} characters]"
@@ -282,7 +282,7 @@ def test_sys_exit_in_a_tool_is_a_failed_call_not_the_end_of_the_session(hub):
         print("giving up")
         sys.exit(code)
 
-    outcome = invoke_tool(hub, get_tool(hub, "quit_early"), {"code": 3})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "quit_early"), {"code": 3})
     assert (outcome.status, outcome.content) == ("failed", "Tool 'quit_early' failed: SystemExit: 3")
     log = _log(hub, hub.store.get("ToolInvocation", outcome.invocation_id))
     assert log.startswith("giving up\nTraceback (most recent call last):\n")
@@ -291,7 +291,7 @@ def test_sys_exit_in_a_tool_is_a_failed_call_not_the_end_of_the_session(hub):
     def leave(name, arguments):
         raise SystemExit("no")
 
-    outcome = invoke_tool(hub, get_tool(hub, "quit_early"), {"code": 1}, permission="user-permitted", approve=leave)
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "quit_early"), {"code": 1}, permission="user-permitted", approve=leave)
     assert (outcome.status, outcome.content) == (
         "failed", "Asking the user about tool 'quit_early' failed (SystemExit: no), so it was not run.",
     )
@@ -300,7 +300,7 @@ def test_sys_exit_in_a_tool_is_a_failed_call_not_the_end_of_the_session(hub):
 def test_a_broken_schema_fails_the_call_instead_of_raising(hub):
     schema = {"type": "object", "properties": {"q": {"type": "string", "pattern": "("}}}
     hub.http_tool("search", "GET", "http://127.0.0.1:1/search", parameters=schema)
-    outcome = invoke_tool(hub, get_tool(hub, "search"), {"q": "pens"})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "search"), {"q": "pens"})
     assert outcome.status == "failed"
     assert outcome.content.startswith("Tool 'search' was not run: its arguments could not be checked (The schema's pattern '(' is not")
     assert hub.store.get("ToolInvocation", outcome.invocation_id)["status"] == "failed"
@@ -319,11 +319,11 @@ def test_what_other_threads_print_stays_out_of_a_tools_log(hub, capsys):
         return label
 
     before = sys.stdout, sys.stderr
-    first = threading.Thread(target=invoke_tool, args=(hub, get_tool(hub, "wait"), {"label": "one"}))
+    first = threading.Thread(target=invoke_tool, args=(hub.runtime, get_tool(hub.runtime, "wait"), {"label": "one"}))
     first.start()
     assert started.wait(5)
     started.clear()
-    second = threading.Thread(target=invoke_tool, args=(hub, get_tool(hub, "wait"), {"label": "two"}))
+    second = threading.Thread(target=invoke_tool, args=(hub.runtime, get_tool(hub.runtime, "wait"), {"label": "two"}))
     second.start()
     assert started.wait(5)
     print("the notebook goes on")  # the main thread while two tools run in the background
@@ -338,7 +338,7 @@ def test_what_other_threads_print_stays_out_of_a_tools_log(hub, capsys):
 
 def test_arguments_that_are_not_json_are_kept_raw(hub):
     hub.tool(add)
-    outcome = invoke_tool(hub, get_tool(hub, "add"), '{"a": 2,')
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "add"), '{"a": 2,')
     assert outcome.status == "failed"
     assert outcome.content.startswith("Tool 'add' was not run: Arguments are invalid: the arguments are not valid JSON")
     inv = hub.store.get("ToolInvocation", outcome.invocation_id)
@@ -351,7 +351,7 @@ def test_an_approver_that_fails_means_the_tool_does_not_run(hub):
     def broken(name, arguments):
         raise RuntimeError("no prompt here")
 
-    outcome = invoke_tool(hub, get_tool(hub, "add"), {"a": 1, "b": 1}, permission="user-permitted", approve=broken)
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "add"), {"a": 1, "b": 1}, permission="user-permitted", approve=broken)
     assert (outcome.status, outcome.content) == (
         "failed", "Asking the user about tool 'add' failed (RuntimeError: no prompt here), so it was not run.",
     )
@@ -365,7 +365,7 @@ def test_ctrl_c_in_a_tool_is_recorded_then_stops(hub):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        invoke_tool(hub, get_tool(hub, "slow"), {})
+        invoke_tool(hub.runtime, get_tool(hub.runtime, "slow"), {})
     [inv] = hub.store.find("ToolInvocation")
     assert (inv["status"], inv["result"]) == ("failed", {"error": "interrupted by the user"})
     assert _log(hub, inv) == "working...\nfailed: interrupted by the user\n"
@@ -440,7 +440,7 @@ def test_http_get_fills_the_url_and_sends_the_rest_as_query(hub, echo_url):
         "required": ["item_id"],
     }
     hub.http_tool("item", "GET", echo_url + "/items/{item_id}", parameters=schema)
-    outcome = invoke_tool(hub, get_tool(hub, "item"), {"item_id": "a/b c", "limit": 3, "full": True}, references={"job": "j9"})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "item"), {"item_id": "a/b c", "limit": 3, "full": True}, references={"job": "j9"})
     assert outcome.status == "completed"
     seen = json.loads(outcome.content)
     assert (seen["method"], seen["path"]) == ("GET", "/items/a%2Fb%20c?limit=3&full=true")
@@ -458,12 +458,12 @@ def test_http_post_sends_a_json_body_and_a_secret_header_from_the_environment(hu
     schema = {"type": "object", "properties": {"name": {"type": "string"}, "tags": {"type": "array"}}}
     hub.http_tool("create", "POST", echo_url + "/items", parameters=schema, headers={"Authorization": "Bearer ${ECHO_TOKEN}"})
     monkeypatch.setenv("ECHO_TOKEN", "s3cret-token-value")
-    outcome = invoke_tool(hub, get_tool(hub, "create"), {"name": "pen", "tags": ["blue"]})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "create"), {"name": "pen", "tags": ["blue"]})
     seen = json.loads(outcome.content)
     assert (seen["method"], seen["path"], json.loads(seen["body"])) == ("POST", "/items", {"name": "pen", "tags": ["blue"]})
     assert _Echo.received[-1]["headers"]["Authorization"] == "Bearer s3cret-token-value"  # expanded when called...
     assert seen["auth"] == "Bearer [redacted]"  # ...and masked in what the echo sent back to the model
-    assert get_tool(hub, "create")["data"]["headers"] == {"Authorization": "Bearer ${ECHO_TOKEN}"}  # ...stored as a reference
+    assert get_tool(hub.runtime, "create")["data"]["headers"] == {"Authorization": "Bearer ${ECHO_TOKEN}"}  # ...stored as a reference
     [call] = hub.store.find("NetworkCall")
     assert call["requestHeaders"]["authorization"] == "Bearer [redacted]"
     assert "s3cret" not in json.dumps([hub.store.find("Tool"), call["requestHeaders"], call["endpoint"]])
@@ -472,7 +472,7 @@ def test_http_post_sends_a_json_body_and_a_secret_header_from_the_environment(hu
 def test_a_secret_header_is_never_recorded_whatever_its_name(hub, echo_url, monkeypatch):
     monkeypatch.setenv("ECHO_TOKEN", "s3cret-token-value")
     hub.http_tool("me", "GET", echo_url + "/me", headers={"X-Auth": "${ECHO_TOKEN}", "Accept": "application/json"})
-    outcome = invoke_tool(hub, get_tool(hub, "me"), {})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "me"), {})
     assert _Echo.received[-1]["headers"]["X-Auth"] == "s3cret-token-value"
     assert json.loads(outcome.content)["x-auth"] == "[redacted]"
     [call] = hub.store.find("NetworkCall")
@@ -484,7 +484,7 @@ def test_a_secret_in_the_url_is_read_from_the_environment_and_never_recorded(hub
     monkeypatch.setenv("ECHO_KEY", "k3y/value")
     row = hub.http_tool("find", "GET", echo_url + "/items/{item_id}?appid=${ECHO_KEY}")
     assert row["schema"]["required"] == ["item_id"]  # the key is not something the model fills in
-    outcome = invoke_tool(hub, get_tool(hub, "find"), {"item_id": "7"})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "find"), {"item_id": "7"})
     assert outcome.status == "completed", outcome.content
     assert _Echo.received[-1]["path"] == "/items/7?appid=k3y%2Fvalue"
     assert json.loads(outcome.content)["path"] == "/items/7?appid=[redacted]"
@@ -492,11 +492,11 @@ def test_a_secret_in_the_url_is_read_from_the_environment_and_never_recorded(hub
     assert call["endpoint"] == echo_url + "/items/7?appid=[redacted]"
 
     hub.http_tool("gone", "GET", echo_url + "/fail/{item_id}?appid=${ECHO_KEY}")
-    outcome = invoke_tool(hub, get_tool(hub, "gone"), {"item_id": "7"})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "gone"), {"item_id": "7"})
     assert outcome.content.startswith(f"Tool 'gone' failed: HTTP 404 Not Found from GET {echo_url}/fail/7?appid=[redacted]:")
 
     monkeypatch.delenv("ECHO_KEY")
-    outcome = invoke_tool(hub, get_tool(hub, "find"), {"item_id": "7"})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "find"), {"item_id": "7"})
     assert outcome.content == (
         "Tool 'find' failed: the URL needs the environment variable ECHO_KEY, which is not set; "
         "set it (os.environ['ECHO_KEY'] = ...) and try again"
@@ -511,12 +511,12 @@ def test_a_literal_secret_in_the_url_is_refused(hub, echo_url):
         hub.http_tool("x", "GET", echo_url.replace("http://", "http://me:hunter2@") + "/w")
     assert hub.store.count("Tool") == 0
     hub.http_tool("x", "GET", echo_url + "/w?q={city}&api_key={key}&token=${TOKEN}")  # filled in, or referenced
-    assert get_tool(hub, "x")["schema"]["required"] == ["city", "key"]
+    assert get_tool(hub.runtime, "x")["schema"]["required"] == ["city", "key"]
 
 
 def test_http_tool_follows_redirects(hub, echo_url):
     hub.http_tool("old", "GET", echo_url + "/moved/{item_id}")
-    outcome = invoke_tool(hub, get_tool(hub, "old"), {"item_id": "7"})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "old"), {"item_id": "7"})
     assert outcome.status == "completed", outcome.content
     assert json.loads(outcome.content)["path"] == "/items/7"
     assert [c["statusCode"] for c in hub.store.find("NetworkCall")] == [302, 200]
@@ -525,7 +525,7 @@ def test_http_tool_follows_redirects(hub, echo_url):
 def test_http_tool_without_its_environment_variable_fails_clearly(hub, echo_url, monkeypatch):
     monkeypatch.delenv("ECHO_TOKEN", raising=False)
     hub.http_tool("me", "GET", echo_url + "/me", headers={"Authorization": "Bearer ${ECHO_TOKEN}"})
-    outcome = invoke_tool(hub, get_tool(hub, "me"), {})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "me"), {})
     assert outcome.status == "failed"
     assert "environment variable ECHO_TOKEN, which is not set" in outcome.content
     assert hub.store.count("NetworkCall") == 0
@@ -533,7 +533,7 @@ def test_http_tool_without_its_environment_variable_fails_clearly(hub, echo_url,
 
 def test_http_error_status_is_a_failed_invocation(hub, echo_url):
     hub.http_tool("missing", "GET", echo_url + "/fail/{item_id}")
-    outcome = invoke_tool(hub, get_tool(hub, "missing"), {"item_id": "7"})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "missing"), {"item_id": "7"})
     assert outcome.status == "failed"
     assert outcome.content == (
         f"Tool 'missing' failed: HTTP 404 Not Found from GET {echo_url}/fail/7: {{\"detail\": \"no such item\"}}"
@@ -548,7 +548,7 @@ def test_http_error_status_is_a_failed_invocation(hub, echo_url):
 
 def test_http_text_answer_is_returned_as_text(hub, echo_url):
     hub.http_tool("words", "GET", echo_url + "/text")
-    outcome = invoke_tool(hub, get_tool(hub, "words"), {})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "words"), {})
     assert (outcome.status, outcome.content) == ("completed", "plain words")
 
 

@@ -90,7 +90,7 @@ def test_second_send_continues_the_thread(hub, server, oa):
     panel.message.value = "three"
     panel.send_button.click()
     assert server.requests[-1].path == "/api/chat"
-    assert hub.get_chat("c")._row["sourceId"] == hub.connection("ol")["id"]
+    assert hub.get_chat("c").source_id == hub.connection("ol")["id"]
 
 
 def test_removed_connection_shows_in_the_error_line(hub, server, oa):

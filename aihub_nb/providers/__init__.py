@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aihub_nb.connections import PROVIDERS
 from aihub_nb.errors import UsageError
 from aihub_nb.providers.base import Embeddings, Event, GeneratedImage, Images, Provider, Timeouts, Timings, ToolCall, Usage
 from aihub_nb.providers.ollama import OllamaProvider
@@ -18,7 +19,7 @@ __all__ = [
     "Embeddings", "Event", "GeneratedImage", "Images", "OllamaProvider", "OpenAIProvider", "Provider", "Timeouts", "Timings", "ToolCall", "Usage", "make_provider",
 ]
 
-_KINDS = ("OLLAMA", "OPENAI")
+_KINDS = tuple(sorted(PROVIDERS))
 
 
 def make_provider(

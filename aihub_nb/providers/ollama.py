@@ -16,13 +16,14 @@ from typing import Any
 import httpx
 import ollama
 
+from aihub_nb.connections import DEFAULT_URLS
 from aihub_nb.errors import AuthenticationError, ProviderError, ToolArgumentsError, UsageError
 from aihub_nb.providers.base import Embeddings, Event, Provider, Timeouts, Timings, Usage, deadline_transport, error_detail, tool_call
 from aihub_nb.redact import add_secret, check_key, read_key, unset_key_message
 
 __all__ = ["DEFAULT_HOST", "OllamaProvider"]
 
-DEFAULT_HOST = "http://127.0.0.1:11434"
+DEFAULT_HOST = DEFAULT_URLS["OLLAMA"]
 _KEY_ENV = "OLLAMA_API_KEY"
 # OpenAI option names that Ollama spells differently.
 _OPTION_NAMES = {"max_tokens": "num_predict", "max_completion_tokens": "num_predict"}

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx2
 import openai
 
+from aihub_nb.connections import DEFAULT_URLS
 from aihub_nb.errors import AuthenticationError, ProviderError
 from aihub_nb.providers.base import (
     Embeddings,
@@ -38,7 +39,7 @@ from aihub_nb.redact import add_secret, check_key, read_key, unset_key_message
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider"]
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_BASE_URL = DEFAULT_URLS["OPENAI"]
 _KEY_ENV = "OPENAI_API_KEY"
 # Local servers want no key, but the client insists on one.
 _PLACEHOLDER_KEY = "not-needed"

@@ -28,7 +28,7 @@ import ipywidgets as widgets
 from ..chat import drive
 from ..errors import NotFoundError, UsageError
 from ..views import (
-    block, conversation_html, frame, markdown_html, note, small, source_names, target_label, tool_event_view,
+    block, conversation_html, frame, markdown_html, note, small, source_names, tool_event_view,
     turn_footer, visible,
 )
 from .base import Panel
@@ -275,9 +275,7 @@ class ChatPanel(Panel):
         return conversation_html(chat.messages(), self._labels())
 
     def _target_label(self, chat: Chat) -> str:
-        agent = chat.type == "agent"
-        row = self.hub.store.first("Agent" if agent else "ModelConnections", id=chat._row["sourceId"])
-        return target_label(row, agent=agent)
+        return chat.target().label
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy

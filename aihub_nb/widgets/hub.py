@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from ..connections import PROVIDERS as CONNECTION_PROVIDERS
 from ..display import html_table
 from ..errors import UsageError
 from .base import Panel
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["HubPanel"]
 
 TABS = ("Connections", "Chats", "Agents & tools", "Jobs", "Dashboard")
-PROVIDERS = ("OPENAI", "OLLAMA", "local")
+PROVIDERS = (*CONNECTION_PROVIDERS, "local")
 RECENT_JOBS = 50
 _NEW_CHAT = ("(new chat)", "")
 
@@ -104,7 +105,7 @@ class HubPanel(Panel):
         self.jobs_refresh_button.on_click(self.guarded(self.refresh_jobs))
         self.tabs.observe(self._on_tab, names="selected_index")
         self.guard(self.refresh)
-        last = self.hub._settings().get("lastPage")  # the tab the hub panel showed last time
+        last = self.hub.settings().get("lastPage")  # the tab the hub panel showed last time
         if last in TABS and last != TABS[0]:
             self.guard(self.select, last)
 
