@@ -240,3 +240,41 @@ def test_http_server_tools_and_calls_with_a_header_from_the_environment(sessions
     assert sessions.call(spec, "add", {"a": 20, "b": 22}).result["structuredContent"] == {"result": 42}
     failed = sessions.call(spec, "fail", {"message": "no such row"})
     assert failed.is_error and "no such row" in failed.text
+
+
+# ---------------------------------------------------------------- the hub's tools as an MCP server
+
+
+def test_the_hubs_python_tools_are_served_to_other_mcp_clients(tmp_path, monkeypatch, sessions):
+    (tmp_path / "aihub_test_served_tools.py").write_text(
+        "def add(a: int, b: int) -> int:\n    '''Add two integers.'''\n    return a + b\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import aihub_test_served_tools
+
+    from aihub_nb import Hub
+
+    hub = Hub(tmp_path / "hub")
+    hub.tool(aihub_test_served_tools.add)
+
+    @hub.tool
+    def local_only(x: int) -> int:
+        return x
+
+    hub.close()
+    monkeypatch.setenv("AIHUB_TEST_SERVE_PATH", os.pathsep.join([os.getcwd(), str(tmp_path)]))
+    spec = ServerSpec(
+        "hubtools",
+        command=[sys.executable, "-m", "aihub_nb.mcp", "serve", "--home", str(tmp_path / "hub")],
+        env={"PYTHONPATH": "${AIHUB_TEST_SERVE_PATH}"},
+    )
+    tools = sessions.connect(spec)
+    assert [(t["name"], t["description"]) for t in tools] == [("add", "Add two integers.")]
+    assert sessions.call(spec, "add", {"a": 2, "b": 3}).result == {"content": [{"type": "text", "text": "5"}], "isError": False}
+    refused = sessions.call(spec, "add", {"a": "two"})
+    assert refused.is_error and "a" in refused.text
+    sessions.stop("hubtools")
+    hub = Hub(tmp_path / "hub")
+    statuses = [r["status"] for r in hub.store.find("ToolInvocation")]
+    hub.close()
+    assert sorted(statuses) == ["completed", "failed"]
