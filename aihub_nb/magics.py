@@ -332,6 +332,10 @@ class AihubMagics(Magics):
         if not args:
             raise IPythonUsageError("Say what to do: %aihub help lists the subcommands.")
         command, rest = args[0], args[1:]
+        tail = None
+        if command == "mcp" and "--" in rest:  # `mcp add NAME [OPTIONS] -- COMMAND [ARGS...]`: the command as it is
+            cut = rest.index("--")
+            rest, tail = rest[:cut], rest[cut + 1 :]
         try:
             if cell is not None:
                 if command != "chat":
@@ -348,6 +352,8 @@ class AihubMagics(Magics):
             if "-h" in rest or "--help" in rest:
                 return _Help([handler.parser], detailed=True)
             ns = _parse(handler.parser, rest)
+            if tail is not None:
+                ns.command = tail
             return handler(ns, cell) if cell is not None else handler(ns)
         except AihubError as exc:
             if not exc.user_facing:
