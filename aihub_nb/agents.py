@@ -75,7 +75,7 @@ def define_agent(
     *,
     connection: dict[str, Any] | None,
     tools: list[Any] | None = None,
-    permission: str | dict[str, str] = "automatic",
+    permission: str | dict[str, str] | None = None,
     instructions: str | None = None,
     max_rounds: int | None = None,
     description: str | None = None,
@@ -85,7 +85,8 @@ def define_agent(
     `connection` is the row of its model connection (the hub picks it: the one named, else the
     default one; None when there is none); `tools` are tool names,
     functions (defined as python tools first, unless already registered) or Tool rows;
-    `permission` is one stance for every tool or {tool name: stance}, the rest ``automatic``.
+    `permission` is one stance for every tool or {tool name: stance}; a tool not given one is
+    ``automatic``, except an MCP tool, which is ``user-permitted`` unless the user says otherwise.
     """
     check_name("Agent", name)
     if connection is None:
@@ -97,7 +98,7 @@ def define_agent(
     if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= MAX_ROUNDS_LIMIT:
         raise UsageError(f"max_rounds must be a whole number from 1 to {MAX_ROUNDS_LIMIT}, got {max_rounds!r}.")
     rows = _tool_rows(runtime, tools or [])
-    stances = _stances(permission, [row["name"] for row in rows])
+    stances = _stances(permission, [row["name"] for row in rows], mcp={row["name"] for row in rows if row["type"] == "mcp"})
     store = runtime.store
     fields = dict(
         chatModelId=connection["id"], instructions=instructions or "", maxRounds=rounds, description=description or ""
@@ -132,15 +133,17 @@ def _tool_rows(runtime: Runtime, tools: list[Any]) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-def _stances(permission: str | dict[str, str], names: list[str]) -> dict[str, str]:
-    """Each tool's permission stance, checked."""
+def _stances(permission: str | dict[str, str] | None, names: list[str], *, mcp: set[str] = frozenset()) -> dict[str, str]:
+    """Each tool's permission stance, checked (by default automatic, user-permitted for MCP tools)."""
+    if permission is None:
+        return {name: "user-permitted" if name in mcp else "automatic" for name in names}
     if isinstance(permission, dict):
         unknown = [n for n in permission if n not in names]
         if unknown:
             listed = ", ".join(names) if names else "none"
             raise UsageError(f"permission names {', '.join(map(repr, unknown))}, not among the agent's tools ({listed}).")
         given = list(permission.values())
-        stances = {name: permission.get(name, "automatic") for name in names}
+        stances = {name: permission.get(name, "user-permitted" if name in mcp else "automatic") for name in names}
     else:
         given = [permission]
         stances = dict.fromkeys(names, permission)

@@ -24,8 +24,12 @@ corrupt data and keeps its traceback.
     │   ├── ProviderTimeoutError     no answer in time
     │   └── StreamError              a stream broke off or carried malformed data
     ├── ToolError                    a tool could not be defined or called
-    │   └── ToolArgumentsError       arguments that do not fit the tool's schema
+    │   ├── ToolArgumentsError       arguments that do not fit the tool's schema
+    │   └── McpError                 an MCP server could not be started, reached or called
     └── RoundLimitError              an agent used all its rounds without a final answer
+
+    McpInterrupted (a KeyboardInterrupt) Ctrl-C cancelled an MCP tool call; carries what the
+                                     call had gathered (stderr lines, duration)
 
     StoreWarning (a UserWarning)     a stored value could not be read (malformed JSON written
                                      outside aihub_nb); the row is read with the field's default
@@ -36,6 +40,8 @@ from __future__ import annotations
 __all__ = [
     "AihubError",
     "AuthenticationError",
+    "McpError",
+    "McpInterrupted",
     "ModelNotFoundError",
     "NotFoundError",
     "ProviderError",
@@ -193,3 +199,26 @@ class RoundLimitError(AihubError):
     """An agent's tool-calling loop reached its hard limit on rounds."""
 
     user_facing = True
+
+class McpError(ToolError):
+    """An MCP server could not be started, reached or called. `server` names it; `stderr` holds
+    the lines it wrote to stderr around the failure, `duration_ms` how long the call ran."""
+
+    def __init__(
+        self, message: str, *, server: str | None = None, stderr: tuple[str, ...] = (), duration_ms: float | None = None
+    ) -> None:
+        self.server = server
+        self.stderr = tuple(stderr)
+        self.duration_ms = duration_ms
+        super().__init__(message)
+
+
+class McpInterrupted(KeyboardInterrupt):
+    """Ctrl-C cancelled an MCP tool call; the server keeps running. Carries the call's stderr lines
+    and how long it ran, so the call can be recorded before the interrupt goes on."""
+
+    def __init__(self, message: str, *, server: str | None = None, stderr: tuple[str, ...] = (), duration_ms: float | None = None) -> None:
+        self.server = server
+        self.stderr = tuple(stderr)
+        self.duration_ms = duration_ms
+        super().__init__(message)

@@ -478,13 +478,65 @@ class Hub:
     def remove_tool(self, name: str) -> None:
         _tools.remove_tool(self.runtime, name)
 
+    # ------------------------------------------------------------ MCP servers
+
+    @property
+    def mcp_sessions(self) -> Any:
+        """The MCP servers' sessions of this hub (one background loop thread, made on first use)."""
+        return self.runtime.mcp
+
+    def mcp(
+        self,
+        name: str,
+        *,
+        command: list[str] | None = None,
+        url: str | None = None,
+        env: dict[str, str] | None = None,
+        headers_env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Connect an MCP server and register each of its tools as a Tool named ``NAME__TOOL``;
+        returns those Tool rows. `command` starts a server over stdio (`env` values reference
+        environment variables: ``{"API_KEY": "${MY_KEY}"}``); `url` reaches one over Streamable
+        HTTP (`headers_env` maps a header to a variable: ``{"Authorization": "MY_TOKEN"}``)."""
+        from .mcp import ServerSpec, registry
+
+        spec = ServerSpec(name, command=tuple(command or ()), url=url, env=env or {}, headers_env=headers_env or {}, cwd=cwd)
+        return registry.define_server(self.store, self.mcp_sessions, spec)
+
+    def mcp_servers(self) -> list[dict[str, Any]]:
+        """Every MCP server: name, transport, command or URL, tool counts, whether it runs now."""
+        from .mcp import registry
+
+        return registry.list_servers(self.store, self.mcp_sessions)
+
+    def mcp_tools(self, name: str) -> list[dict[str, Any]]:
+        """The tools of MCP server `name` as `tools()` lists them (unavailable ones too)."""
+        from .mcp import registry
+
+        registry.get_server(self.store, name)
+        names = {row["name"] for row in registry.server_tools(self.store, name)}
+        return [t for t in self.tools() if t["name"] in names]
+
+    def remove_mcp(self, name: str) -> None:
+        """Stop MCP server `name` and delete it and its tools (calls already made stay recorded)."""
+        from .mcp import registry
+
+        registry.remove_server(self.store, self.mcp_sessions, name)
+
+    def restart_mcp(self, name: str) -> list[dict[str, Any]]:
+        """Start MCP server `name` again and store its tool listing anew."""
+        from .mcp import registry
+
+        return registry.restart_server(self.store, self.mcp_sessions, name)
+
     def agent(
         self,
         name: str,
         *,
         model: str | None = None,
         tools: list[Any] | None = None,
-        permission: str | dict[str, str] = "automatic",
+        permission: str | dict[str, str] | None = None,
         instructions: str | None = None,
         max_rounds: int | None = None,
         description: str | None = None,

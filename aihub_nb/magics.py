@@ -206,6 +206,13 @@ def interpolate(text: str, namespace: dict[str, Any], images: list[Any] | None =
     return _INTERPOLATION.sub(fill, text).replace("{{", "{").replace("}}", "}")
 
 
+def _pair(parser: Any, item: str, form: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise _usage_error(parser, f"{item!r} is not of the form {form}")
+    return key.strip(), value.strip()
+
+
 def _table(rows: list[dict[str, Any]], columns: list[str] | None = None, empty: str = "Nothing yet.") -> Any:
     from IPython.display import HTML
 
@@ -294,6 +301,7 @@ class AihubMagics(Magics):
             "render": self._render,
             "tools": self._tools,
             "tool": self._tool,
+            "mcp": self._mcp,
             "agent": self._agent,
             "agents": self._agents,
             "metrics": self._metrics,
@@ -327,6 +335,10 @@ class AihubMagics(Magics):
         if not args:
             raise IPythonUsageError("Say what to do: %aihub help lists the subcommands.")
         command, rest = args[0], args[1:]
+        tail = None
+        if command == "mcp" and "--" in rest:  # `mcp add NAME [OPTIONS] -- COMMAND [ARGS...]`: the command as it is
+            cut = rest.index("--")
+            rest, tail = rest[:cut], rest[cut + 1 :]
         try:
             if cell is not None:
                 cell_commands = {"chat": self._chat_cell, "image": self._image_cell}
@@ -345,6 +357,8 @@ class AihubMagics(Magics):
             if "-h" in rest or "--help" in rest:
                 return _Help([handler.parser], detailed=True)
             ns = _parse(handler.parser, rest)
+            if tail is not None:
+                ns.command = tail
             return handler(ns, cell) if cell is not None else handler(ns)
         except AihubError as exc:
             if not exc.user_facing:
@@ -574,6 +588,42 @@ class AihubMagics(Magics):
             return code_view(source)
         return _table([info])
 
+    @_subcommand("aihub mcp")
+    @argument("action", choices=["add", "list", "tools", "remove", "restart"])
+    @argument("name", nargs="?", help="the server's name")
+    @argument("command", nargs="*", help="add: after --, the command that starts the server over stdio")
+    @argument("--url", help="add: a Streamable HTTP endpoint instead of a command")
+    @argument("--env", action="append", default=[], metavar="VAR=${SOURCE}", help="add: an environment variable for the command, as a reference")
+    @argument("--header-env", action="append", default=[], metavar="HEADER=VAR", help="add: a header for --url, its value read from VAR")
+    def _mcp(self, ns) -> Any:
+        """Connect MCP servers (`add NAME -- COMMAND [ARGS...]` or `add NAME --url URL`); list,
+        show the tools of, restart or remove them."""
+        parser = self._mcp.parser
+        if ns.action == "list":
+            return _table(
+                self.hub.mcp_servers(), ["name", "transport", "target", "tools", "unavailable", "running"],
+                empty="No MCP servers yet: %aihub mcp add NAME -- COMMAND [ARGS...] or %aihub mcp add NAME --url URL.",
+            )
+        if not ns.name:
+            raise _usage_error(parser, f"{ns.action} needs the server's NAME")
+        if ns.action == "add":
+            if not ns.command and not ns.url:
+                raise _usage_error(parser, "give the command after --, as in %aihub mcp add time -- uvx mcp-server-time, or --url URL")
+            env = dict(_pair(parser, item, "--env VAR=${SOURCE}") for item in ns.env)
+            headers = dict(_pair(parser, item, "--header-env HEADER=VAR") for item in ns.header_env)
+            self.hub.mcp(ns.name, command=ns.command or None, url=ns.url, env=env, headers_env=headers)
+        elif ns.command or ns.url or ns.env or ns.header_env:
+            raise _usage_error(parser, f"{ns.action} takes only the server's NAME")
+        elif ns.action == "remove":
+            self.hub.remove_mcp(ns.name)
+            return _table(self.hub.mcp_servers(), ["name", "transport", "target", "tools", "unavailable", "running"], empty="No MCP servers left.")
+        elif ns.action == "restart":
+            self.hub.restart_mcp(ns.name)
+        return _table(
+            self.hub.mcp_tools(ns.name), ["name", "description", "parameters", "available"],
+            empty=f"MCP server {ns.name} offers no tools.",
+        )
+
     @_subcommand("aihub agents")
     def _agents(self, ns=None) -> Any:
         """List the agents."""
@@ -588,7 +638,7 @@ class AihubMagics(Magics):
     @argument("name")
     @argument("--model", metavar="CONNECTION", help="create: the chat model it uses")
     @argument("--tools", default="", metavar="A,B", help="create: the tools it may call")
-    @argument("--permission", default="automatic", metavar="P", help="automatic, user-permitted, or TOOL=STANCE,...")
+    @argument("--permission", metavar="P", help="automatic, user-permitted, or TOOL=STANCE,... (default: automatic; user-permitted for MCP tools)")
     @argument("--instructions", metavar="TEXT", help="create: its system message")
     @argument("--max-rounds", type=int, metavar="N", help="create: rounds of tool calls before it must answer")
     def _agent(self, ns) -> Any:
@@ -598,8 +648,8 @@ class AihubMagics(Magics):
             return self._agents()
         if ns.action == "create":
             tools = [t.strip() for t in ns.tools.split(",") if t.strip()]
-            permission: str | dict[str, str] = ns.permission
-            if "=" in ns.permission:  # per tool: add=automatic,search=user-permitted
+            permission: str | dict[str, str] | None = ns.permission
+            if ns.permission and "=" in ns.permission:  # per tool: add=automatic,search=user-permitted
                 pairs = [item.split("=", 1) for item in ns.permission.split(",") if item.strip()]
                 if any(len(pair) != 2 for pair in pairs):
                     raise _usage_error(self._agent.parser, "--permission takes one stance, or TOOL=STANCE pairs separated by commas")

@@ -173,6 +173,16 @@ class Runtime:
     metrics: Metrics
     recorder: Recorder
     approver: Approver | None = None
+    mcp_sessions: Any = None  # the MCP servers' sessions (aihub_nb.mcp.McpSessions), made on first use
+
+    @property
+    def mcp(self) -> Any:
+        """The MCP servers' sessions: one background loop thread, started on first use."""
+        if self.mcp_sessions is None:
+            from .mcp import McpSessions
+
+            self.mcp_sessions = McpSessions()
+        return self.mcp_sessions
 
     @classmethod
     def open(cls, store: Store) -> Runtime:
@@ -185,3 +195,5 @@ class Runtime:
         """Write pending metrics and close the provider clients (the store stays open)."""
         self.metrics.close()
         self.providers.close()
+        if self.mcp_sessions is not None:
+            self.mcp_sessions.close()  # stops every MCP server this hub started

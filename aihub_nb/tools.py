@@ -286,7 +286,10 @@ def get_tool(runtime: Runtime, name: str) -> dict[str, Any]:
 
 
 def is_available(runtime: Runtime, tool: dict[str, Any]) -> bool:
-    """Whether the tool can run in this session (a python tool needs its function defined here)."""
+    """Whether the tool can run in this session (a python tool needs its function defined here;
+    an MCP tool that its server no longer offers is unavailable)."""
+    if tool["type"] == "mcp":
+        return bool((tool["data"] or {}).get("available", True))
     return tool["type"] != "python" or tool["name"] in runtime.tools
 
 
@@ -368,6 +371,11 @@ def invoke_tool(
         status="pending", callId=call_id, references=references or {},
     )
     call = _Call(runtime, tool, row, agent)
+    if tool["type"] == "mcp" and not is_available(runtime, tool):
+        return call.finish("failed", error=(
+            f"Tool {tool['name']!r} is not available: its MCP server {(tool['data'] or {}).get('server')!r} no longer offers it; "
+            "see %aihub mcp tools SERVER for the tools it has now."
+        ))
     if not is_available(runtime, tool):
         return call.finish("failed", error=(
             f"Tool {tool['name']!r} is not available: its Python function is not defined in this session; "
@@ -440,6 +448,8 @@ class _Call:
 
     def run(self, args: dict[str, Any]) -> ToolOutcome:
         self.runtime.store.set("ToolInvocation", self.id, status="running")
+        if self.tool["type"] == "mcp":
+            return self._run_mcp(args)
         printed = io.StringIO()
         started = time.perf_counter()
         try:
@@ -461,6 +471,28 @@ class _Call:
         self.log(printed.getvalue())
         return self.finish("completed", value=value)
 
+    def _run_mcp(self, args: dict[str, Any]) -> ToolOutcome:
+        """An MCP tool call: the result JSON is stored whole, the model reads its text; a result
+        with isError is a failed call whose content still goes back to the model."""
+        from .errors import McpError, McpInterrupted
+        from .mcp import registry
+
+        started = time.perf_counter()
+        try:
+            answer = registry.call_tool(self.runtime.store, self.runtime.mcp, self.tool, args)
+        except McpInterrupted as exc:
+            self.duration_ms = exc.duration_ms if exc.duration_ms is not None else _since(started)
+            self.log("\n".join(exc.stderr))
+            self.finish("failed", error="interrupted by the user")
+            raise
+        except McpError as exc:
+            self.duration_ms = exc.duration_ms
+            self.log("\n".join(exc.stderr))
+            return self.finish("failed", error=f"Tool {self.name!r} failed: {' '.join(str(exc).split())}")
+        self.duration_ms = round(answer.duration_ms, 3)
+        self.log("\n".join(answer.stderr))
+        return self.finish("failed" if answer.is_error else "completed", value=answer.result, content=answer.text)
+
     def _execute(self, args: dict[str, Any]) -> Any:
         kind = self.tool["type"]
         if kind == "python":
@@ -476,7 +508,7 @@ class _Call:
             return _call_http(self.runtime, self.tool, args, {"invocation": self.id, **self.references})
         raise ToolError(f"tool type {kind!r} cannot run in this version of aihub_nb")
 
-    def finish(self, status: str, *, value: Any = None, error: str | None = None) -> ToolOutcome:
+    def finish(self, status: str, *, value: Any = None, error: str | None = None, content: str | None = None) -> ToolOutcome:
         # Known secrets never reach the store or the model, whatever the tool returned or echoed.
         if error is not None:
             error = redact(error)
@@ -485,7 +517,9 @@ class _Call:
         else:  # `value` is JSON data already (see run)
             value = redact_data(value)
             result = {"value": value}
-            content = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            if content is None:
+                content = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            content = redact(content)
         if len(content) > MAX_RESULT_CHARS:
             content = (
                 f"{content[:MAX_RESULT_CHARS]}\n[cut: the model is shown the first {MAX_RESULT_CHARS} of "
@@ -495,16 +529,18 @@ class _Call:
         values = {"tool_failures": 1.0 if status == "failed" else 0.0}
         if self.duration_ms is not None:
             values["tool_duration_ms"] = self.duration_ms
-        dims = tool_dimensions(self.name, self.agent, status)
+        dims = tool_dimensions(self.name, self.agent, status, server=(self.tool["data"] or {}).get("server") if self.tool["type"] == "mcp" else None)
         self.runtime.metrics.record(values, dims, references={"invocation": self.id, **self.references})
         return ToolOutcome(content, status, tool_id=self.tool["id"], invocation_id=self.id, duration_ms=self.duration_ms)
 
 
-def tool_dimensions(tool: str, agent: str | None, status: str) -> dict[str, str]:
-    """The dimensions of a tool call's metrics."""
+def tool_dimensions(tool: str, agent: str | None, status: str, *, server: str | None = None) -> dict[str, str]:
+    """The dimensions of a tool call's metrics (an MCP tool's also name its server)."""
     dims = {"tool": tool, "status": status}
     if agent:
         dims["agent"] = agent
+    if server:
+        dims["server"] = server
     return dims
 
 

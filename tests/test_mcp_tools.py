@@ -1,0 +1,201 @@
+"""MCP servers as hub tools: stored definitions, Tool rows, agent calls, records, bad input."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+from IPython.core.error import UsageError as IPythonUsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from aihub_nb import Hub, magics
+from aihub_nb.errors import McpError
+from aihub_nb.mcp import demo_command
+from aihub_nb.testing import ScriptedReply
+from aihub_nb.tools import get_tool, invoke_tool
+
+
+def _invocation(hub: Hub) -> dict:
+    return hub.store.find("ToolInvocation")[-1]
+
+
+def _log(hub: Hub, row: dict) -> str:
+    return hub.store.get("TextLog", row["textLogId"])["text"]
+
+
+def _pid(hub: Hub, server: str = "demo") -> int:
+    return invoke_tool(hub, get_tool(hub, f"{server}__pid"), {}).content and _invocation(hub)["result"]["value"]["structuredContent"]["result"]
+
+
+def _gone(pid: int, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def demo(hub):
+    rows = hub.mcp("demo", command=demo_command())
+    return rows
+
+
+def test_a_server_is_stored_and_each_tool_becomes_a_tool_row(hub, demo, monkeypatch):
+    assert [r["name"] for r in demo][:3] == ["demo__add", "demo__echo", "demo__now"]
+    add = get_tool(hub, "demo__add")
+    assert (add["type"], add["description"]) == ("mcp", "Add two integers.")
+    assert add["schema"]["required"] == ["a", "b"]
+    assert add["data"] == {"server": "demo", "tool": "add", "available": True}
+    [server] = hub.mcp_servers()
+    assert (server["name"], server["transport"], server["tools"], server["running"]) == ("demo", "stdio", 10, True)
+    assert hub.store.first("McpServer", name="demo")["data"]["command"] == demo_command()
+
+
+def test_a_call_is_recorded_with_its_result_json_stderr_and_metrics(hub, demo):
+    outcome = invoke_tool(hub, get_tool(hub, "demo__shout"), '{"text": "hi"}')
+    assert (outcome.content, outcome.status) == ("HI", "completed")
+    inv = _invocation(hub)
+    assert inv["parameters"] == {"text": "hi"}
+    assert inv["result"] == {"value": {"content": [{"type": "text", "text": "HI"}], "structuredContent": {"result": "HI"}, "isError": False}}
+    assert inv["durationMs"] > 0
+    assert _log(hub, inv) == "shout: got 'hi'\nshout: done\n"
+    dims = [m["dimensions"] for m in hub.store.find("Metric", name="tool_duration_ms")]
+    assert dims == [{"tool": "demo__shout", "status": "completed", "server": "demo"}]
+
+
+def test_images_stay_in_the_stored_result_and_the_model_reads_a_short_line(hub, demo):
+    outcome = invoke_tool(hub, get_tool(hub, "demo__image"), {})
+    assert outcome.content == "[image image/png, 70 bytes]"
+    block = _invocation(hub)["result"]["value"]["content"][0]
+    assert (block["type"], block["mimeType"], block["data"][:5]) == ("image", "image/png", "iVBOR")
+
+
+def test_a_tool_error_goes_back_to_the_model_and_counts_as_a_failure(hub, demo):
+    outcome = invoke_tool(hub, get_tool(hub, "demo__fail"), {"message": "no such file"})
+    assert outcome.status == "failed" and "no such file" in outcome.content
+    assert _invocation(hub)["result"]["value"]["isError"] is True
+    assert [m["value"] for m in hub.store.find("Metric", name="tool_failures")] == [1.0]
+
+
+def test_arguments_are_checked_against_the_schema_before_the_server_sees_them(hub, demo):
+    outcome = invoke_tool(hub, get_tool(hub, "demo__add"), {"a": "two", "b": 3})
+    assert outcome.status == "failed"
+    assert outcome.content.startswith("Tool 'demo__add' was not run:")
+    assert _invocation(hub)["durationMs"] is None
+
+
+def test_a_crash_is_one_failed_call_and_the_next_call_restarts_the_server(hub, demo):
+    pid = _pid(hub)
+    outcome = invoke_tool(hub, get_tool(hub, "demo__crash"), {})
+    assert outcome.status == "failed"
+    assert outcome.content.startswith("Tool 'demo__crash' failed: MCP server 'demo' closed the connection during the call of 'crash'")
+    assert "\n" not in outcome.content
+    assert "crash: exiting now" in _log(hub, _invocation(hub))
+    assert _gone(pid)
+    assert _pid(hub) != pid
+
+
+def test_stored_servers_start_on_first_use_after_a_restart(tmp_path, home):
+    first = Hub(tmp_path / "h")
+    first.mcp("demo", command=demo_command())
+    pid = _pid(first)
+    first.close()
+    assert _gone(pid)  # closing the hub stops the servers it started
+    second = Hub(tmp_path / "h")
+    try:
+        assert [s["running"] for s in second.mcp_servers()] == [False]
+        assert invoke_tool(second, get_tool(second, "demo__add"), {"a": 1, "b": 2}).content == "3"
+        assert [s["running"] for s in second.mcp_servers()] == [True]
+    finally:
+        second.close()
+
+
+def test_tools_a_server_stopped_offering_are_kept_and_marked_unavailable(hub, demo):
+    invoke_tool(hub, get_tool(hub, "demo__now"), {})
+    rows = hub.mcp("demo", command=demo_command("--only", "add,echo"))
+    assert [r["name"] for r in rows] == ["demo__add", "demo__echo"]
+    listed = {t["name"]: t["available"] for t in hub.tools()}
+    assert listed["demo__add"] and not listed["demo__now"]
+    outcome = invoke_tool(hub, get_tool(hub, "demo__now"), {})
+    assert outcome.status == "failed" and "no longer offers it" in outcome.content
+    assert len(hub.store.find("ToolInvocation")) == 2  # the earlier call keeps its tool
+
+
+def test_a_name_collision_registers_nothing(hub):
+    @hub.tool(name="other__add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    with pytest.raises(McpError, match=r"^MCP server 'other': its tool 'add' would be named 'other__add', which the python tool of that name already uses; remove that tool or add the server under another name\.$"):
+        hub.mcp("other", command=demo_command())
+    assert hub.store.find("McpServer") == []
+    assert [t["name"] for t in hub.tools()] == ["other__add"]
+    assert hub.mcp_sessions.running() == []
+
+
+def test_a_server_that_cannot_start_registers_nothing(hub):
+    with pytest.raises(McpError, match="exited or closed its output before answering initialize"):
+        hub.mcp("broken", command=[sys.executable, "-c", "raise SystemExit(1)"])
+    assert hub.store.find("McpServer") == [] and hub.tools() == []
+
+
+def test_agents_take_mcp_tools_user_permitted_by_default(hub, server, demo):
+    hub.connect("OPENAI", "local-tools", name="oa", base_url=server.openai_base_url)
+
+    @hub.tool
+    def local(x: int) -> int:
+        return x
+
+    hub.agent("helper", tools=["demo__add", "local"])
+    stances = {t["name"]: t["permission"] for t in hub.describe_agent("helper")["tools"]}
+    assert stances == {"demo__add": "user-permitted", "local": "automatic"}
+    hub.agent("helper", tools=["demo__add"], permission={"demo__add": "automatic"})
+    server.script(ScriptedReply(tool_calls=[{"name": "demo__add", "arguments": {"a": 2, "b": 3}}]), ScriptedReply(text="5."))
+    reply = hub.chat("work", agent="helper").send("2 + 3?")
+    assert reply.text == "5."
+    inv = _invocation(hub)
+    assert (inv["status"], inv["result"]["value"]["structuredContent"]) == ("completed", {"result": 5})
+    dims = [m["dimensions"] for m in hub.store.find("Metric", name="tool_duration_ms")]
+    assert dims == [{"tool": "demo__add", "status": "completed", "agent": "helper", "server": "demo"}]
+
+
+# ---------------------------------------------------------------- magics
+
+
+@pytest.fixture
+def ip(hub):
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "aihub_nb")
+    magics.use_hub(hub)
+    yield shell
+    magics.use_hub(None)
+
+
+def test_mcp_magics_add_list_tools_restart_remove(ip, hub):
+    command = " ".join(demo_command())
+    shown = ip.run_line_magic("aihub", f"mcp add demo -- {command} --only add,echo")
+    assert "demo__add" in shown.data if hasattr(shown, "data") else "demo__add" in str(shown)
+    assert [t["name"] for t in hub.mcp_tools("demo")] == ["demo__add", "demo__echo"]
+    assert [s["name"] for s in hub.mcp_servers()] == ["demo"]
+    ip.run_line_magic("aihub", "mcp restart demo")
+    ip.run_line_magic("aihub", "mcp list")
+    ip.run_line_magic("aihub", "mcp remove demo")
+    assert hub.mcp_servers() == [] and hub.tools() == []
+
+
+def test_mcp_magic_mistakes_are_one_line(ip, hub):
+    with pytest.raises(IPythonUsageError, match=r"give the command after --"):
+        ip.run_line_magic("aihub", "mcp add demo")
+    with pytest.raises(IPythonUsageError, match=r"^MCP server 'x': env 'TOKEN' must reference an environment variable"):
+        ip.run_line_magic("aihub", "mcp add x --env TOKEN=abc -- somecommand")
+    with pytest.raises(IPythonUsageError, match=r"^No MCP server named 'nope'"):
+        ip.run_line_magic("aihub", "mcp tools nope")
+    with pytest.raises(IPythonUsageError, match=r"the command 'no-such-mcp-command' was not found"):
+        ip.run_line_magic("aihub", "mcp add y -- no-such-mcp-command")
+    assert hub.mcp_servers() == []
