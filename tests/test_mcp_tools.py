@@ -26,7 +26,7 @@ def _log(hub: Hub, row: dict) -> str:
 
 
 def _pid(hub: Hub, server: str = "demo") -> int:
-    return invoke_tool(hub, get_tool(hub, f"{server}__pid"), {}).content and _invocation(hub)["result"]["value"]["structuredContent"]["result"]
+    return invoke_tool(hub.runtime, get_tool(hub.runtime, f"{server}__pid"), {}).content and _invocation(hub)["result"]["value"]["structuredContent"]["result"]
 
 
 def _gone(pid: int, seconds: float = 10.0) -> bool:
@@ -48,7 +48,7 @@ def demo(hub):
 
 def test_a_server_is_stored_and_each_tool_becomes_a_tool_row(hub, demo, monkeypatch):
     assert [r["name"] for r in demo][:3] == ["demo__add", "demo__echo", "demo__now"]
-    add = get_tool(hub, "demo__add")
+    add = get_tool(hub.runtime, "demo__add")
     assert (add["type"], add["description"]) == ("mcp", "Add two integers.")
     assert add["schema"]["required"] == ["a", "b"]
     assert add["data"] == {"server": "demo", "tool": "add", "available": True}
@@ -58,7 +58,7 @@ def test_a_server_is_stored_and_each_tool_becomes_a_tool_row(hub, demo, monkeypa
 
 
 def test_a_call_is_recorded_with_its_result_json_stderr_and_metrics(hub, demo):
-    outcome = invoke_tool(hub, get_tool(hub, "demo__shout"), '{"text": "hi"}')
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "demo__shout"), '{"text": "hi"}')
     assert (outcome.content, outcome.status) == ("HI", "completed")
     inv = _invocation(hub)
     assert inv["parameters"] == {"text": "hi"}
@@ -70,21 +70,21 @@ def test_a_call_is_recorded_with_its_result_json_stderr_and_metrics(hub, demo):
 
 
 def test_images_stay_in_the_stored_result_and_the_model_reads_a_short_line(hub, demo):
-    outcome = invoke_tool(hub, get_tool(hub, "demo__image"), {})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "demo__image"), {})
     assert outcome.content == "[image image/png, 70 bytes]"
     block = _invocation(hub)["result"]["value"]["content"][0]
     assert (block["type"], block["mimeType"], block["data"][:5]) == ("image", "image/png", "iVBOR")
 
 
 def test_a_tool_error_goes_back_to_the_model_and_counts_as_a_failure(hub, demo):
-    outcome = invoke_tool(hub, get_tool(hub, "demo__fail"), {"message": "no such file"})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "demo__fail"), {"message": "no such file"})
     assert outcome.status == "failed" and "no such file" in outcome.content
     assert _invocation(hub)["result"]["value"]["isError"] is True
     assert [m["value"] for m in hub.store.find("Metric", name="tool_failures")] == [1.0]
 
 
 def test_arguments_are_checked_against_the_schema_before_the_server_sees_them(hub, demo):
-    outcome = invoke_tool(hub, get_tool(hub, "demo__add"), {"a": "two", "b": 3})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "demo__add"), {"a": "two", "b": 3})
     assert outcome.status == "failed"
     assert outcome.content.startswith("Tool 'demo__add' was not run:")
     assert _invocation(hub)["durationMs"] is None
@@ -92,7 +92,7 @@ def test_arguments_are_checked_against_the_schema_before_the_server_sees_them(hu
 
 def test_a_crash_is_one_failed_call_and_the_next_call_restarts_the_server(hub, demo):
     pid = _pid(hub)
-    outcome = invoke_tool(hub, get_tool(hub, "demo__crash"), {})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "demo__crash"), {})
     assert outcome.status == "failed"
     assert outcome.content.startswith("Tool 'demo__crash' failed: MCP server 'demo' closed the connection during the call of 'crash'")
     assert "\n" not in outcome.content
@@ -110,19 +110,19 @@ def test_stored_servers_start_on_first_use_after_a_restart(tmp_path, home):
     second = Hub(tmp_path / "h")
     try:
         assert [s["running"] for s in second.mcp_servers()] == [False]
-        assert invoke_tool(second, get_tool(second, "demo__add"), {"a": 1, "b": 2}).content == "3"
+        assert invoke_tool(second.runtime, get_tool(second.runtime, "demo__add"), {"a": 1, "b": 2}).content == "3"
         assert [s["running"] for s in second.mcp_servers()] == [True]
     finally:
         second.close()
 
 
 def test_tools_a_server_stopped_offering_are_kept_and_marked_unavailable(hub, demo):
-    invoke_tool(hub, get_tool(hub, "demo__now"), {})
+    invoke_tool(hub.runtime, get_tool(hub.runtime, "demo__now"), {})
     rows = hub.mcp("demo", command=demo_command("--only", "add,echo"))
     assert [r["name"] for r in rows] == ["demo__add", "demo__echo"]
     listed = {t["name"]: t["available"] for t in hub.tools()}
     assert listed["demo__add"] and not listed["demo__now"]
-    outcome = invoke_tool(hub, get_tool(hub, "demo__now"), {})
+    outcome = invoke_tool(hub.runtime, get_tool(hub.runtime, "demo__now"), {})
     assert outcome.status == "failed" and "no longer offers it" in outcome.content
     assert len(hub.store.find("ToolInvocation")) == 2  # the earlier call keeps its tool
 

@@ -66,7 +66,7 @@ def serve(hub: Any, rows: dict[str, dict[str, Any]]) -> None:
         row = rows.get(params.name)
         if row is None:
             return CallToolResult(content=[TextContent(type="text", text=f"Unknown tool {params.name!r}; the tools are {', '.join(rows)}.")], is_error=True)
-        outcome = await anyio.to_thread.run_sync(lambda: invoke_tool(hub, row, dict(params.arguments or {})))
+        outcome = await anyio.to_thread.run_sync(lambda: invoke_tool(hub.runtime, row, dict(params.arguments or {})))
         return CallToolResult(content=[TextContent(type="text", text=outcome.content)], is_error=outcome.status != "completed")
 
     server = Server("aihub", on_list_tools=list_tools, on_call_tool=call_tool)
