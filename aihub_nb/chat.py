@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import NotFoundError, ProviderError, RoundLimitError, UsageError
 from .jobs import JobRun, release_thread
 from .media import MediaStore, data_url, image_bytes
-from .monitoring import turn_cost
+from .monitoring import turn_price
 from .redact import redact
 from .runtime import Approver
 from .store import now_iso
@@ -102,6 +102,7 @@ class TurnTarget:
     system: str = ""
     toolbox: ToolBox | None = None
     agent: str | None = None
+    span: Any = None  # the agent's invoke_agent span while telemetry is on: parent of the turn's calls
 
 
 @dataclass
@@ -166,6 +167,10 @@ class _CallResult:
     streamed: bool = True
     timings: Any = None  # the server's own (providers.base.Timings)
     sent: list[dict[str, Any]] = field(default_factory=list)  # the messages of the request
+    options: dict[str, Any] = field(default_factory=dict)  # the request's options
+    response_id: str | None = None
+    response_model: str | None = None
+    error: BaseException | None = None
 
 
 class Chat:
@@ -281,6 +286,8 @@ class Chat:
         image_refs = _keep_images(store, images)
         run = JobRun(store, f"chat turn: {self.name}", "chat.turn", references={"chat": self.id, "thread": self.thread_id})
         reply = Reply(text="", status="running", chat=self.name, ids={"chat": self.id, "thread": self.thread_id, "job": run.id})
+        if target.agent and self.runtime.telemetry is not None:
+            target.span = self.runtime.telemetry.start_agent(target.agent, target.source_id, target.connection, conversation=self.thread_id)
         try:
             run.start(lock=self.thread_id, label=f"Chat {self.name!r}")  # lock and start: one transaction
             user = store.create(
@@ -298,6 +305,8 @@ class Chat:
             raise
         finally:
             release_thread(store, self.thread_id, run.id)
+            if target.span is not None:
+                target.span.end(reply.status, reply.error)
         run.finish()
         return reply
 
@@ -331,7 +340,10 @@ class Chat:
             reply.messages.append(request)
             for call in calls:
                 yield TurnEvent("tool_call", data={"id": call.id, "name": call.name, "arguments": call.arguments})
+                started = time.time_ns()
                 outcome = toolbox.run(call, job_id=run.id, thread_id=self.thread_id)
+                if target.span is not None:
+                    target.span.tool(call.name, call.id, call.arguments, outcome, started)
                 result_row = store.create(
                     "Message", threadId=self.thread_id, type="toolResult", sourceId=outcome.tool_id or "",
                     content=outcome.content,
@@ -365,7 +377,7 @@ class Chat:
         result = _CallResult(stream_id=stream_row["id"], started=time.perf_counter(), streamed=stream, sent=messages)
         reply.ids.setdefault("streams", []).append(stream_row["id"])
         run.log(f"model call to {conn['provider']} {conn['modelId']} ({len(messages)} messages), stream {stream_row['id']}")
-        options = _with_defaults(options, conn)
+        options = result.options = _with_defaults(options, conn)
         parts: list[str] = []
         failures: list[ProviderError] = []
         try:
@@ -390,6 +402,8 @@ class Chat:
                                 result.finish_reason = event.finish_reason
                             if event.timings is not None:
                                 result.timings = event.timings
+                            result.response_id = event.response_id or result.response_id
+                            result.response_model = event.response_model or result.response_model
                         break
                     except ProviderError as exc:
                         failures.append(exc)
@@ -407,6 +421,7 @@ class Chat:
             result.status = "completed"
         except BaseException as exc:
             result.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "failed"
+            result.error = exc
             if isinstance(exc, ProviderError) and exc.status_code is None:
                 _fail_answered_calls(store, stream_row["id"], str(exc))
             raise
@@ -455,10 +470,16 @@ class Chat:
             values["completion_tokens_est"] = estimate_tokens(
                 result.text + "".join(c.name + c.arguments for c in result.tool_calls), conn["modelId"]
             )
+        price_source = None
         if result.status == "completed":
-            cost = turn_cost(store, conn["provider"], conn["modelId"], prompt or 0, completion or 0)
-            if cost is not None:
-                values["cost_usd"] = cost
+            data = conn.get("data") or {}
+            priced = turn_price(
+                store, conn["provider"], conn["modelId"], prompt or 0, completion or 0,
+                cached_tokens=getattr(usage, "cached_tokens", None), base_url=data.get("base_url"),
+                package=not data.get("builtin"),
+            )
+            if priced is not None:
+                values["cost_usd"], price_source = priced
         else:
             values["error"] = 1.0
         dims = {
@@ -469,7 +490,11 @@ class Chat:
             dims["finish_reason"] = result.finish_reason
         if target.agent:
             dims["agent"] = target.agent
+        if price_source:
+            dims["price_source"] = price_source  # "user" or "genai-prices <version>"
         self.runtime.metrics.record(values, dims, references={"stream": stream_id, "job": run.id})
+        if self.runtime.telemetry is not None:  # OpenTelemetry export, when on: queued, sent in the background
+            self.runtime.telemetry.model_call(conn, result, values, dims, conversation=self.thread_id, parent=target.span)
         for key, value in values.items():  # over an agent's rounds: totals, the first ttft, the last rate
             if key in _ADDITIVE:
                 reply.metrics[key] = round(reply.metrics.get(key, 0) + value, 6)

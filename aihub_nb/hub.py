@@ -33,7 +33,7 @@ from .redact import check_key, env_references, url_credential, watch_env
 from .runtime import Approver, Runtime
 from .store import Store, find_named
 
-__all__ = ["Hub", "default_home", "open_hub"]
+__all__ = ["Estimate", "Hub", "default_home", "open_hub"]
 
 DB_FILENAME = "aihub.db"
 _OPEN_HUBS: dict[Path, list[weakref.ref[Hub]]] = {}  # per database file, in the order opened
@@ -70,6 +70,9 @@ class Hub:
         recover_interrupted(self.store)
         self._watch_secrets()
         self.runtime = Runtime.open(self.store)
+        self._telemetry: Any = None  # aihub_nb.telemetry.Telemetry while OpenTelemetry export is on
+        self._telemetry_checked = False
+        _ = self.telemetry  # export on (settings or OTEL_EXPORTER_OTLP_*): the runtime gets the exporter now
         refs = _OPEN_HUBS.setdefault(self.path.resolve(), [])
         refs[:] = [ref for ref in refs if ref() is not None] + [weakref.ref(self)]
 
@@ -107,6 +110,10 @@ class Hub:
 
     def close(self) -> None:
         """Write pending metrics, close provider clients and the store."""
+        if self._telemetry is not None:
+            self._telemetry.shutdown()
+            self._telemetry = None
+            self.runtime.telemetry = None
         refs = _OPEN_HUBS.get(self.path.resolve(), [])
         refs[:] = [ref for ref in refs if ref() not in (None, self)]
         self.runtime.close()
@@ -760,6 +767,136 @@ class Hub:
         index = texts.index[order] if is_series else order
         return pd.DataFrame({"text": [items[i] for i in order], "score": scores.astype(float)}, index=index)
 
+
+    # ------------------------------------------------------------ OpenTelemetry and estimates
+
+    @property
+    def telemetry(self):
+        """The OpenTelemetry exporter while export is on (`otel("on")`, or an OTEL_EXPORTER_OTLP_*
+        endpoint in the environment unless `otel("off")`), else None. Made on first use."""
+        if not self._telemetry_checked:
+            self._telemetry_checked = True
+            settings = self.settings()
+            choice = settings.get("otelExport") or ""
+            from_env = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            if choice == "on" or (choice == "" and from_env):
+                self._telemetry = self._make_telemetry(settings)
+            self.runtime.telemetry = self._telemetry
+        return self._telemetry
+
+    def _make_telemetry(self, settings: dict[str, Any], **overrides: Any):
+        from .telemetry import Telemetry, parse_headers
+
+        headers = None
+        if settings.get("otelHeadersEnv"):
+            value = os.environ.get(settings["otelHeadersEnv"])
+            if value is None:
+                raise UsageError(
+                    f"The OTLP headers variable {settings['otelHeadersEnv']} is not set; set it to k=v,k2=v2 "
+                    "(e.g. Authorization=Bearer%20TOKEN) or drop --headers-env."
+                )
+            headers = parse_headers(value)
+            for header in headers.values():
+                from .redact import add_secret
+
+                add_secret(header)  # never shown or exported
+        content = True if settings.get("otelContent") else None
+        return Telemetry(endpoint=settings.get("otelEndpoint"), headers=headers, capture_content=content, **overrides)
+
+    def otel(
+        self, action: str = "status", *, endpoint: str | None = None, headers_env: str | None = None,
+        content: bool | None = None, **telemetry_options: Any,
+    ) -> dict[str, Any]:
+        """OpenTelemetry export: `otel("on", endpoint="http://127.0.0.1:4318", headers_env="OTLP_HEADERS",
+        content=False)`, `otel("off")`, `otel("status")` (endpoint, queued, exported, dropped,
+        failed). The choice is kept in the hub's settings (the headers by variable name only)."""
+        if action not in ("on", "off", "status"):
+            raise UsageError(f"otel takes on, off or status, not {action!r}.")
+        if action == "status":
+            otel = self.telemetry
+            if otel is None:
+                return {"export": "off", "endpoint": None}
+            return {"export": "on", **otel.status()}
+        settings = self.settings()
+        changes: dict[str, Any] = {"otelExport": action}
+        if action == "on":
+            if endpoint is not None:
+                changes["otelEndpoint"] = _check_url(endpoint, "--endpoint") if endpoint else None
+            if headers_env is not None:
+                changes["otelHeadersEnv"] = _check_env_name(headers_env) if headers_env else None
+            if content is not None:
+                changes["otelContent"] = bool(content)
+        settings = {**settings, **changes}
+        if self._telemetry is not None:
+            self._telemetry.shutdown()
+            self._telemetry = None
+        if action == "on":
+            self._telemetry = self._make_telemetry(settings, **telemetry_options)
+        self.runtime.telemetry = self._telemetry
+        self._telemetry_checked = True
+        self.store.update("UserSettings", settings["id"], **changes)
+        return self.otel("status")
+
+    def export_otel(self, since: Any = None, until: Any = None, *, flush: bool = True) -> dict[str, int]:
+        """Send the history in the store (model calls, tool calls, agent turns between `since` and
+        `until`: "30d", an ISO time, ...) as OpenTelemetry spans with their original times; export
+        must be on. Returns how many spans of each kind were sent."""
+        from . import monitoring
+        from .telemetry import backfill
+
+        otel = self.telemetry
+        if otel is None:
+            raise UsageError("OpenTelemetry export is off; turn it on first: %aihub otel on --endpoint URL.")
+        monitoring.flush_metrics(self.store)
+        bounds = [monitoring.parse_time(v) if v is not None else None for v in (since, until)]
+        stamps = [b.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if b is not None else None for b in bounds]
+        counts = backfill(otel, self.store, *stamps)
+        if flush:
+            otel.flush()
+        return counts
+
+    def estimate(self, chat_or_text: Any, text: str | None = None, *, model: str | None = None) -> Estimate:
+        """What sending would cost before sending: the expected input tokens (tiktoken when its
+        encoding is on this machine, else about 4 characters a token) and their price. `chat_or_text`
+        is a chat (its history, its instructions, plus `text`) or the text itself; `model` a
+        connection name (default: the chat's, else the default connection)."""
+        from .chat import Chat, _encoding, _sent_text, _to_provider_messages, estimate_tokens
+        from .monitoring import turn_price
+
+        messages: list[dict[str, Any]] = []
+        conn = None
+        chat = chat_or_text if isinstance(chat_or_text, Chat) else None
+        if chat is None and isinstance(chat_or_text, str) and self.store.first("Chat", name=chat_or_text):
+            chat = self.get_chat(chat_or_text)
+        if chat is not None:
+            target = chat._resolve(chat, None)
+            conn = target.connection
+            if target.system:
+                messages.append({"role": "system", "content": target.system})
+            messages += _to_provider_messages(self.store.find("Message", threadId=chat.thread_id))
+            if text:
+                messages.append({"role": "user", "content": text})
+        elif isinstance(chat_or_text, str):
+            messages.append({"role": "user", "content": chat_or_text + (text or "")})
+        else:
+            raise UsageError("estimate takes a chat (or its name) or the text to send.")
+        if model is not None:
+            conn = self.connection(model)
+        conn = conn or self.default_connection()
+        model_id = conn["modelId"] if conn else ""
+        tokens = estimate_tokens(_sent_text(messages), model_id)
+        encoding = _encoding(model_id)
+        method = f"tiktoken {encoding.name}" if encoding is not None else "about 4 characters per token"
+        priced = None
+        if conn is not None:
+            data = conn.get("data") or {}
+            priced = turn_price(self.store, conn["provider"], model_id, tokens, 0, base_url=data.get("base_url"),
+                                package=not data.get("builtin"))
+        return Estimate(
+            input_tokens=tokens, method=method, model=model_id, connection=conn["name"] if conn else None,
+            cost_usd=priced[0] if priced else None, price_source=priced[1] if priced else None,
+        )
+
     # ------------------------------------------------------------ jobs
 
     def submit(self, fn, *args: Any, name: str | None = None, **kwargs: Any):
@@ -884,3 +1021,28 @@ class _Progress:
             import sys
 
             print(file=sys.stderr)
+
+class Estimate:
+    """What a message would cost before it is sent: input tokens, how they were counted, and the
+    input's price (None when the model is unpriced: not $0) with where the price came from."""
+
+    def __init__(self, *, input_tokens: int, method: str, model: str, connection: str | None,
+                 cost_usd: float | None, price_source: str | None) -> None:
+        self.input_tokens = input_tokens
+        self.method = method
+        self.model = model
+        self.connection = connection
+        self.cost_usd = cost_usd
+        self.price_source = price_source
+
+    def __str__(self) -> str:
+        cost = f"${self.cost_usd:.6f} ({self.price_source})" if self.cost_usd is not None else "unpriced"
+        return f"~{self.input_tokens} input tokens ({self.method}) to {self.model or 'no model'} · input cost {cost} · not sent"
+
+    def __repr__(self) -> str:
+        return f"<Estimate {self}>"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<div class='aihub-estimate'>{html.escape(str(self))}</div>"

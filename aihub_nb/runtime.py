@@ -174,6 +174,7 @@ class Runtime:
     recorder: Recorder
     approver: Approver | None = None
     mcp_sessions: Any = None  # the MCP servers' sessions (aihub_nb.mcp.McpSessions), made on first use
+    telemetry: Any = None  # aihub_nb.telemetry.Telemetry while OpenTelemetry export is on (set by the Hub)
 
     @property
     def mcp(self) -> Any:

@@ -259,7 +259,7 @@ def test_importing_monitoring_and_plots_is_cheap():
 
 def test_prices_upsert_lookup_and_remove(store):
     assert mon.price_for(store, "OPENAI", "gpt-4o-mini") is None
-    assert mon.turn_cost(store, "OPENAI", "gpt-4o-mini", 1000, 1000) is None  # unpriced, not 0
+    assert mon.turn_cost(store, "OPENAI", "gpt-4o-mini", 1000, 1000, package=False) is None  # unpriced, not 0
     mon.set_price(store, "gpt-4o-mini", 0.15, 0.60)
     assert mon.price_for(store, "OPENAI", "gpt-4o-mini") == (0.15, 0.60)
     mon.set_price(store, "gpt-4o-mini", 0.20, 0.80, provider="openai")  # provider-specific wins

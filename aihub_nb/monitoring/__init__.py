@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from ..redact import mask_secrets
 from .frames import jobs, messages, metric_names, metrics, network_calls, streams, tool_invocations
-from .pricing import price_for, prices, remove_price, set_price, turn_cost
+from .pricing import package_price, price_for, prices, remove_price, set_price, turn_cost, turn_price
 from .summary import SUMMARY_COLUMNS, TURN_METRICS, summary, summary_of_frame
 from .timespan import parse_time
 from .writer import MetricWriter, close_writer, flush_metrics, log_metric, metric_writer, record_metrics
@@ -54,6 +54,7 @@ __all__ = [
     "metric_writer",
     "metrics",
     "network_calls",
+    "package_price",
     "parse_time",
     "price_for",
     "prices",
@@ -65,6 +66,7 @@ __all__ = [
     "summary_of_frame",
     "tool_invocations",
     "turn_cost",
+    "turn_price",
 ]
 
 

@@ -4,6 +4,9 @@
     >>> turn_cost(store, "OPENAI", "gpt-4o-mini", 1000, 200)
     0.00027
 
+`turn_price` gives the cost and where its price came from: the user's table ("user") wins; else
+the `genai-prices` package's bundled table for models it knows at a provider it knows
+("genai-prices <version>"), read offline, with cached input tokens at the table's cache rate.
 `turn_cost` returns None for a model without a price, so "unpriced" is never mistaken for $0.
 """
 
@@ -20,7 +23,10 @@ if TYPE_CHECKING:
 
     from ..store import Store
 
-__all__ = ["price_for", "prices", "remove_price", "set_price", "turn_cost"]
+__all__ = ["package_price", "price_for", "prices", "remove_price", "set_price", "turn_cost", "turn_price"]
+
+USER_SOURCE = "user"
+_OPENAI_URL = "https://api.openai.com/v1"
 
 def _provider_key(provider: str | None) -> str:
     return (provider or "").strip().upper()
@@ -95,11 +101,48 @@ def price_for(store: "Store", provider: str | None, model: str, /) -> tuple[floa
 
 
 def turn_cost(
-    store: "Store", provider: str | None, model: str, prompt_tokens: float | None, completion_tokens: float | None, /
+    store: "Store", provider: str | None, model: str, prompt_tokens: float | None, completion_tokens: float | None, /,
+    **where: Any,
 ) -> float | None:
-    """The cost of one turn from the price table, or None when the model has no price (unpriced,
+    """The cost of one turn (see `turn_price`), or None when the model has no price (unpriced,
     which is not the same as free)."""
+    priced = turn_price(store, provider, model, prompt_tokens, completion_tokens, **where)
+    return None if priced is None else priced[0]
+
+
+def turn_price(
+    store: "Store", provider: str | None, model: str, prompt_tokens: float | None, completion_tokens: float | None, /,
+    *, cached_tokens: float | None = None, base_url: str | None = None, package: bool = True,
+) -> tuple[float, str] | None:
+    """(cost in USD, price source) of one call, or None when unpriced. The user's table wins (all
+    input tokens at its input price); else, when `package`, genai-prices for OpenAI's own API
+    (`base_url` None or api.openai.com): a model served elsewhere under the same name (a local
+    server, a proxy) is not assumed to cost what OpenAI charges."""
     price = price_for(store, provider, model)
-    if price is None:
+    if price is not None:
+        return ((prompt_tokens or 0) * price[0] + (completion_tokens or 0) * price[1]) / 1_000_000, USER_SOURCE
+    if not package:
         return None
-    return ((prompt_tokens or 0) * price[0] + (completion_tokens or 0) * price[1]) / 1_000_000
+    return package_price(provider, model, prompt_tokens, completion_tokens, cached_tokens=cached_tokens, base_url=base_url)
+
+
+def package_price(
+    provider: str | None, model: str, prompt_tokens: float | None, completion_tokens: float | None, /,
+    *, cached_tokens: float | None = None, base_url: str | None = None,
+) -> tuple[float, str] | None:
+    """(cost, "genai-prices <version>") from the genai-prices package's bundled data, or None when
+    the package is missing or does not know the model at that provider."""
+    if _provider_key(provider) != "OPENAI" or (base_url and not base_url.rstrip("/").startswith(_OPENAI_URL)):
+        return None
+    try:
+        import genai_prices
+    except ImportError:
+        return None
+    fields = {"input_tokens": int(prompt_tokens or 0), "output_tokens": int(completion_tokens or 0)}
+    if cached_tokens:
+        fields["cache_read_tokens"] = int(cached_tokens)
+    try:
+        calc = genai_prices.calc_price(genai_prices.Usage(**fields), model, provider_id="openai")
+    except (LookupError, ValueError):
+        return None
+    return float(calc.total_price), f"genai-prices {genai_prices.__version__}"

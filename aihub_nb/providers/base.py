@@ -15,7 +15,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -97,6 +97,8 @@ def json_text(value: object) -> str:
 class Usage:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None  # of prompt_tokens, read from the provider's cache (when it says)
+    reasoning_tokens: int | None = None  # of completion_tokens, spent reasoning (when it says)
 
 
 @dataclass
@@ -131,6 +133,10 @@ class Event:
     finish_reason: str | None = None
     tool_delta: bool = False
     timings: Timings | None = None
+    # The server's id of the reply (OpenAI's chatcmpl-...) and the model that answered, as the
+    # server names them: what the reply is, not what happened, so events compare without them.
+    response_id: str | None = field(default=None, compare=False)
+    response_model: str | None = field(default=None, compare=False)
 
 
 @dataclass

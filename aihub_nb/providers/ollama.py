@@ -143,7 +143,10 @@ def _part_events(parts: Iterable[ollama.ChatResponse]) -> Iterator[Event]:
         timings = _timings(part) if part.done else None
         text = message.content or ""
         if text or calls or usage:
-            yield Event(text=text, tool_calls=calls or None, usage=usage, finish_reason=finish_reason, timings=timings)
+            yield Event(
+                text=text, tool_calls=calls or None, usage=usage, finish_reason=finish_reason, timings=timings,
+                response_model=(getattr(part, "model", None) or None) if part.done else None,
+            )
 
 
 def _timings(part: ollama.ChatResponse) -> Timings | None:

@@ -196,7 +196,17 @@ def _detail(exc: openai.APIStatusError) -> str:
 
 
 def _usage(usage: Any) -> Usage | None:
-    return Usage(usage.prompt_tokens, usage.completion_tokens) if usage else None
+    """Usage, with the cached prompt tokens and the reasoning tokens when the server details them."""
+    if not usage:
+        return None
+    cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None)
+    reasoning = getattr(getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None)
+    return Usage(usage.prompt_tokens, usage.completion_tokens, cached, reasoning)
+
+
+def _reply_id(obj: Any) -> dict[str, str | None]:
+    """The reply's id and the model that answered, as the server names them."""
+    return {"response_id": getattr(obj, "id", None) or None, "response_model": getattr(obj, "model", None) or None}
 
 
 def _timings(value: Any) -> Timings | None:
@@ -223,7 +233,7 @@ def _completion_event(completion: Any) -> Event:
     usage = _usage(completion.usage)
     timings = _timings(getattr(completion, "timings", None))
     if not completion.choices:
-        return Event(usage=usage, timings=timings)
+        return Event(usage=usage, timings=timings, **_reply_id(completion))
     choice = completion.choices[0]
     message = choice.message
     calls = [
@@ -232,7 +242,7 @@ def _completion_event(completion: Any) -> Event:
     ]
     return Event(
         text=message.content or "", tool_calls=calls or None, usage=usage, finish_reason=choice.finish_reason,
-        timings=timings,
+        timings=timings, **_reply_id(completion),
     )
 
 
@@ -265,7 +275,7 @@ def _chunk_events(chunks: Iterable[Any]) -> Iterator[Event]:
         if text or tool_calls or usage or finish_reason or delta_arrived or timings:
             yield Event(
                 text=text, tool_calls=tool_calls, usage=usage, finish_reason=finish_reason,
-                tool_delta=delta_arrived, timings=timings,
+                tool_delta=delta_arrived, timings=timings, **_reply_id(chunk),
             )
     if calls:
         yield Event(tool_calls=_assembled(calls))
