@@ -849,8 +849,7 @@ class Hub:
             raise UsageError("OpenTelemetry export is off; turn it on first: %aihub otel on --endpoint URL.")
         monitoring.flush_metrics(self.store)
         bounds = [monitoring.parse_time(v) if v is not None else None for v in (since, until)]
-        stamps = [b.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if b is not None else None for b in bounds]
-        counts = backfill(otel, self.store, *stamps)
+        counts = backfill(otel, self.store, *bounds)
         if flush:
             otel.flush()
         return counts

@@ -308,6 +308,7 @@ class AihubMagics(Magics):
             "calls": self._calls,
             "jobs": self._jobs,
             "prune": self._prune,
+            "otel": self._otel,
             "price": self._price,
             "prices": self._prices,
             "dashboard": self._dashboard,
@@ -471,6 +472,7 @@ class AihubMagics(Magics):
     @argument("--seed", metavar="N", type=int)
     @argument("--no-stream", action="store_true", help="ask for the whole reply at once")
     @argument("--image", action="append", default=[], metavar="PATH", help="attach an image file (repeatable); {fig} of a figure attaches it too")
+    @argument("--estimate", action="store_true", help="do not send: show the expected input tokens and cost")
     def _chat_cell(self, ns, cell: str) -> None:
         """Send the cell to a chat and stream the reply."""
         from IPython.display import display
@@ -480,6 +482,10 @@ class AihubMagics(Magics):
         images: list[Any] = list(ns.image)
         if self.interpolate and not ns.no_interpolate:
             text = interpolate(text, self.shell.user_ns if self.shell else {}, images)
+        if ns.estimate:
+            known = self.hub.store.first("Chat", name=ns.name) is not None
+            display(self.hub.estimate(ns.name, text, model=ns.model) if known else self.hub.estimate(text, model=ns.model))
+            return
         chat = self.hub.chat(ns.name, model=ns.model, agent=ns.agent, system=ns.system)
         view = _TurnView(self.refresh_interval)
         from .agents import input_approver
@@ -732,6 +738,26 @@ class AihubMagics(Magics):
             rows, ["model", "provider", "inputPerMillion", "outputPerMillion", "currency", "updatedAt"],
             empty="No prices yet: %aihub price set MODEL INPUT_PER_MILLION OUTPUT_PER_MILLION (USD per million tokens).",
         )
+
+    @_subcommand("aihub otel")
+    @argument("action", choices=["on", "off", "status", "export"])
+    @argument("--endpoint", metavar="URL", help="the OTLP/HTTP endpoint (default: OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4318)")
+    @argument("--headers-env", metavar="VAR", help="the environment variable holding the OTLP headers (k=v,k2=v2)")
+    @argument("--content", action="store_true", help="send message content too")
+    @argument("--no-content", action="store_true", help="stop sending message content")
+    @argument("--since", metavar="WHEN", help="export: from (30d, 2h, an ISO time)")
+    @argument("--until", metavar="WHEN", help="export: until")
+    def _otel(self, ns) -> Any:
+        """OpenTelemetry export of model calls, tool calls and agent runs (GenAI spans and metrics)."""
+        if ns.action == "export":
+            counts = self.hub.export_otel(since=ns.since, until=ns.until)
+            return _table([{"kind": k, "spans": v} for k, v in counts.items()])
+        content = True if ns.content else (False if ns.no_content else None)
+        if ns.action == "on":
+            status = self.hub.otel("on", endpoint=ns.endpoint, headers_env=ns.headers_env, content=content)
+        else:
+            status = self.hub.otel(ns.action)
+        return _table([{"setting": k, "value": v} for k, v in status.items()])
 
     @_subcommand("aihub dashboard")
     def _dashboard(self, ns) -> Any:

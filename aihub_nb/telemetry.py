@@ -557,11 +557,10 @@ def backfill(telemetry: Telemetry, store: Store, since: str | None = None, until
         values[row["name"]] = row["value"]
         dims.update(json.loads(row["dimensions"]) if isinstance(row["dimensions"], str) else row["dimensions"] or {})
     responses: dict[str, dict[str, Any]] = {}
-    for row in store.query(
-        'SELECT "streamId", "response" FROM "NetworkCall" WHERE "streamId" IN '
-        f'(SELECT s."id" FROM "ResponseStream" s{clause})', params,
-    ):
-        responses[row["streamId"]] = _reply_fields(row["response"] or "")
+    for stream in streams:
+        call = store.first("NetworkCall", streamId=stream["id"])  # read through the store: the whole body
+        if call is not None:
+            responses[stream["id"]] = _reply_fields(call.get("response") or "")
     agents: dict[str, AgentSpan] = {}
     jobs = {}
     for stream in streams:
