@@ -16,6 +16,7 @@ import json
 import os
 import re
 import stat
+import time
 import warnings
 import weakref
 from pathlib import Path
@@ -731,10 +732,23 @@ class Hub:
         endpoint = "builtin" if data.get("builtin") else provider.url
         show = progress if progress is not None else len(items) > 2048
         bar = _Progress(f"embedding {len(items)} texts") if show else None
+        record = self.record_metrics
+        otel = self.telemetry
+        if otel is not None:  # one `embeddings {model}` span per request sent
+
+            def record(values, dims, *, references=None):
+                self.record_metrics(values, dims, references=references)
+                end = time.time_ns()
+                otel.embeddings(
+                    provider=row["provider"], model=row["modelId"], start_ns=end - int(values.get("latency_ms", 0) * 1e6),
+                    end_ns=end, input_tokens=values.get("prompt_tokens"), inputs=int(values.get("inputs", 0)),
+                    base_url=data.get("base_url"),
+                )
+
         try:
             vectors = embed_texts(
                 self.store, provider, row, items, model_key=cache_model(row, endpoint),
-                record_metrics=self.record_metrics,
+                record_metrics=record,
                 price=lambda tokens: monitoring.turn_cost(self.store, row["provider"], row["modelId"], tokens, 0),
                 progress=bar.update if bar else None, batch_size=batch_size,
             )

@@ -401,3 +401,13 @@ def test_estimate_cell_magic_sends_nothing(hub, server):
         assert hub.telemetry is None
     finally:
         magics.use_hub(None)
+
+
+def test_an_embeddings_request_is_an_embeddings_span(hub, server):
+    hub.connect("OPENAI", "local-embed", name="vec", base_url=server.openai_base_url, type="EMBEDDING")
+    spans, reader = _memory(hub)
+    hub.embed(["a cat", "a dog"], model="vec")
+    span = _spans(hub, spans)["embeddings local-embed"]
+    assert span.kind == SpanKind.CLIENT and span.attributes["gen_ai.operation.name"] == "embeddings"
+    assert span.attributes["aihub.embeddings.inputs"] == 2 and span.attributes["server.address"] == "127.0.0.1"
+    assert span.start_time < span.end_time
