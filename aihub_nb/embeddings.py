@@ -12,6 +12,7 @@ numpy is imported inside the functions, so importing this module is cheap.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ProviderError, UsageError
 from .jobs import JobRun
 from .netlog import streaming_into
-from .store import now_iso, uuid7
+from .store import now_iso
 
 if TYPE_CHECKING:
     from .providers.base import Provider
@@ -30,7 +31,6 @@ __all__ = ["MAX_RETRIES", "cache_model", "embed_texts", "nearest"]
 MAX_RETRIES = 3
 MAX_BACKOFF = 30.0
 MIN_BACKOFF = 0.25
-_LOOKUP_CHUNK = 500  # keys per SELECT ... IN (...)
 
 
 def cache_model(connection: dict[str, Any], endpoint: str) -> str:
@@ -94,8 +94,7 @@ def embed_texts(
                     "check that the model is an embedding model.",
                     connection=connection["name"],
                 )
-            _remember(store, model_key, [key for key, _ in batch], vectors)
-            for (key, _), vector in zip(batch, vectors):
+            for (key, _), vector in zip(batch, _remember(store, model_key, [key for key, _ in batch], vectors)):
                 found[key] = vector
             values: dict[str, float] = {"latency_ms": round(latency, 3), "inputs": len(batch), "cache_hits": hits if start == 0 else 0}
             if result.prompt_tokens is not None:
@@ -110,10 +109,11 @@ def embed_texts(
         run.finish(exc)
         raise
     run.finish()
-    rows = [found[key] for key in keys]
-    if not rows:
+    if not keys:
         return np.zeros((0, 0), dtype=np.float32)
-    return np.vstack([np.frombuffer(r, dtype="<f4") if isinstance(r, bytes) else r for r in rows]).astype(np.float32)
+    # One copy of all the bytes, read as an n x d array: no per-row arrays.
+    data = b"".join([found[key] for key in keys])
+    return np.frombuffer(data, dtype="<f4").reshape(len(keys), -1).copy()
 
 
 def _with_retries(provider: Provider, connection: dict[str, Any], texts: list[str], run: JobRun):
@@ -137,31 +137,31 @@ def _backoff(attempt: int, retry_after: float | None) -> float:
 
 
 def _lookup(store: Store, keys: list[str]) -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
-    distinct = list(dict.fromkeys(keys))
-    for start in range(0, len(distinct), _LOOKUP_CHUNK):
-        chunk = distinct[start : start + _LOOKUP_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        for key, vector in store.conn.execute(f'SELECT key, vector FROM "EmbeddingCache" WHERE key IN ({marks})', chunk):
-            found[key] = vector
-    return found
+    """The cached vectors of `keys`, in one query (the keys go in as one JSON array)."""
+    if not keys:
+        return {}
+    distinct = json.dumps(list(dict.fromkeys(keys)))
+    sql = 'SELECT key, vector FROM "EmbeddingCache" WHERE key IN (SELECT value FROM json_each(?))'
+    return dict(store.conn.execute(sql, (distinct,)).fetchall())
 
 
-def _remember(store: Store, model_key: str, keys: list[str], vectors: Any) -> None:
-    """Keep new vectors; a text another kernel cached meanwhile keeps its first vector."""
+def _remember(store: Store, model_key: str, keys: list[str], vectors: Any) -> list[bytes]:
+    """Keep new vectors in one transaction, each row's id its key (unique per model and text);
+    a text another kernel cached meanwhile keeps its first vector. Returns the vectors' bytes."""
     import numpy as np
 
     now = now_iso()
-    rows = [
-        (uuid7(), "{}", now, now, key, model_key, int(vector.shape[0]), np.asarray(vector, dtype="<f4").tobytes())
-        for key, vector in zip(keys, vectors)
-    ]
+    matrix = np.ascontiguousarray(np.asarray(vectors, dtype="<f4"))
+    dimensions = int(matrix.shape[1]) if matrix.ndim == 2 else 0
+    blobs = [row.tobytes() for row in matrix]
+    rows = [(key, "{}", now, now, key, model_key, dimensions, blob) for key, blob in zip(keys, blobs)]
     with store.transaction() as conn:
         conn.executemany(
             'INSERT OR IGNORE INTO "EmbeddingCache" (id, "references", createdAt, updatedAt, key, model, dimensions, vector) '
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+    return blobs
 
 
 def nearest(query_vector: Any, vectors: Any, k: int) -> tuple[Any, Any]:

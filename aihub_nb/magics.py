@@ -28,6 +28,7 @@ from traitlets import Bool, Float, Unicode
 from .current import current_hub, home_from, use_hub
 from .display import html_table
 from .errors import AihubError
+from .media import MediaStore, message_images
 from .redact import redact
 from .views import (
     Shown, chat_view, code_view, reply_view, snapshot_view, source_names, text_view, tool_event_view,
@@ -556,7 +557,9 @@ class AihubMagics(Magics):
             self.hub.delete_chat(ns.name)
             return self._chats()
         chat = self.hub.get_chat(ns.name)
-        return chat_view(chat.name, chat.messages(), source_names(self.hub.store))
+        messages = chat.messages()
+        images = message_images(messages, MediaStore.beside(self.hub.store))
+        return chat_view(chat.name, messages, source_names(self.hub.store), images=images)
 
     @_subcommand("aihub chats")
     def _chats(self, ns=None) -> Any:

@@ -35,6 +35,7 @@ __all__ = [
     "externalize",
     "image_bytes",
     "image_size",
+    "message_images",
     "mime_of",
 ]
 
@@ -179,6 +180,20 @@ class MediaStore:
     @staticmethod
     def mime(ref: str) -> str:
         return _MIMES[ref.rsplit(".", 1)[-1]]
+
+
+def message_images(messages: list[dict[str, Any]], media: MediaStore) -> dict[str, tuple[str, bytes]]:
+    """{ref: (MIME type, bytes)} of the images `messages` reference (`data.images`), read from
+    `media`; a file gone missing is left out (the view says the image is not available)."""
+    found: dict[str, tuple[str, bytes]] = {}
+    for message in messages:
+        for ref in (message.get("data") or {}).get("images") or []:
+            if is_ref(ref) and ref not in found:
+                try:
+                    found[ref] = (MediaStore.mime(ref), media.path(ref).read_bytes())
+                except OSError:
+                    continue
+    return found
 
 
 def is_ref(value: object) -> bool:

@@ -10,6 +10,9 @@ the page as live HTML:
   shown as links and never loaded (a loaded image can carry data out in its URL).
 - Every display is a `Shown`: sanitised `text/html` plus the plain `text/plain`, never
   `text/markdown`, so a saved or exported notebook holds no live script either.
+- The pictures a conversation holds (the user's attachments, generated images) are the only
+  images shown: `<img>` tags built here from image bytes the caller read from its own media
+  files (`images={ref: (mime, bytes)}`), added after the model's text has been sanitised.
 - Names, labels and tool arguments are escaped; in prompts that ask for a decision, invisible
   characters (controls, bidi overrides, zero-width) are shown as escapes (`visible`).
 
@@ -18,13 +21,14 @@ mistune and nh3 load on first use.
 
 from __future__ import annotations
 
+import base64
 import functools
 import html
 import itertools
 import json
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
@@ -285,9 +289,30 @@ def source_names(store: Any) -> dict[str, str]:
 # ---------------------------------------------------------------- a conversation
 
 
+Images = Mapping[str, tuple[str, bytes]]  # a `media:` reference -> (MIME type, the image's bytes)
+_IMAGE_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
+def image_html(ref: str, images: Images | None) -> str:
+    """One picture of the conversation as an inline `<img>` from its bytes (never a URL from a
+    message), or a note when the bytes are not at hand."""
+    found = (images or {}).get(ref)
+    if found is None or found[0] not in _IMAGE_MIMES:
+        return note("[image not available]")
+    mime, data = found
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<div><img src="data:{mime};base64,{encoded}" alt="image" style="max-width:100%;max-height:360px"></div>'
+
+
+def _with_images(pieces: list[tuple], data: dict[str, Any]) -> list[tuple]:
+    refs = data.get("images") or []
+    return pieces + [("image", ref) for ref in refs if isinstance(ref, str)]
+
+
 def _items(messages: list[dict[str, Any]], names: dict[str, str]) -> Iterable[tuple[str, str, str, list[tuple]]]:
-    """The thread as (label, role, status, pieces); a piece is ("text", str) or ("tool", name,
-    arguments, status, result). Tool results are shown inside the call that asked for them."""
+    """The thread as (label, role, status, pieces); a piece is ("text", str), ("image", ref) or
+    ("tool", name, arguments, status, result). Tool results are shown inside the call that asked
+    for them."""
     results = {(m.get("data") or {}).get("tool_call_id"): m for m in messages if m["type"] == "toolResult"}
     shown: set[Any] = set()
     for row in messages:
@@ -295,12 +320,12 @@ def _items(messages: list[dict[str, Any]], names: dict[str, str]) -> Iterable[tu
         data = row.get("data") or {}
         status = data.get("status") if data.get("status") in ("interrupted", "failed") else ""
         if kind == "user":
-            yield "You", "user", "", [("text", row["content"])]
+            yield "You", "user", "", _with_images([("text", row["content"])], data)
         elif kind == "system":
             yield "System", "system", "", [("text", row["content"])]
         elif kind in ("chatModel", "agent"):
             label = names.get(row.get("sourceId"), "Model" if kind == "chatModel" else "Agent")
-            yield label, "assistant", status, [("text", row["content"])]
+            yield label, "assistant", status, _with_images([("text", row["content"])], data)
         elif kind == "toolCall":
             pieces: list[tuple] = [("text", row["content"])] if row["content"] else []
             for call in data.get("tool_calls", []):
@@ -318,12 +343,23 @@ def _items(messages: list[dict[str, Any]], names: dict[str, str]) -> Iterable[tu
             yield "Tool result", "assistant", "", [piece]
 
 
-def conversation_html(messages: list[dict[str, Any]], names: dict[str, str] | None = None) -> str:
+def _piece_html(piece: tuple, images: Images | None) -> str:
+    if piece[0] == "text":
+        return markdown_html(piece[1])
+    if piece[0] == "image":
+        return image_html(piece[1], images)
+    return tool_call_html(*piece[1:])
+
+
+def conversation_html(
+    messages: list[dict[str, Any]], names: dict[str, str] | None = None, *, images: Images | None = None
+) -> str:
     """A thread's messages as safe HTML: one block per message, tool calls as collapsible blocks
-    holding their results. `names` maps a message's sourceId to the connection or agent name."""
+    holding their results. `names` maps a message's sourceId to the connection or agent name;
+    `images` holds the bytes of the pictures the messages reference (`data.images`)."""
     parts = []
     for label, role, status, pieces in _items(messages, names or {}):
-        body = "".join(markdown_html(p[1]) if p[0] == "text" else tool_call_html(*p[1:]) for p in pieces)
+        body = "".join(_piece_html(p, images) for p in pieces)
         suffix = f" <em>({_escape(status)})</em>" if status else ""
         parts.append(block(label, role, body, suffix))
     return "".join(parts)
@@ -333,18 +369,22 @@ def conversation_text(messages: list[dict[str, Any]], names: dict[str, str] | No
     """The same thread as plain text."""
     parts = []
     for label, _role, status, pieces in _items(messages, names or {}):
-        body = "\n".join(p[1] if p[0] == "text" else _tool_call_text(*p[1:]) for p in pieces)
+        body = "\n".join(
+            p[1] if p[0] == "text" else "[image]" if p[0] == "image" else _tool_call_text(*p[1:]) for p in pieces
+        )
         parts.append(f"{label}{f' ({status})' if status else ''}: {body}")
     return "\n\n".join(parts)
 
 
-def chat_view(name: str, messages: list[dict[str, Any]], names: dict[str, str] | None = None) -> Shown:
-    """A whole chat, as `%aihub chat NAME` and a Chat in a cell show it."""
+def chat_view(
+    name: str, messages: list[dict[str, Any]], names: dict[str, str] | None = None, *, images: Images | None = None
+) -> Shown:
+    """A whole chat, as `%aihub chat NAME` and a Chat in a cell show it, with its pictures."""
     if not messages:
         return Shown(f"<p><b>{_escape(name)}</b>: no messages yet.</p>", f"{name}: no messages yet.")
     title = f'<p style="margin:4px 0"><b>Chat {_escape(name)}</b></p>'
     return Shown(
-        frame(title + conversation_html(messages, names), scroll=False),
+        frame(title + conversation_html(messages, names, images=images), scroll=False),
         f"Chat {name}\n\n{conversation_text(messages, names)}",
     )
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import re
+
 import numpy as np
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from aihub_nb import magics
+from aihub_nb import magics, media
 from aihub_nb.demo.model import draw
+from aihub_nb.testing import ScriptedReply
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +70,43 @@ def test_chat_cell_attaches_images_and_figures(nb, server, tmp_path):
     sent = server.requests[-1].json["messages"][-1]["content"]
     assert sent[0] == {"type": "text", "text": "Compare [image 2] with the file."}
     assert [p["type"] for p in sent] == ["text", "image_url", "image_url"]
+
+
+_HOSTILE_IMAGES = (
+    "Look: ![x](data:image/png;base64,{b64}) and <img src=\"data:image/png;base64,{b64}\"> "
+    "and <img src=https://example.com/x.png>"
+)
+
+
+def _img_sources(html_text: str) -> list[str]:
+    return re.findall(r"<img\b[^>]*\bsrc=\"([^\"]*)\"", html_text)
+
+
+def test_chat_view_shows_attached_and_generated_images_never_the_models(nb, hub, server):
+    attached = draw("attached", 10, 7)
+    generated = draw("a small boat", 12, 8)
+    b64 = base64.b64encode(draw("hostile", 9, 9)).decode()
+    server.script(ScriptedReply(text=_HOSTILE_IMAGES.format(b64=b64)))
+    hub.chat("look", model="oa").send("What is this?", images=[attached])
+    with capture_output():
+        nb.run_cell_magic("aihub", "image look --model pics --size 12x8", "a small boat")
+        shown = nb.run_line_magic("aihub", "chat look")
+    page = shown._repr_html_()
+    assert _img_sources(page) == [media.data_url(attached), media.data_url(generated)]
+    assert "&lt;img src=" in page  # the model's <img> shows as text
+    assert "Look:" in page and "[image]" in str(shown)
+
+
+def test_chat_panel_shows_the_attached_images_only(nb, hub, server):
+    from aihub_nb.widgets.chat import ChatPanel
+
+    attached = draw("panel", 11, 6)
+    b64 = base64.b64encode(draw("hostile", 9, 9)).decode()
+    server.script(ScriptedReply(text=_HOSTILE_IMAGES.format(b64=b64)))
+    hub.chat("seen", model="oa").send("And this?", images=[attached])
+    panel = ChatPanel(hub, "seen", sync=True)
+    assert _img_sources(panel.conversation.value) == [media.data_url(attached)]
+    for path in (hub.path.parent / "media").iterdir():
+        path.unlink()  # a picture deleted outside aihub_nb: a note, not an error
+    assert _img_sources(ChatPanel(hub, "seen", sync=True).conversation.value) == []
+    assert "[image not available]" in ChatPanel(hub, "seen", sync=True).conversation.value

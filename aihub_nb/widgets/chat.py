@@ -27,6 +27,7 @@ import ipywidgets as widgets
 
 from ..chat import drive
 from ..errors import NotFoundError, UsageError
+from ..media import MediaStore, message_images
 from ..views import (
     block, conversation_html, frame, markdown_html, note, small, source_names, tool_event_view,
     turn_footer, visible,
@@ -173,7 +174,7 @@ class ChatPanel(Panel):
             )
             return
         messages = self.hub.store.find("Message", threadId=row["references"]["thread"])
-        self.conversation.value = frame(conversation_html(messages, self._labels()) or note("No messages yet."))
+        self.conversation.value = frame(self._conversation(messages) or note("No messages yet."))
 
     def _labels(self) -> dict[str, str]:
         """Who said it, as the turn shows it while it runs: "name (model)" or "agent name"."""
@@ -272,7 +273,12 @@ class ChatPanel(Panel):
             self._set_busy(False)
 
     def _history_html(self, chat: Chat) -> str:
-        return conversation_html(chat.messages(), self._labels())
+        return self._conversation(chat.messages())
+
+    def _conversation(self, messages: list[dict]) -> str:
+        """The messages as HTML, with the pictures they reference read from the hub's media folder."""
+        images = message_images(messages, MediaStore.beside(self.hub.store))
+        return conversation_html(messages, self._labels(), images=images)
 
     def _target_label(self, chat: Chat) -> str:
         return chat.target().label

@@ -20,7 +20,8 @@ PLACEHOLDERS = ("Error displaying widget", "<IPython.core.display", "object at 0
 # Which stored replies each shipped notebook shows (the others only print statuses or counts).
 REPLIES_SHOWN = {"quickstart": ("chatModel",), "agents": ("agent",), "monitoring": ("agent",)}
 # The part of each notebook worth a screenshot.
-FOCUS = {"quickstart": "%%aihub chat hello", "agents": "%%aihub chat maths", "monitoring": "%aihub dashboard"}
+FOCUS = {"quickstart": "%%aihub chat hello", "agents": "%%aihub chat maths", "monitoring": "%aihub dashboard",
+         "multimodal": "%aihub chat look"}
 
 
 def _words(text: str) -> str:
