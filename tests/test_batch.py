@@ -167,12 +167,22 @@ def test_identical_requests_are_served_from_the_store_unless_cache_is_off(hub, s
 
 def test_ctrl_c_stops_cleanly_returns_what_is_done_and_resume_sends_the_rest(hub, server, conn):
     server.script(*[ScriptedReply.lorem(4, token_delay=0.05) for _ in range(60)])
-    timer = threading.Timer(0.6, _thread.interrupt_main)
-    timer.start()
+    gone = threading.Event()
+
+    def interrupt_after_five() -> None:  # Ctrl-C in the main thread while the workers stream
+        while not gone.is_set():
+            if len(hub.store.query(
+                "SELECT id FROM \"Message\" WHERE type = 'chatModel' AND json_extract(data, '$.status') = 'completed'"
+            )) >= 5:
+                _thread.interrupt_main()
+                return
+            time.sleep(0.01)
+
+    threading.Thread(target=interrupt_after_five, daemon=True).start()
     try:
         out = hub.map("Classify: {review}", _reviews(30), model=conn, concurrency=4, name="stopped", progress=False)
     finally:
-        timer.cancel()
+        gone.set()
     answered = [v for v in out if not isinstance(v, ItemError)]
     assert 0 < len(answered) < 30
     job = hub.store.first("Jobs", type="batch")
@@ -278,3 +288,11 @@ def test_the_map_cell_magic(hub, server, conn):
             shell.run_cell_magic("aihub", "map x --over missing --model t", "Tag: {review}")
     finally:
         magics.use_hub(None)
+
+
+def test_the_hub_panels_jobs_page_shows_a_batchs_progress(hub, server, conn):
+    hub.map("Classify: {review}", _reviews(3), model=conn, name="paneled", progress=False)
+    panel = hub.panel()
+    panel.refresh_jobs()
+    assert "batch: paneled" in panel.jobs_table.value
+    assert "3/3 · 0 failed · $0.0000" in panel.jobs_table.value
