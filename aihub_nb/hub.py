@@ -1002,7 +1002,7 @@ class Hub:
                 display = batch.WidgetProgress(plan.spec.name, len(plan.items))
             elif not background:
                 display = batch.TextProgress(plan.spec.name)
-        run = batch.BatchRun(self._batch_runtime(), plan, concurrency=concurrency, progress=display)
+        run = batch.BatchRun(self.runtime, plan, concurrency=concurrency, progress=display)
         if isinstance(display, batch.WidgetProgress):
             from IPython.display import display as show
 
@@ -1015,22 +1015,6 @@ class Hub:
         except KeyboardInterrupt:
             pass  # stopped cleanly: what is done is returned
         return run.result()
-
-    def _batch_runtime(self):
-        from types import SimpleNamespace
-
-        from . import netlog
-
-        store = self.store
-        recorder = SimpleNamespace(
-            streaming=netlog.streaming_into,
-            close_stream=lambda stream_id, **kw: netlog.close_stream(store, stream_id, **kw),
-        )
-        self.sink  # noqa: B018 - the recording sink exists before requests go out
-        return SimpleNamespace(
-            store=store, providers=SimpleNamespace(get=self._provider), recorder=recorder,
-            metrics=SimpleNamespace(record=self.record_metrics),
-        )
 
 
 def _quietly(fn) -> None:
