@@ -15,10 +15,11 @@ too), and no import cycle; tests/test_layers.py checks it. A subpackage ranks as
      5  tools embeddings images
      6  agents
      7  chat
-     8  hub
-     9  current
-    10  plots
-    11  widgets magics testing __init__ __main__
+     8  batch
+     9  hub
+    10  current
+    11  plots
+    12  widgets magics testing __init__ __main__
 
 The Hub owns the runtime (store, provider clients, tool functions, metrics, recording, approver)
 and hands it down to chat, agents and tools; `current` holds the hub that `%aihub` and

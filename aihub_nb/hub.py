@@ -916,6 +916,119 @@ class Hub:
         """Run fn(*args, **kwargs) in the background as a recorded job; returns a BackgroundJob."""
         return run_in_background(self.store, fn, *args, name=name, **kwargs)
 
+    # ------------------------------------------------------------ batch runs
+
+    def map(
+        self,
+        template,
+        data,
+        model: str | None = None,
+        *,
+        concurrency: int = 8,
+        schema: Any = None,
+        max_cost: float | None = None,
+        background: bool = False,
+        name: str | None = None,
+        cache: bool = True,
+        options: dict[str, Any] | None = None,
+        progress: bool = True,
+    ):
+        """Send `template` filled from each row of `data` (a DataFrame, Series or list) to chat
+        connection `model` (default: the default connection), `concurrency` requests at once, and
+        return the answers as a Series in row order (a DataFrame of the `schema`'s properties
+        and an `error` column when a pydantic model or JSON schema asks for structured output).
+        A failed row holds an ItemError. Over `max_cost` (US dollars, input alone, from the price
+        table) nothing is sent. `name` names the batch: running it again sends only the rows
+        without an answer. `background=True` returns a BatchRun at once. See aihub_nb.batch."""
+        from . import batch
+
+        concurrency = _concurrency(concurrency)
+        conn = self._batch_connection(model)
+        items = batch.items_of(template, data)
+        name = name or batch.default_name()
+        plan = batch.prepare(
+            self.store, conn, items, name=name, options=options, schema=schema, cache=cache, max_cost=max_cost
+        )
+        return self._run_batch(plan, concurrency, background, progress)
+
+    def resume(self, job, *, concurrency: int = 8, background: bool = False, cache: bool = True, progress: bool = True):
+        """Run a batch again, by name, job id or BatchRun: only its rows without an answer are sent."""
+        from . import batch
+
+        key = getattr(job, "name", None) if isinstance(job, batch.BatchRun) else job
+        if not isinstance(key, str):
+            raise UsageError(f"resume needs a batch name, a job id or a BatchRun, not {type(job).__name__}.")
+        name, thread, refs = batch.resume_spec(self.store, key)
+        conn = self.store.first("ModelConnections", id=refs.get("connection", ""))
+        if conn is None:
+            raise NotFoundError(f"Batch {name!r} used a connection that was removed; run hub.map again with model=NAME.")
+        plan = batch.prepare(
+            self.store, conn, None, name=name, options=refs.get("options"), schema=(refs.get("schema") or {}).get("schema"),
+            cache=cache, max_cost=None, thread=thread,
+        )
+        if refs.get("schema"):
+            plan.spec.schema = refs["schema"]
+        return self._run_batch(plan, _concurrency(concurrency), background, progress)
+
+    def batches(self):
+        """The batch runs, newest first, as a DataFrame: name, status, progress, times."""
+        import pandas as pd
+
+        rows = self.store.query(
+            'SELECT id, name, status, progress, createdAt, finishedAt, error FROM "Jobs" WHERE type = \'batch\' '
+            "ORDER BY createdAt DESC"
+        )
+        frame = pd.DataFrame(rows, columns=["id", "name", "status", "progress", "createdAt", "finishedAt", "error"])
+        frame["name"] = frame["name"].str.removeprefix("batch: ")
+        frame["progress"] = [json.loads(p) if p else {} for p in frame["progress"]]
+        return frame
+
+    def _batch_connection(self, model: str | None) -> dict[str, Any]:
+        if model is None:
+            conn = self.default_connection()
+            if conn is None:
+                raise UsageError("No connection to send to: pass model=NAME, or make one with hub.connect(...).")
+            return conn
+        return self.connection(model)
+
+    def _run_batch(self, plan, concurrency: int, background: bool, progress: bool):
+        import threading
+
+        from . import batch
+
+        display = None
+        if progress:
+            if batch.in_notebook():
+                display = batch.WidgetProgress(plan.spec.name, len(plan.items))
+            elif not background:
+                display = batch.TextProgress(plan.spec.name)
+        run = batch.BatchRun(self.runtime, plan, concurrency=concurrency, progress=display)
+        if isinstance(display, batch.WidgetProgress):
+            from IPython.display import display as show
+
+            show(display.box)
+        if background:
+            threading.Thread(target=_quietly, args=(run.run,), name=f"aihub-batch {plan.spec.name}", daemon=True).start()
+            return run
+        try:
+            run.run()
+        except KeyboardInterrupt:
+            pass  # stopped cleanly: what is done is returned
+        return run.result()
+
+
+def _quietly(fn) -> None:
+    try:
+        fn()
+    except BaseException:  # recorded in the batch's job; nothing to show in a background thread
+        pass
+
+
+def _concurrency(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        raise UsageError(f"concurrency must be a whole number from 1 to 256, not {value!r}.")
+    return value
+
 
 def _limits(
     *, timeout: Any = None, connect_timeout: Any = None, read_timeout: Any = None, max_tokens: Any = None

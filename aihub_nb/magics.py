@@ -317,6 +317,11 @@ class AihubMagics(Magics):
             "panel": self._chat_panel,
             "embed": self._embed,
         }
+        self._cell_commands = {  # %%aihub subcommand -> handler(ns, cell)
+            "chat": self._chat_cell,
+            "image": self._image_cell,
+            "map": self._map_cell,
+        }
 
     @property
     def hub(self) -> Hub:
@@ -343,13 +348,12 @@ class AihubMagics(Magics):
             rest, tail = rest[:cut], rest[cut + 1 :]
         try:
             if cell is not None:
-                cell_commands = {"chat": self._chat_cell, "image": self._image_cell}
-                if command not in cell_commands:
+                handler = self._cell_commands.get(command)
+                if handler is None:
                     raise IPythonUsageError(
-                        f"%%aihub {command} is not a cell magic; the cell magics are %%aihub chat NAME [--model CONNECTION] "
-                        "and %%aihub image NAME [--model CONNECTION]."
+                        f"%%aihub {command} is not a cell magic; the cell magics are %%aihub chat NAME [--model CONNECTION], "
+                        "%%aihub image NAME [--model CONNECTION] and %%aihub map NAME --over DF."
                     )
-                handler = cell_commands[command]
             else:
                 handler = self._line_commands.get(command)
                 if handler is None:
@@ -371,6 +375,7 @@ class AihubMagics(Magics):
         parsers = {name: [handler.parser] for name, handler in self._line_commands.items()}
         parsers["chat"].insert(0, self._chat_cell.parser)
         parsers["image"] = [self._image_cell.parser]
+        parsers["map"] = [self._map_cell.parser]
         return parsers
 
     @_subcommand("aihub help")
@@ -539,6 +544,30 @@ class AihubMagics(Magics):
         self.shell.user_ns[ns.output] = vectors
         shape = getattr(vectors, "shape", None)
         print(f"{ns.output}: {len(vectors)} vectors" + (f" ({shape[0]} x {shape[1]} float32)" if shape and len(shape) == 2 else ""))
+
+    @_subcommand("%aihub map")
+    @argument("name", help="the batch's name: running it again sends only the rows without an answer")
+    @argument("--over", required=True, metavar="DF", help="the notebook variable that holds the rows (DataFrame, Series or list)")
+    @argument("--model", metavar="CONNECTION", help="the chat model connection (default: the default connection)")
+    @argument("--concurrency", type=int, default=8, metavar="N", help="requests at once (default 8)")
+    @argument("--max-cost", type=float, metavar="USD", help="refuse to start when the input would cost more")
+    @argument("--no-cache", action="store_true", help="send identical requests again instead of reusing their answers")
+    @argument("-o", "--output", metavar="VAR", help="keep the answers in this variable")
+    def _map_cell(self, ns, cell: str) -> Any:
+        """Send the cell, a prompt template with {column} fields, once per row of a DataFrame."""
+        if ns.output and (not ns.output.isidentifier() or keyword.iskeyword(ns.output) or ns.output.startswith("__")):
+            raise _usage_error(self._map_cell.parser, f"-o takes a variable name, not {ns.output!r}")
+        namespace = self.shell.user_ns if self.shell else {}
+        if ns.over not in namespace:
+            raise _usage_error(self._map_cell.parser, f"--over {ns.over}: no such variable in the notebook")
+        template = cell.strip("\n")
+        result = self.hub.map(
+            template, namespace[ns.over], model=ns.model, concurrency=ns.concurrency, max_cost=ns.max_cost,
+            name=ns.name, cache=not ns.no_cache,
+        )
+        if ns.output:
+            namespace[ns.output] = result
+        return result
 
     @_subcommand("aihub chat")
     @argument("name")

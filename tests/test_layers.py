@@ -26,10 +26,11 @@ RANKS: dict[int, tuple[str, ...]] = {
     5: ("tools", "embeddings", "images"),
     6: ("agents",),
     7: ("chat",),
-    8: ("hub",),
-    9: ("current",),
-    10: ("plots",),
-    11: ("widgets", "magics", "testing", "__init__", "__main__"),
+    8: ("batch",),
+    9: ("hub",),
+    10: ("current",),
+    11: ("plots",),
+    12: ("widgets", "magics", "testing", "__init__", "__main__"),
 }
 
 # Imports that go up on purpose, each with its reason. They are function-level conveniences of the

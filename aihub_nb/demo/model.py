@@ -5,6 +5,10 @@ Given a chat request body (OpenAI's or Ollama's, they share ``messages`` and ``t
 * the last message is the user's, the request offers tools, and the text contains a keyword call
   of an offered tool such as ``add(a=2, b="x")``: it calls that tool (several: parallel calls);
 * the last message is a tool result: ``The tool returned: <that round's results joined by "; ">``;
+* the request asks for JSON meeting a schema (OpenAI's ``response_format`` of type
+  ``json_schema``, Ollama's ``format`` object): JSON that meets it, made from the last user
+  message (`json_for_schema`): an enum value named in the message (else one picked by a hash of
+  it), the message's first words for a string, its word count for a number;
 * otherwise: ``Hello from the aihub_nb local model (turn N). You said: "<last user message>"``,
   followed, when the last user message carries images (OpenAI ``image_url`` parts with data URLs,
   or Ollama ``images``), by `` I see 2 images: 640x480 PNG, 32x32 JPEG.``
@@ -29,7 +33,10 @@ import re
 import struct
 import zlib
 
-__all__ = ["EMBEDDING_DIMENSIONS", "answer", "describe_images", "draw", "embedding", "message_images", "message_text"]
+__all__ = [
+    "EMBEDDING_DIMENSIONS", "answer", "describe_images", "draw", "embedding", "json_for_schema", "message_images",
+    "message_text",
+]
 
 EMBEDDING_DIMENSIONS = 64
 _WORD_RE = re.compile(r"\w+")
@@ -49,6 +56,9 @@ def answer(body: dict) -> dict:
             results.append(message_text(message.get("content")))
         return {"text": "The tool returned: " + "; ".join(reversed(results))}
     users = [message_text(m.get("content")) for m in messages if m.get("role") == "user"]
+    schema = _requested_schema(body)
+    if schema is not None:
+        return {"text": json.dumps(json_for_schema(schema, users[-1] if users else ""), ensure_ascii=False)}
     if users and messages[-1].get("role") == "user":
         calls = _find_calls(users[-1], _tool_names(body.get("tools")))
         if calls:
@@ -190,3 +200,70 @@ def _parse_call(text: str, start: int) -> dict | None:
             return None
         return {"name": node.func.id, "arguments": arguments}
     return None
+
+
+def _requested_schema(body: dict) -> dict | None:
+    """The JSON schema a request asks the reply to meet, in either API's shape, else None."""
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema")
+        if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
+            return spec["schema"]
+    fmt = body.get("format")
+    return fmt if isinstance(fmt, dict) else None
+
+
+def json_for_schema(schema: dict, text: str) -> object:
+    """A value meeting `schema` (the JSON Schema subset structured outputs use: objects, arrays,
+    enums, consts, strings, numbers, booleans, null, anyOf, $ref to $defs), made from `text`,
+    the same for the same text."""
+    return _value(schema, text, schema, "")
+
+
+def _value(schema: dict, text: str, root: dict, name: str) -> object:
+    import zlib
+
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: object = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return _value(target if isinstance(target, dict) else {}, text, root, name)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        options = schema["enum"]
+        lowered = text.lower()
+        named = [o for o in options if isinstance(o, str) and re.search(rf"\b{re.escape(o.lower())}\b", lowered)]
+        return named[0] if named else options[zlib.crc32(text.encode()) % len(options)]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            first = next((s for s in schema[key] if isinstance(s, dict) and s.get("type") != "null"), schema[key][0])
+            return _value(first, text, root, name)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    words = re.findall(r"\w+", text)
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {key: _value(sub if isinstance(sub, dict) else {}, text, root, key) for key, sub in props.items()}
+    if kind == "array":
+        count = max(1, int(schema.get("minItems") or 1))
+        item = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        return [_value(item, text, root, name) for _ in range(count)]
+    if kind in ("integer", "number"):
+        value = len(words)
+        if "minimum" in schema:
+            value = max(value, schema["minimum"])
+        if "maximum" in schema:
+            value = min(value, schema["maximum"])
+        return int(value) if kind == "integer" else float(value)
+    if kind == "boolean":
+        return zlib.crc32(text.encode()) % 2 == 0
+    if kind == "null":
+        return None
+    value = " ".join(words[:6])
+    limit = schema.get("maxLength")
+    if isinstance(limit, int):
+        value = value[:limit]
+    return value.ljust(int(schema.get("minLength") or 0), ".")

@@ -59,6 +59,11 @@ Faults, one request each (a client's retry gets the next reply):
   finishing, until the client hangs up (at most two minutes);
 * `ScriptedReply.first_token_delay` / `ScriptedReply.token_delay`: pauses before the first / each next piece.
 
+A 429 storm, as a busy provider answers: `LocalServer.limit_rate(per_second, retry_after=...)`
+answers 429 (with ``Retry-After`` when given) to every chat request beyond `per_second` chat
+requests in any one-second window; `limit_rate(None)` lifts it. `LocalServer.rate_limited` counts
+the requests it refused.
+
 How the reply ends, scripted: `ScriptedReply.finish_reason` is sent as it is ("length",
 "content_filter", ...; Ollama's ``done_reason``); None sends none (OpenAI: no chunk carries a
 finish reason; Ollama: no ``done_reason``); the default is "stop", or "tool_calls" for tool calls.
@@ -291,6 +296,9 @@ class LocalServer:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._started_at = datetime.now(timezone.utc)
+        self._rate: tuple[float, float | None] | None = None
+        self._recent: deque[float] = deque()
+        self.rate_limited = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> LocalServer:
@@ -361,10 +369,33 @@ class LocalServer:
             self._queue.extend(replies)
 
     def reset(self) -> None:
-        """Clear the reply queue and the recorded requests."""
+        """Clear the reply queue and the recorded requests, and lift a rate limit."""
         with self._lock:
             self._queue.clear()
             self._requests.clear()
+            self._rate, self.rate_limited = None, 0
+            self._recent.clear()
+
+    def limit_rate(self, per_second: float | None, *, retry_after: float | None = None) -> None:
+        """Answer 429 to chat requests beyond `per_second` in any one-second window (None: no limit)."""
+        with self._lock:
+            self._rate = None if per_second is None else (float(per_second), retry_after)
+            self._recent.clear()
+
+    def _over_rate(self) -> float | None | bool:
+        """False when this chat request may go ahead; else the Retry-After to send (None: none)."""
+        with self._lock:
+            if self._rate is None:
+                return False
+            per_second, retry_after = self._rate
+            now = time.monotonic()
+            while self._recent and self._recent[0] <= now - 1.0:
+                self._recent.popleft()
+            if len(self._recent) >= per_second:
+                self.rate_limited += 1
+                return retry_after
+            self._recent.append(now)
+            return False
 
     # -- used by the handler ----------------------------------------------------------------------
     def _record(self, request: RecordedRequest) -> None:
@@ -598,6 +629,9 @@ class _Handler(BaseHTTPRequestHandler):
         broken_history = owner.strict_tool_arguments and _invalid_tool_arguments(body)
         if broken_history:
             return self._send_json(500, {"error": {"code": 500, "message": broken_history, "type": "server_error"}})
+        limited = owner._over_rate()
+        if limited is not False:
+            return self._openai_fault("429", limited)
         reply = owner._next_reply(body)
         if reply.fault in _OPENAI_FAULTS:
             return self._openai_fault(reply.fault, reply.retry_after)
@@ -766,6 +800,10 @@ class _Handler(BaseHTTPRequestHandler):
         broken_history = owner.strict_tool_arguments and _invalid_tool_arguments(body)
         if broken_history:
             return self._send_json(500, {"error": broken_history})
+        limited = owner._over_rate()
+        if limited is not False:
+            status, message = _OLLAMA_FAULTS["429"]
+            return self._send_json(status, {"error": message}, retry_after=limited)
         reply = owner._next_reply(body)
         if reply.fault in _OLLAMA_FAULTS:
             status, message = _OLLAMA_FAULTS[reply.fault]

@@ -264,8 +264,13 @@ class Provider:
         tools: list[dict] | None = None,
         stream: bool = True,
         options: dict | None = None,
+        schema: dict | None = None,
     ) -> Iterator[Event]:
         """Send `messages` (OpenAI chat format) to `model`; yield the reply as `Event`s.
+
+        `schema` ({"name": ..., "schema": <JSON schema>}) asks for a reply that is JSON meeting
+        the schema, in the provider's own way (OpenAI's `response_format` of type `json_schema`,
+        Ollama's `format`).
 
         A stream that ends with neither a finish reason nor any text or tool call is an
         error (`StreamError`): an empty 200 answer is how some servers (llama-cpp-python) say
@@ -275,7 +280,7 @@ class Provider:
         """
         with self._errors_mapped(model):
             finished = received = False
-            events = self._chat(model, messages, tools=tools or None, stream=stream, options=options or {})
+            events = self._chat(model, messages, tools=tools or None, stream=stream, options=options or {}, schema=schema)
             for event in events:
                 finished = finished or bool(event.finish_reason)
                 received = received or bool(event.text or event.tool_calls or event.tool_delta)

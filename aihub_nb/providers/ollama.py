@@ -84,14 +84,17 @@ class OllamaProvider(Provider):
         self._client.close()
 
     def _chat(
-        self, model: str, messages: list[dict], *, tools: list[dict] | None, stream: bool, options: dict
+        self, model: str, messages: list[dict], *, tools: list[dict] | None, stream: bool, options: dict,
+        schema: dict | None = None,
     ) -> Iterator[Event]:
-        request = {
+        request: dict[str, Any] = {
             "model": model,
             "messages": _ollama_messages(messages),
             "tools": tools,
             "options": {_OPTION_NAMES.get(name, name): value for name, value in options.items()} or None,
         }
+        if schema:
+            request["format"] = schema["schema"]
         if not stream:
             yield from _part_events([self._client.chat(**request)])
             return

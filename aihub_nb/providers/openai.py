@@ -90,11 +90,17 @@ class OpenAIProvider(Provider):
         self._client.close()
 
     def _chat(
-        self, model: str, messages: list[dict], *, tools: list[dict] | None, stream: bool, options: dict
+        self, model: str, messages: list[dict], *, tools: list[dict] | None, stream: bool, options: dict,
+        schema: dict | None = None,
     ) -> Iterator[Event]:
         request: dict[str, Any] = {"model": model, "messages": messages, "extra_body": options or None}
         if tools:
             request["tools"] = tools
+        if schema:
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema["name"], "schema": schema["schema"], "strict": True},
+            }
         if not stream:
             yield _completion_event(self._client.chat.completions.create(**request))
             return

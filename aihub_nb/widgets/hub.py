@@ -262,8 +262,9 @@ class HubPanel(Panel):
                 "name": job["name"], "type": job["type"], "status": job["status"],
                 "started": _time(job.get("startedAt")), "finished": _time(job.get("finishedAt")),
                 "error": job.get("error") if isinstance(job.get("error"), str) else "",
+                "progress": _progress(self.hub.store, job["id"]) if job["type"] == "batch" else "",
             })
-        self.jobs_table.value = html_table(rows, ["name", "type", "status", "started", "finished", "error"],
+        self.jobs_table.value = html_table(rows, ["name", "type", "status", "progress", "started", "finished", "error"],
                                        empty="No jobs yet: a chat turn or hub.submit(...) makes one.")
 
     # ------------------------------------------------------------ dashboard
@@ -298,3 +299,13 @@ def _time(value: Any) -> str:
         return value.strftime("%Y-%m-%d %H:%M:%S")
     except (AttributeError, ValueError):
         return str(value)
+
+
+def _progress(store: Any, job_id: str) -> str:
+    """A batch's progress as the Jobs page shows it: `12/40 · 1 failed · $0.0031`."""
+    row = store.first("Jobs", id=job_id)
+    p = (row or {}).get("progress") or {}
+    if not p:
+        return ""
+    finished = sum(int(p.get(k) or 0) for k in ("done", "failed", "cached", "skipped"))
+    return f"{finished}/{p.get('total', 0)} · {p.get('failed', 0)} failed · ${float(p.get('cost_usd') or 0):.4f}"
