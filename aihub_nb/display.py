@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["cell_text", "html_table"]
+__all__ = ["cell_text", "html_table", "text_table"]
 
 _STORE_TIME = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)\.\d{3}Z$")
 _CELL = "padding:3px 10px;border-bottom:1px solid rgba(127,127,127,.25);vertical-align:top"
@@ -56,6 +56,29 @@ def html_table(
         f'<table class="aihub-table" style="border-collapse:collapse">'
         f'<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
     )
+
+
+def text_table(rows: list[dict[str, Any]], columns: list[str] | None = None, *, empty: str = "Nothing yet.", width: int = 60) -> str:
+    """The same rows as plain text for a terminal: aligned columns, numbers to the right, each
+    cell on one line and cut at `width` characters."""
+    if not rows:
+        return empty
+    columns = columns or list(rows[0])
+    numeric = {c for c in columns if all(_is_number(row.get(c)) for row in rows if row.get(c) is not None)}
+
+    def cut(value: Any) -> str:
+        text = " ".join(cell_text(value).split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    cells = [[cut(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if c in numeric else v.ljust(w) for c, v, w in zip(columns, values, widths, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(list(columns)), line(["-" * w for w in widths]), *(line(v) for v in cells)])
 
 
 def _is_number(value: Any) -> bool:

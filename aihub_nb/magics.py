@@ -14,6 +14,7 @@ or schema error (a bug, corrupt data) and anything unexpected keep their traceba
 
 from __future__ import annotations
 
+import html
 import keyword
 import re
 import shlex
@@ -26,7 +27,7 @@ from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_ar
 from traitlets import Bool, Float, Unicode
 
 from .current import current_hub, home_from, use_hub
-from .display import html_table
+from .display import html_table, text_table
 from .errors import AihubError
 from .redact import redact
 from .views import (
@@ -213,10 +214,14 @@ def _pair(parser: Any, item: str, form: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str] | None = None, empty: str = "Nothing yet.") -> Any:
-    from IPython.display import HTML
+def _table(rows: list[dict[str, Any]], columns: list[str] | None = None, empty: str = "Nothing yet.") -> Shown:
+    """Rows as an HTML table for a notebook and aligned text for a terminal."""
+    return Shown(html_table(rows, columns, empty=empty), text_table(rows, columns, empty=empty))
 
-    return HTML(html_table(rows, columns, empty=empty))
+
+def _line(text: str) -> Shown:
+    """One line of our own, escaped, for a notebook and a terminal alike."""
+    return Shown(f"<p>{html.escape(text)}</p>", text)
 
 
 class _TurnView:
@@ -546,12 +551,10 @@ class AihubMagics(Magics):
     def _show_chat(self, ns) -> Any:
         """Show a chat's conversation (to send, use the cell magic %%aihub chat NAME)."""
         if ns.unlock:
-            from IPython.display import Markdown
-
             job = self.hub.unlock(ns.name)
             if job is None:
-                return Markdown(f"Chat `{ns.name}` was not locked.")
-            return Markdown(f"Chat `{ns.name}` unlocked; job `{job}` that held it is marked failed.")
+                return _line(f"Chat {ns.name!r} was not locked.")
+            return _line(f"Chat {ns.name!r} unlocked; the turn that held it is marked interrupted.")
         if ns.delete:
             self.hub.delete_chat(ns.name)
             return self._chats()

@@ -294,8 +294,8 @@ def _items(messages: list[dict[str, Any]], names: dict[str, str]) -> Iterable[tu
         kind = row["type"]
         data = row.get("data") or {}
         status = data.get("status") if data.get("status") in ("interrupted", "failed") else ""
-        if kind == "user":
-            yield "You", "user", "", [("text", row["content"])]
+        if kind == "user":  # marked when its turn failed or was interrupted
+            yield "You", "user", status, [("text", row["content"])]
         elif kind == "system":
             yield "System", "system", "", [("text", row["content"])]
         elif kind in ("chatModel", "agent"):

@@ -356,7 +356,7 @@ def test_ctrl_c_while_the_cell_shows_the_reply(nb, hub, server, monkeypatch):
     with pytest.raises(UsageError, match="Interrupted: chat 'stopped' keeps the partial reply"):
         nb.run_cell_magic("aihub", "chat stopped --model oa", "talk")
     assert hub.store.find("ResponseStream")[-1]["status"] == "interrupted"
-    assert hub.store.find("Jobs")[-1]["status"] == "failed"
+    assert hub.store.find("Jobs")[-1]["status"] == "interrupted"
     thread_id = hub.get_chat("stopped").thread_id
     assert hub.store.get("MessageThread", thread_id)["lockingJob"] is None
 

@@ -142,7 +142,7 @@ def test_stop_interrupts_a_threaded_turn(hub, server, oa):
     partial = hub.get_chat("c").messages()[-1]
     assert partial["data"] == {"status": "interrupted"} and 0 < len(partial["content"].split()) < 300
     job = hub.store.find("Jobs")[-1]
-    assert job["status"] == "failed" and "interrupted" in job["error"]
+    assert job["status"] == "interrupted" and "interrupted" in job["error"]
     assert "(interrupted)" in panel.conversation.value and "stopped" in panel.status.value
     assert panel.error.value == ""
 
