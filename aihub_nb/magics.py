@@ -28,7 +28,7 @@ from traitlets import Bool, Float, Unicode
 
 from .current import current_hub, home_from, use_hub
 from .display import html_table, text_table
-from .errors import AihubError
+from .errors import AihubError, UsageError
 from .redact import redact
 from .views import (
     Shown, chat_view, code_view, reply_view, snapshot_view, source_names, text_view, tool_event_view,
@@ -57,6 +57,15 @@ home_from(_configured_home)
 def _one_line(text: str) -> str:
     """Text with control characters (a newline in an argument, a NUL) shown as escapes."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def _as_one_line(exc: BaseException, line: str) -> BaseException:
+    """`exc`, shown by IPython (terminal and kernel) as one line under its own name, e.g.
+    `ProviderUnreachableError: Cannot reach ...`, without a traceback: IPython prints what an
+    exception's `_render_traceback_` returns in place of the traceback."""
+    shown = [f"{type(exc).__name__}: {line}"]
+    exc._render_traceback_ = lambda: shown  # type: ignore[attr-defined]
+    return exc
 
 
 def _split(line: str) -> list[str]:
@@ -369,7 +378,10 @@ class AihubMagics(Magics):
         except AihubError as exc:
             if not exc.user_facing:
                 raise  # a store or schema error is a bug or corrupt data: keep its traceback
-            raise IPythonUsageError(_one_line(redact(str(exc)))) from None
+            line = _one_line(redact(str(exc)))
+            if isinstance(exc, UsageError):
+                raise IPythonUsageError(line) from None
+            raise _as_one_line(exc, line) from None  # an outage, a tool or agent failure: under its own name
 
     def _parsers(self) -> dict[str, list[MagicArgumentParser]]:
         parsers = {name: [handler.parser] for name, handler in self._line_commands.items()}
@@ -502,11 +514,11 @@ class AihubMagics(Magics):
         )
         try:
             reply = drive(turn, view.event)
-        except KeyboardInterrupt:  # drive() closed the turn: recorded as interrupted, chat released
+        except KeyboardInterrupt as exc:  # drive() closed the turn: recorded as interrupted, chat released
             view.flush()
-            raise IPythonUsageError(
-                f"Interrupted: chat {ns.name!r} keeps the partial reply ({len(''.join(view.parts))} characters), marked interrupted."
-            ) from None
+            raise _as_one_line(exc, (
+                f"chat {ns.name!r} keeps the partial reply ({len(''.join(view.parts))} characters), marked interrupted."
+            )) from None
         except AihubError:
             view.flush()
             raise

@@ -165,7 +165,7 @@ def test_provider_failure_is_one_line_and_recorded(nb, hub, server, monkeypatch)
 
     monkeypatch.setattr(chat_module, "_backoff", lambda attempt, retry_after: 0.0)
     server.script(*[ScriptedReply(fault="500") for _ in range(chat_module.MAX_RETRIES + 1)])
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(errors.ServerError) as caught:
         nb.run_cell_magic("aihub", "chat failing --model oa", "hi")
     assert "'oa'" in str(caught.value)
     assert hub.store.find("Jobs")[-1]["status"] == "failed"
@@ -226,14 +226,21 @@ def test_parse_errors_end_with_the_generated_usage(nb):
         errors.RoundLimitError("Agent 'a' used its 8 rounds; raise --max-rounds."),
     ],
 )
-def test_a_user_facing_error_is_one_line(nb, hub, monkeypatch, error):
+def test_a_user_facing_error_is_one_line(nb, hub, monkeypatch, capsys, error):
     def fail(*args, **kwargs):
         raise error
 
     monkeypatch.setattr(hub, "chats", fail)
-    with pytest.raises(UsageError) as caught:
+    # a user's mistake is IPython's UsageError; an outage or a tool/agent failure keeps its own name
+    shown_as = "UsageError" if isinstance(error, errors.UsageError) else type(error).__name__
+    with pytest.raises(UsageError if shown_as == "UsageError" else type(error)) as caught:
         nb.run_line_magic("aihub", "chats")
     assert str(caught.value) == str(error)
+    capsys.readouterr()
+    nb.run_cell("%aihub chats")  # what the cell shows: one line, under that name, no traceback
+    out = capsys.readouterr()
+    lines = [line for line in (out.out + out.err).splitlines() if line.strip()]
+    assert lines == [f"{shown_as}: {error}"]
 
 
 @pytest.mark.parametrize(
@@ -353,8 +360,10 @@ def test_ctrl_c_while_the_cell_shows_the_reply(nb, hub, server, monkeypatch):
 
     monkeypatch.setattr(magics._TurnView, "event", interrupted)
     server.script(ScriptedReply.lorem(50))
-    with pytest.raises(UsageError, match="Interrupted: chat 'stopped' keeps the partial reply"):
+    with pytest.raises(KeyboardInterrupt) as caught:
         nb.run_cell_magic("aihub", "chat stopped --model oa", "talk")
+    shown = caught.value._render_traceback_()  # how IPython shows it: one line under its own name
+    assert len(shown) == 1 and shown[0].startswith("KeyboardInterrupt: chat 'stopped' keeps the partial reply")
     assert hub.store.find("ResponseStream")[-1]["status"] == "interrupted"
     assert hub.store.find("Jobs")[-1]["status"] == "interrupted"
     thread_id = hub.get_chat("stopped").thread_id
