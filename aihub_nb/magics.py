@@ -244,6 +244,7 @@ class _TurnView:
         self.handle = None
         self.last = 0.0
         self.tools: dict[str, Any] = {}
+        self.last_call: dict[str, Any] | None = None
 
     def event(self, event) -> None:
         from IPython.display import display
@@ -261,6 +262,7 @@ class _TurnView:
         elif event.kind == "tool_call":
             self.flush()
             self.handle, self.parts = None, []
+            self.last_call = event.data
             self.tools[event.data["id"]] = display(tool_event_view(event.data, "running"), display_id=True)
         elif event.kind == "tool_result":
             handle = self.tools.get(event.data["id"])
@@ -272,6 +274,21 @@ class _TurnView:
     def flush(self) -> None:
         if self.handle is not None:
             self.handle.update(_reply("".join(self.parts)))
+
+    def asking(self, approve):
+        """`approve`, showing the tool call it decides on as "waiting for approval" meanwhile."""
+
+        def ask(name: str, arguments: dict[str, Any]) -> bool:
+            call = self.last_call
+            handle = self.tools.get(call["id"]) if call else None
+            if handle is not None:
+                handle.update(tool_event_view(call, "waiting for approval"))
+            allowed = approve(name, arguments)
+            if handle is not None:
+                handle.update(tool_event_view(call, "running" if allowed else "denied"))
+            return allowed
+
+        return ask
 
 
 def _reply(text: str) -> Shown:
@@ -509,9 +526,8 @@ class AihubMagics(Magics):
 
         from .chat import drive
 
-        turn = chat.turn(
-            text, options=options, approve=self.hub.approver or input_approver, stream=not ns.no_stream, images=images or None
-        )
+        approve = view.asking(self.hub.approver or input_approver)
+        turn = chat.turn(text, options=options, approve=approve, stream=not ns.no_stream, images=images or None)
         try:
             reply = drive(turn, view.event)
         except KeyboardInterrupt as exc:  # drive() closed the turn: recorded as interrupted, chat released

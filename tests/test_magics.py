@@ -460,3 +460,54 @@ def test_tables_read_well(nb, server):
     table = html_table([{"name": "a", "calls": 3, "cost": float("nan")}, {"name": "b", "calls": 12, "cost": 0.5}])
     assert 'text-align:right">3</td>' in table and 'text-align:left">a</td>' in table  # numbers right
     assert 'text-align:right"></td>' in table  # NaN shows empty
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+def test_a_tool_waiting_for_approval_says_so_in_the_cell(nb, hub, server):
+    hub.connect("OPENAI", "local-tools", name="tools", base_url=server.openai_base_url)
+    hub.tool(add)
+    hub.agent("careful", model="tools", tools=[add], permission="user-permitted")
+    server.script(ScriptedReply(tool_calls=[{"name": "add", "arguments": {"a": 2, "b": 3}}]), ScriptedReply(text="5."))
+    seen = []
+
+    def approve(name, arguments):
+        seen.append(captured.outputs[-1].data["text/plain"])  # what the cell shows while it asks
+        return True
+
+    hub.approver = approve
+    try:
+        with capture_output() as captured:
+            nb.run_cell_magic("aihub", "chat perm --agent careful", "2 + 3?")
+    finally:
+        hub.approver = None
+    assert len(seen) == 1 and "— waiting for approval]" in seen[0]
+    plain = [o.data["text/plain"] for o in captured.outputs]
+    assert any("add" in t and "— completed]" in t for t in plain)
+
+
+def test_every_table_has_a_readable_text_form(nb, hub, server):
+    """In terminal IPython only text/plain is shown: no `<IPython.core.display.HTML object>`."""
+    server.script(ScriptedReply(text="hi"))
+    _run_cell(nb, "chat c --model oa", "hello")
+    hub.tool(add)
+    nb.run_line_magic("aihub", "agent create helper --model oa --tools add")
+    nb.run_line_magic("aihub", "price set gpt-4o 2.5 10")
+    for line, expected in [
+        ("connections", ["name", "oa", "local-chat"]),
+        ("chats", ["c", "oa", "messages"]),
+        ("tools", ["add", "Add two numbers."]),
+        ("agents", ["helper", "add"]),
+        ("agent show helper", ["add"]),
+        ("prices", ["gpt-4o", "2.5", "10"]),
+        ("models oa", ["local-chat"]),
+        ("help", ["%%aihub chat NAME"]),
+        ("chat c", ["You: hello"]),
+    ]:
+        shown = nb.run_line_magic("aihub", line)
+        text = nb.display_formatter.format(shown)[0]["text/plain"]
+        assert "object>" not in text and all(word in text for word in expected), (line, text)
+    assert "name" in nb.run_line_magic("aihub", "connections").text.splitlines()[0]  # a header, aligned columns
