@@ -13,6 +13,7 @@ from IPython.utils.capture import capture_output
 
 from aihub_nb import magics
 from aihub_nb.errors import UsageError
+from aihub_nb.testing import ScriptedReply
 
 
 @pytest.fixture
@@ -106,3 +107,14 @@ def test_dimension_keys_with_quotes_and_a_key_called_name_filter_exactly(hub):
     assert hub.metrics("score", name="beta")["value"].tolist() == [2.0]  # after the metric name: a dimension
     assert hub.metrics(name="score")["value"].tolist() == [1.0, 2.0]  # on its own: the metric name
     assert hub.metrics(None, name="alpha")["dim_name"].tolist() == ["alpha"]
+
+
+def test_names_in_any_script_are_welcome_but_not_invisible_ones(hub, server):
+    hub.connect("OPENAI", "local-chat", name="日本語", base_url=server.openai_base_url)
+    server.script(ScriptedReply(text="はい"))
+    assert hub.chat("会話", model="日本語").send("こんにちは").text == "はい"
+    hub.agent("हिंदी-एजेंट", model="日本語")  # combining vowel signs are part of a word
+    assert [c["name"] for c in hub.connections()] == ["日本語"] and hub.chats()[0]["name"] == "会話"
+    for bad in ("a b", "x\u200by", "\u202egnp", "-lead", "_x", ""):
+        with pytest.raises(UsageError, match="letters \\(any script\\)"):
+            hub.chat(bad, model="日本語")
