@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from datetime import datetime, timezone
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,8 @@ _CELL = "padding:3px 10px;border-bottom:1px solid rgba(127,127,127,.25);vertical
 
 
 def cell_text(value: Any) -> str:
-    """A value as table text: None empty, booleans yes/no, JSON for dicts and lists."""
+    """A value as table text: None empty, booleans yes/no, JSON for dicts and lists, times to the
+    second in UTC."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -24,6 +26,12 @@ def cell_text(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, float) and value != value:  # NaN
         return ""
+    if isinstance(value, datetime):  # a pandas Timestamp too
+        if value != value:  # NaT
+            return ""
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if value.tzinfo is not None else "")
     text = str(value)
     stamp = _STORE_TIME.match(text)
     return f"{stamp.group(1)} {stamp.group(2)} UTC" if stamp else text

@@ -295,6 +295,12 @@ def _reply(text: str) -> Shown:
     return reply_view(text) if text else Shown("<p>…</p>", "…")
 
 
+_STATUSES = {  # what --status can be, per subcommand
+    "jobs": ("pending", "running", "completed", "failed", "interrupted"),
+    "calls": ("pending", "success", "error", "interrupted"),
+    "metrics": ("completed", "failed", "interrupted", "denied"),
+}
+
 _limit_arguments = _arguments(  # a connection's timeouts and reply limit; checked by the hub, which says what is wrong
     argument("--timeout", metavar="SECONDS", help="the whole answer of one request (default 600)"),
     argument("--connect-timeout", metavar="SECONDS", help="opening the connection (default 5)"),
@@ -705,18 +711,25 @@ class AihubMagics(Magics):
     # ------------------------------------------------------------ monitoring
 
     def _frame_command(self, handler, ns, loader, *, name_arg: bool = False) -> Any:
+        if ns.output and (not ns.output.isidentifier() or keyword.iskeyword(ns.output) or ns.output.startswith("__")):
+            raise _usage_error(handler.parser, f"-o takes a variable name, not {ns.output!r}")
         kwargs = {k: v for k, v in (("since", ns.since), ("until", ns.until)) if v}
         if ns.status:
+            valid = _STATUSES[handler.parser.prog.split()[-1]]
+            if ns.status not in valid:
+                raise _usage_error(handler.parser, f"--status {ns.status!r} is not one of: {', '.join(valid)}")
             kwargs["status"] = ns.status
         if name_arg and ns.name:
+            names = [row[0] for row in self.hub.store.conn.execute('SELECT DISTINCT "name" FROM "Metric" ORDER BY 1')]
+            if ns.name not in names:
+                there = f"the metrics recorded are: {', '.join(names)}" if names else "no metrics are recorded yet"
+                raise IPythonUsageError(f"No metric named {_one_line(ns.name)!r}; {there}.")
             kwargs["name"] = ns.name
         try:
             frame = loader(**kwargs)
         except TypeError as exc:
             raise IPythonUsageError(f"%{handler.parser.prog}: {exc}") from None
         if ns.output:
-            if not ns.output.isidentifier() or keyword.iskeyword(ns.output) or ns.output.startswith("__"):
-                raise _usage_error(handler.parser, f"-o takes a variable name, not {ns.output!r}")
             self.shell.user_ns[ns.output] = frame
         return frame
 
@@ -758,6 +771,14 @@ class AihubMagics(Magics):
                 raise _usage_error(self._price.parser, "give both prices: %aihub price set MODEL INPUT_PER_MILLION OUTPUT_PER_MILLION")
             self.hub.set_price(ns.model, ns.input_per_million, ns.output_per_million, provider=ns.provider)
         else:
+            prices = self.hub.prices()
+            known = sorted({(m, (p or "").upper()) for m, p in zip(prices["model"], prices["provider"], strict=True)})
+            if (ns.model, ns.provider.upper()) not in known:
+                listed = ", ".join(f"{m} ({p})" if p else m for m, p in known) or "none yet"
+                raise IPythonUsageError(
+                    f"No price for {_one_line(ns.model)!r}{f' (provider {ns.provider})' if ns.provider else ''}; "
+                    f"the prices set are: {listed}."
+                )
             self.hub.remove_price(ns.model, provider=ns.provider)
         return self._prices()
 
