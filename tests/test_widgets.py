@@ -481,3 +481,20 @@ def test_the_hub_panels_mistakes_show_their_message(hub):
     panel.new_provider.value = "local"
     panel.add_button.click()
     assert panel.error.value == "" and "Added connection 'local'" in panel.status.value
+
+
+def test_a_panel_saved_in_a_notebook_carries_a_static_snapshot(hub, server, oa):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    server.script(ScriptedReply(text="Saved **reply** <img src=x onerror=alert(1)>"))
+    panel = ChatPanel(hub, "c", sync=True)
+    panel.submit("hello")
+    data, _ = InteractiveShell.instance().display_formatter.format(panel)
+    assert "application/vnd.jupyter.widget-view+json" in data  # the live panel
+    snapshot = data["text/html"]  # what a notebook without the widget's model can show
+    assert "Saved <strong>reply</strong>" in snapshot and "hello" in snapshot and "tokens" in snapshot
+    assert "<img" not in snapshot and "&lt;img" in snapshot  # the escaped view, not the raw reply
+    assert "Allow" not in snapshot  # hidden parts stay out
+    assert data["text/plain"].startswith("aihub_nb ChatPanel (an interactive panel")
+    hub_data, _ = InteractiveShell.instance().display_formatter.format(HubPanel(hub))
+    assert "oa" in hub_data["text/html"] and "local-chat" in hub_data["text/html"]
