@@ -237,7 +237,12 @@ class _TurnView:
     """Shows a turn in the cell as it happens: the reply (sanitised HTML, aihub_nb.views) updated
     in place, and one collapsible block per tool call."""
 
-    def __init__(self, refresh: float) -> None:
+    def __init__(self, refresh: float, shell: Any = None) -> None:
+        from IPython.core.displaypub import DisplayPublisher
+
+        # A terminal (IPython's own publisher prints text/plain and cannot update a display in
+        # place): the reply is written as it arrives instead of reprinted at each update.
+        self.terminal = shell is not None and type(shell.display_pub) is DisplayPublisher
         self.refresh = refresh
         self.wait = refresh
         self.parts: list[str] = []
@@ -245,10 +250,19 @@ class _TurnView:
         self.last = 0.0
         self.tools: dict[str, Any] = {}
         self.last_call: dict[str, Any] | None = None
+        self.open_line = False  # terminal: a streamed line not ended yet
 
     def event(self, event) -> None:
         from IPython.display import display
 
+        if self.terminal and event.kind == "text":
+            import sys
+
+            self.parts.append(event.text)
+            self.open_line = True
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+            return
         if event.kind == "text":
             self.parts.append(event.text)
             if self.handle is None:
@@ -272,6 +286,11 @@ class _TurnView:
             display(text_view(f"retrying in {event.data['wait']:.1f}s: {event.text}"))
 
     def flush(self) -> None:
+        if self.terminal:
+            if self.open_line:
+                print()
+                self.open_line = False
+            return
         if self.handle is not None:
             self.handle.update(_reply("".join(self.parts)))
 
@@ -527,7 +546,7 @@ class AihubMagics(Magics):
             display(self.hub.estimate(ns.name, text, model=ns.model) if known else self.hub.estimate(text, model=ns.model))
             return
         chat = self.hub.chat(ns.name, model=ns.model, agent=ns.agent, system=ns.system)
-        view = _TurnView(self.refresh_interval)
+        view = _TurnView(self.refresh_interval, self.shell)
         from .agents import input_approver
 
         from .chat import drive
@@ -544,8 +563,9 @@ class AihubMagics(Magics):
         except AihubError:
             view.flush()
             raise
+        streamed = view.terminal and bool("".join(view.parts))
         view.flush()
-        if view.handle is None and not view.tools:
+        if view.handle is None and not view.tools and not streamed:
             display(_reply(reply.text))
         if self.show_footer:
             display(turn_footer(reply, chat.target().label))

@@ -511,3 +511,24 @@ def test_every_table_has_a_readable_text_form(nb, hub, server):
         text = nb.display_formatter.format(shown)[0]["text/plain"]
         assert "object>" not in text and all(word in text for word in expected), (line, text)
     assert "name" in nb.run_line_magic("aihub", "connections").text.splitlines()[0]  # a header, aligned columns
+
+
+def test_a_terminal_gets_the_reply_streamed_as_text_once(hub, server, capfd):
+    """IPython's own display publisher (terminal IPython) prints text/plain and cannot update a
+    display in place: the reply is written as it streams, not reprinted at every update."""
+    from IPython.core.displaypub import DisplayPublisher
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "aihub_nb")
+    assert type(shell.display_pub) is DisplayPublisher
+    magics.use_hub(hub)
+    try:
+        hub.connect("OPENAI", "local-chat", name="oa", base_url=server.openai_base_url)
+        server.script(ScriptedReply(text="one two three four", chunks=["one", " two", " three", " four"]))
+        capfd.readouterr()
+        shell.run_cell("%%aihub chat t\nhi")
+        out = capfd.readouterr().out
+    finally:
+        magics.use_hub(None)
+    assert out.count("one two three four") == 1 and "one two\n" not in out and "…" not in out
+    assert "object>" not in out and "oa (local-chat)" in out  # the footer as text
