@@ -5,8 +5,9 @@ it was pressed), and its `Text` sends on Enter but holds one line only; `continu
 reports the value, so an Enter cannot be told from a pasted newline. So this is a small anywidget
 (a maintained way to ship a few lines of ES module with a widget, working the same in JupyterLab,
 Notebook 7 and VS Code): a plain <textarea> whose keydown handler sends a "submit" message to the
-kernel on Enter (not while an input method composes a character) and leaves Shift+Enter to insert
-a newline. The textarea carries `data-lm-suppress-shortcuts`, so JupyterLab does not take
+kernel on Enter (not while an input method composes a character) and makes Shift+Enter insert
+a newline (inserted by the handler itself, since the notebook page may keep Shift+Enter's default
+action from the textarea). The textarea carries `data-lm-suppress-shortcuts`, so JupyterLab does not take
 Shift+Enter (run cell) or other notebook shortcuts from it.
 
     box = MessageBox(placeholder="Your message")
@@ -39,11 +40,17 @@ function render({ model, el }) {
   };
   sync();
   model.on("change", sync);
-  area.addEventListener("input", () => { model.set("value", area.value); model.save_changes(); });
+  const keep = () => { model.set("value", area.value); model.save_changes(); };
+  area.addEventListener("input", keep);
   area.addEventListener("keydown", (event) => {
-    if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.keyCode === 229) return;
+    if (event.key !== "Enter" || event.isComposing || event.keyCode === 229) return;
     event.preventDefault();
     event.stopPropagation();
+    if (event.shiftKey) {  // the newline inserted here: the notebook page may hold Shift+Enter's default back
+      area.setRangeText("\\n", area.selectionStart, area.selectionEnd, "end");
+      keep();
+      return;
+    }
     model.set("value", area.value);
     model.save_changes();
     model.send({ event: "submit", value: area.value });
