@@ -301,6 +301,10 @@ class Chat:
         except BaseException as exc:
             reply.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "failed"
             reply.error = str(exc) or type(exc).__name__
+            if reply.messages and reply.messages[0]["type"] == "user":  # the message this turn did not answer
+                user = reply.messages[0]
+                user["data"] = {**(user.get("data") or {}), "status": reply.status}
+                store.set("Message", user["id"], data=user["data"])
             run.finish(exc)
             raise
         finally:
@@ -480,7 +484,7 @@ class Chat:
             )
             if priced is not None:
                 values["cost_usd"], price_source = priced
-        else:
+        elif result.status == "failed":  # an interruption (Ctrl-C, Stop) is not an error
             values["error"] = 1.0
         dims = {
             "provider": conn["provider"], "model": conn["modelId"], "connection": conn["name"], "chat": self.name,

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import threading
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
@@ -42,17 +42,25 @@ PROVIDERS = ("OPENAI", "OLLAMA")  # the one list of providers (aihub_nb.provider
 DEFAULT_URLS = {"OPENAI": "https://api.openai.com/v1", "OLLAMA": "http://127.0.0.1:11434"}
 TYPES = ("CHAT", "IMAGE", "EMBEDDING")
 DEFAULT_OLLAMA_HOST = DEFAULT_URLS["OLLAMA"]
-_NAME = re.compile(r"^[A-Za-z0-9][\w.:@/-]{0,127}$")
 
 _SESSION_KEYS: dict[str, str] = {}  # connection id -> a key given explicitly, never stored
 _BUILTIN = None
 _BUILTIN_LOCK = threading.Lock()
 
 
+def _name_char(ch: str) -> bool:
+    # a letter or digit of any script, a combining mark (Devanagari vowel signs...), or . _ - : @ /
+    return ch.isalnum() or ch in "._-:@/" or unicodedata.category(ch).startswith("M")
+
+
 def check_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    """A chat, agent or connection name: letters and digits of any script (日本語, café) and
+    . _ - : @ /, up to 128, starting with a letter or digit; no spaces, controls or invisible
+    characters. (Tool names go to providers and keep their ASCII rule, see tools.py.)"""
+    if not isinstance(name, str) or not 0 < len(name) <= 128 or not name[0].isalnum() or not all(map(_name_char, name)):
         raise UsageError(
-            f"{kind} name {name!r} is not valid: use letters, digits and . _ - : @ / (up to 128), starting with a letter or digit."
+            f"{kind} name {name!r} is not valid: use letters (any script), digits and . _ - : @ / (up to 128), "
+            "starting with a letter or digit."
         )
     return name
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import html
 import json
 import re
+from datetime import datetime, timezone
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["cell_text", "html_table"]
+__all__ = ["cell_text", "html_table", "text_table"]
 
 _STORE_TIME = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)\.\d{3}Z$")
 _CELL = "padding:3px 10px;border-bottom:1px solid rgba(127,127,127,.25);vertical-align:top"
 
 
 def cell_text(value: Any) -> str:
-    """A value as table text: None empty, booleans yes/no, JSON for dicts and lists."""
+    """A value as table text: None empty, booleans yes/no, JSON for dicts and lists, times to the
+    second in UTC."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -24,6 +26,12 @@ def cell_text(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, float) and value != value:  # NaN
         return ""
+    if isinstance(value, datetime):  # a pandas Timestamp too
+        if value != value:  # NaT
+            return ""
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if value.tzinfo is not None else "")
     text = str(value)
     stamp = _STORE_TIME.match(text)
     return f"{stamp.group(1)} {stamp.group(2)} UTC" if stamp else text
@@ -56,6 +64,29 @@ def html_table(
         f'<table class="aihub-table" style="border-collapse:collapse">'
         f'<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
     )
+
+
+def text_table(rows: list[dict[str, Any]], columns: list[str] | None = None, *, empty: str = "Nothing yet.", width: int = 60) -> str:
+    """The same rows as plain text for a terminal: aligned columns, numbers to the right, each
+    cell on one line and cut at `width` characters."""
+    if not rows:
+        return empty
+    columns = columns or list(rows[0])
+    numeric = {c for c in columns if all(_is_number(row.get(c)) for row in rows if row.get(c) is not None)}
+
+    def cut(value: Any) -> str:
+        text = " ".join(cell_text(value).split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    cells = [[cut(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if c in numeric else v.ljust(w) for c, v, w in zip(columns, values, widths, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(list(columns)), line(["-" * w for w in widths]), *(line(v) for v in cells)])
 
 
 def _is_number(value: Any) -> bool:

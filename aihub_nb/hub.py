@@ -432,7 +432,7 @@ class Hub:
 
     def unlock(self, chat: str) -> str | None:
         """Free a chat left busy by a turn whose kernel stopped answering; return the id of the job
-        that held it (marked failed, with a note), or None if the chat was not locked. Refused
+        that held it (marked interrupted, with a note), or None if the chat was not locked. Refused
         while that turn still runs in a live process."""
         found = self.get_chat(chat)
         return unlock_thread(self.store, found.thread_id, label=f"Chat {chat!r}")

@@ -5,7 +5,8 @@
     >>> store.get("Jobs", job.id)["status"]
     'completed'
 
-A job goes pending -> running -> completed / failed; what it logs lands in its TextLog. A
+A job goes pending -> running -> completed / failed / interrupted (Ctrl-C, Stop, a generator
+closed early, a lock freed by hand: not an error); what it logs lands in its TextLog. A
 MessageThread is locked by setting its `lockingJob` to the running job's id, so a second turn
 on the same thread is refused instead of interleaving. Taking the lock and starting the job are
 one transaction (`JobRun.start(lock=thread_id)`): no failure, Ctrl-C or kill can leave a thread
@@ -52,6 +53,8 @@ NEVER_STARTED = "its process ended before the job started"
 # started and names no process is taken as stale once it is this old.
 _PENDING_GRACE_S = 10.0
 
+ENDED = ("completed", "failed", "interrupted")  # a job in one of these states has finished
+
 _ACTIVE: set[str] = set()  # ids of jobs running in this process
 _ACTIVE_LOCK = threading.Lock()
 
@@ -90,7 +93,7 @@ def _process_alive(pid: int | None, start: str | None) -> bool:
 
 
 class JobRun:
-    """One job: created pending, running inside `with`, completed or failed on the way out."""
+    """One job: created pending, running inside `with`, completed, failed or interrupted on the way out."""
 
     def __init__(self, store: Store, name: str, type: str, *, references: dict[str, str] | None = None) -> None:
         self.store = store
@@ -127,12 +130,12 @@ class JobRun:
         self.store.append_text("TextLog", self.text_log_id, "text", text if text.endswith("\n") else text + "\n")
 
     def finish(self, error: BaseException | str | None = None) -> None:
-        if self.status in ("completed", "failed"):
+        if self.status in ENDED:
             return
         if error is None:
             self.status = "completed"
         else:
-            self.status = "failed"
+            self.status = "interrupted" if isinstance(error, (KeyboardInterrupt, GeneratorExit)) else "failed"
             self.error = redact(_one_line(error))
             if isinstance(error, BaseException):
                 self.log("".join(traceback.format_exception(error)).rstrip())
@@ -163,7 +166,7 @@ def _one_line(error: BaseException | str) -> str:
 
 def _lock_is_stale(store: Store, job_id: str) -> bool:
     job = store.first("Jobs", id=job_id)
-    if job is None or job["status"] in ("completed", "failed"):
+    if job is None or job["status"] in ENDED:
         return True
     if job["pid"] == _PID and job["processStart"] == _own_start():
         with _ACTIVE_LOCK:
@@ -210,10 +213,23 @@ def _take_lock(store: Store, conn, thread_id: str, job_id: str, label: str) -> N
     row = conn.execute('SELECT lockingJob FROM "MessageThread" WHERE id = ?', (thread_id,)).fetchone()
     holder = row[0] if row else None
     if holder and holder != job_id and not _lock_is_stale(store, holder):
-        raise ThreadBusyError(
-            f"{label} is busy: job {holder} is still answering; wait for it to finish or interrupt it."
-        )
+        raise ThreadBusyError(f"{label} is busy: {_holder_words(store, holder)}; wait for it to finish or interrupt it.")
     conn.execute('UPDATE "MessageThread" SET lockingJob = ?, updatedAt = ? WHERE id = ?', (job_id, now_iso(), thread_id))
+
+
+def _holder_words(store: Store, job_id: str) -> str:
+    """What holds a lock, in words: "a chat turn started 14:03:07 UTC (12 s ago) is still
+    answering in this kernel" (or "in another process, pid 4242")."""
+    job = store.first("Jobs", id=job_id) or {}
+    kind = {"chat.turn": "a chat turn", "background": "a background job"}.get(job.get("type"), "a job")
+    stamp = job.get("startedAt") or job.get("createdAt")
+    since = ""
+    if stamp:
+        age = _age_s(stamp)
+        ago = f"{age:.0f} s" if age < 120 else f"{age / 60:.0f} min" if age < 7200 else f"{age / 3600:.0f} h"
+        since = f" started {str(stamp)[11:19]} UTC ({ago} ago)"
+    where = "in this kernel" if job.get("pid") == _PID else f"in another process (pid {job.get('pid')})" if job.get("pid") else ""
+    return " ".join(part for part in (f"{kind}{since} is still answering", where) if part)
 
 
 def lock_thread(store: Store, thread_id: str, job_id: str, *, label: str = "This thread") -> None:
@@ -236,12 +252,12 @@ def check_unlocked(store: Store, thread_id: str, *, label: str, hint: str) -> No
     row = store.conn.execute('SELECT lockingJob FROM "MessageThread" WHERE id = ?', (thread_id,)).fetchone()
     holder = row[0] if row else None
     if holder and not _lock_is_stale(store, holder):
-        raise ThreadBusyError(f"{label} is busy: job {holder} is still answering; {hint}")
+        raise ThreadBusyError(f"{label} is busy: {_holder_words(store, holder)}; {hint}")
 
 
 def unlock_thread(store: Store, thread_id: str, *, label: str = "This thread") -> str | None:
     """Free the thread's lock by hand and return the id of the job that held it (None if it was
-    not locked). That job, if it had not ended, is marked failed with a note. Refuses with
+    not locked). That job, if it had not ended, is marked interrupted with a note. Refuses with
     ThreadBusyError while the job runs in a live process (this one included)."""
     with store.transaction() as conn:
         row = conn.execute('SELECT lockingJob FROM "MessageThread" WHERE id = ?', (thread_id,)).fetchone()
@@ -249,15 +265,13 @@ def unlock_thread(store: Store, thread_id: str, *, label: str = "This thread") -
         if not holder:
             return None
         if not _lock_is_stale(store, holder):
-            job = store.first("Jobs", id=holder) or {}
-            where = "in this kernel" if job.get("pid") == _PID else f"in process {job.get('pid')}"
             raise ThreadBusyError(
-                f"{label} is held by job {holder}, still running {where}; stop that turn (Ctrl-C or Stop) "
+                f"{label} is busy: {_holder_words(store, holder)}; stop that turn (Ctrl-C or Stop) "
                 "or end that kernel, then unlock."
             )
         conn.execute(
-            'UPDATE "Jobs" SET status = \'failed\', error = ?, finishedAt = ?, updatedAt = ? '
-            "WHERE id = ? AND status NOT IN ('completed', 'failed')",
+            'UPDATE "Jobs" SET status = \'interrupted\', error = ?, finishedAt = ?, updatedAt = ? '
+            "WHERE id = ? AND status NOT IN ('completed', 'failed', 'interrupted')",
             ("interrupted: unlocked by the user (its process had stopped answering)", now_iso(), now_iso(), holder),
         )
         conn.execute('UPDATE "MessageThread" SET lockingJob = NULL, updatedAt = ? WHERE id = ?', (now_iso(), thread_id))

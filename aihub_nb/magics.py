@@ -14,6 +14,7 @@ or schema error (a bug, corrupt data) and anything unexpected keep their traceba
 
 from __future__ import annotations
 
+import html
 import keyword
 import re
 import shlex
@@ -26,8 +27,8 @@ from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_ar
 from traitlets import Bool, Float, Unicode
 
 from .current import current_hub, home_from, use_hub
-from .display import html_table
-from .errors import AihubError
+from .display import html_table, text_table
+from .errors import AihubError, UsageError
 from .media import MediaStore, message_images
 from .redact import redact
 from .views import (
@@ -57,6 +58,15 @@ home_from(_configured_home)
 def _one_line(text: str) -> str:
     """Text with control characters (a newline in an argument, a NUL) shown as escapes."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def _as_one_line(exc: BaseException, line: str) -> BaseException:
+    """`exc`, shown by IPython (terminal and kernel) as one line under its own name, e.g.
+    `ProviderUnreachableError: Cannot reach ...`, without a traceback: IPython prints what an
+    exception's `_render_traceback_` returns in place of the traceback."""
+    shown = [f"{type(exc).__name__}: {line}"]
+    exc._render_traceback_ = lambda: shown  # type: ignore[attr-defined]
+    return exc
 
 
 def _split(line: str) -> list[str]:
@@ -214,27 +224,46 @@ def _pair(parser: Any, item: str, form: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str] | None = None, empty: str = "Nothing yet.") -> Any:
-    from IPython.display import HTML
+def _table(rows: list[dict[str, Any]], columns: list[str] | None = None, empty: str = "Nothing yet.") -> Shown:
+    """Rows as an HTML table for a notebook and aligned text for a terminal."""
+    return Shown(html_table(rows, columns, empty=empty), text_table(rows, columns, empty=empty))
 
-    return HTML(html_table(rows, columns, empty=empty))
+
+def _line(text: str) -> Shown:
+    """One line of our own, escaped, for a notebook and a terminal alike."""
+    return Shown(f"<p>{html.escape(text)}</p>", text)
 
 
 class _TurnView:
     """Shows a turn in the cell as it happens: the reply (sanitised HTML, aihub_nb.views) updated
     in place, and one collapsible block per tool call."""
 
-    def __init__(self, refresh: float) -> None:
+    def __init__(self, refresh: float, shell: Any = None) -> None:
+        from IPython.core.displaypub import DisplayPublisher
+
+        # A terminal (IPython's own publisher prints text/plain and cannot update a display in
+        # place): the reply is written as it arrives instead of reprinted at each update.
+        self.terminal = shell is not None and type(shell.display_pub) is DisplayPublisher
         self.refresh = refresh
         self.wait = refresh
         self.parts: list[str] = []
         self.handle = None
         self.last = 0.0
         self.tools: dict[str, Any] = {}
+        self.last_call: dict[str, Any] | None = None
+        self.open_line = False  # terminal: a streamed line not ended yet
 
     def event(self, event) -> None:
         from IPython.display import display
 
+        if self.terminal and event.kind == "text":
+            import sys
+
+            self.parts.append(event.text)
+            self.open_line = True
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+            return
         if event.kind == "text":
             self.parts.append(event.text)
             if self.handle is None:
@@ -248,6 +277,7 @@ class _TurnView:
         elif event.kind == "tool_call":
             self.flush()
             self.handle, self.parts = None, []
+            self.last_call = event.data
             self.tools[event.data["id"]] = display(tool_event_view(event.data, "running"), display_id=True)
         elif event.kind == "tool_result":
             handle = self.tools.get(event.data["id"])
@@ -257,13 +287,39 @@ class _TurnView:
             display(text_view(f"retrying in {event.data['wait']:.1f}s: {event.text}"))
 
     def flush(self) -> None:
+        if self.terminal:
+            if self.open_line:
+                print()
+                self.open_line = False
+            return
         if self.handle is not None:
             self.handle.update(_reply("".join(self.parts)))
+
+    def asking(self, approve):
+        """`approve`, showing the tool call it decides on as "waiting for approval" meanwhile."""
+
+        def ask(name: str, arguments: dict[str, Any]) -> bool:
+            call = self.last_call
+            handle = self.tools.get(call["id"]) if call else None
+            if handle is not None:
+                handle.update(tool_event_view(call, "waiting for approval"))
+            allowed = approve(name, arguments)
+            if handle is not None:
+                handle.update(tool_event_view(call, "running" if allowed else "denied"))
+            return allowed
+
+        return ask
 
 
 def _reply(text: str) -> Shown:
     return reply_view(text) if text else Shown("<p>…</p>", "…")
 
+
+_STATUSES = {  # what --status can be, per subcommand
+    "jobs": ("pending", "running", "completed", "failed", "interrupted"),
+    "calls": ("pending", "success", "error", "interrupted"),
+    "metrics": ("completed", "failed", "interrupted", "denied"),
+}
 
 _limit_arguments = _arguments(  # a connection's timeouts and reply limit; checked by the hub, which says what is wrong
     argument("--timeout", metavar="SECONDS", help="the whole answer of one request (default 600)"),
@@ -369,7 +425,10 @@ class AihubMagics(Magics):
         except AihubError as exc:
             if not exc.user_facing:
                 raise  # a store or schema error is a bug or corrupt data: keep its traceback
-            raise IPythonUsageError(_one_line(redact(str(exc)))) from None
+            line = _one_line(redact(str(exc)))
+            if isinstance(exc, UsageError):
+                raise IPythonUsageError(line) from None
+            raise _as_one_line(exc, line) from None  # an outage, a tool or agent failure: under its own name
 
     def _parsers(self) -> dict[str, list[MagicArgumentParser]]:
         parsers = {name: [handler.parser] for name, handler in self._line_commands.items()}
@@ -493,26 +552,26 @@ class AihubMagics(Magics):
             display(self.hub.estimate(ns.name, text, model=ns.model) if known else self.hub.estimate(text, model=ns.model))
             return
         chat = self.hub.chat(ns.name, model=ns.model, agent=ns.agent, system=ns.system)
-        view = _TurnView(self.refresh_interval)
+        view = _TurnView(self.refresh_interval, self.shell)
         from .agents import input_approver
 
         from .chat import drive
 
-        turn = chat.turn(
-            text, options=options, approve=self.hub.approver or input_approver, stream=not ns.no_stream, images=images or None
-        )
+        approve = view.asking(self.hub.approver or input_approver)
+        turn = chat.turn(text, options=options, approve=approve, stream=not ns.no_stream, images=images or None)
         try:
             reply = drive(turn, view.event)
-        except KeyboardInterrupt:  # drive() closed the turn: recorded as interrupted, chat released
+        except KeyboardInterrupt as exc:  # drive() closed the turn: recorded as interrupted, chat released
             view.flush()
-            raise IPythonUsageError(
-                f"Interrupted: chat {ns.name!r} keeps the partial reply ({len(''.join(view.parts))} characters), marked interrupted."
-            ) from None
+            raise _as_one_line(exc, (
+                f"chat {ns.name!r} keeps the partial reply ({len(''.join(view.parts))} characters), marked interrupted."
+            )) from None
         except AihubError:
             view.flush()
             raise
+        streamed = view.terminal and bool("".join(view.parts))
         view.flush()
-        if view.handle is None and not view.tools:
+        if view.handle is None and not view.tools and not streamed:
             display(_reply(reply.text))
         if self.show_footer:
             display(turn_footer(reply, chat.target().label))
@@ -576,12 +635,10 @@ class AihubMagics(Magics):
     def _show_chat(self, ns) -> Any:
         """Show a chat's conversation (to send, use the cell magic %%aihub chat NAME)."""
         if ns.unlock:
-            from IPython.display import Markdown
-
             job = self.hub.unlock(ns.name)
             if job is None:
-                return Markdown(f"Chat `{ns.name}` was not locked.")
-            return Markdown(f"Chat `{ns.name}` unlocked; job `{job}` that held it is marked failed.")
+                return _line(f"Chat {ns.name!r} was not locked.")
+            return _line(f"Chat {ns.name!r} unlocked; the turn that held it is marked interrupted.")
         if ns.delete:
             self.hub.delete_chat(ns.name)
             return self._chats()
@@ -706,18 +763,25 @@ class AihubMagics(Magics):
     # ------------------------------------------------------------ monitoring
 
     def _frame_command(self, handler, ns, loader, *, name_arg: bool = False) -> Any:
+        if ns.output and (not ns.output.isidentifier() or keyword.iskeyword(ns.output) or ns.output.startswith("__")):
+            raise _usage_error(handler.parser, f"-o takes a variable name, not {ns.output!r}")
         kwargs = {k: v for k, v in (("since", ns.since), ("until", ns.until)) if v}
         if ns.status:
+            valid = _STATUSES[handler.parser.prog.split()[-1]]
+            if ns.status not in valid:
+                raise _usage_error(handler.parser, f"--status {ns.status!r} is not one of: {', '.join(valid)}")
             kwargs["status"] = ns.status
         if name_arg and ns.name:
+            names = [row[0] for row in self.hub.store.conn.execute('SELECT DISTINCT "name" FROM "Metric" ORDER BY 1')]
+            if ns.name not in names:
+                there = f"the metrics recorded are: {', '.join(names)}" if names else "no metrics are recorded yet"
+                raise IPythonUsageError(f"No metric named {_one_line(ns.name)!r}; {there}.")
             kwargs["name"] = ns.name
         try:
             frame = loader(**kwargs)
         except TypeError as exc:
             raise IPythonUsageError(f"%{handler.parser.prog}: {exc}") from None
         if ns.output:
-            if not ns.output.isidentifier() or keyword.iskeyword(ns.output) or ns.output.startswith("__"):
-                raise _usage_error(handler.parser, f"-o takes a variable name, not {ns.output!r}")
             self.shell.user_ns[ns.output] = frame
         return frame
 
@@ -759,6 +823,14 @@ class AihubMagics(Magics):
                 raise _usage_error(self._price.parser, "give both prices: %aihub price set MODEL INPUT_PER_MILLION OUTPUT_PER_MILLION")
             self.hub.set_price(ns.model, ns.input_per_million, ns.output_per_million, provider=ns.provider)
         else:
+            prices = self.hub.prices()
+            known = sorted({(m, (p or "").upper()) for m, p in zip(prices["model"], prices["provider"], strict=True)})
+            if (ns.model, ns.provider.upper()) not in known:
+                listed = ", ".join(f"{m} ({p})" if p else m for m, p in known) or "none yet"
+                raise IPythonUsageError(
+                    f"No price for {_one_line(ns.model)!r}{f' (provider {ns.provider})' if ns.provider else ''}; "
+                    f"the prices set are: {listed}."
+                )
             self.hub.remove_price(ns.model, provider=ns.provider)
         return self._prices()
 

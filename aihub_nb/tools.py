@@ -438,7 +438,7 @@ class _Call:
         try:
             approved = approve(self.name, args)
         except KeyboardInterrupt:
-            self.finish("failed", error="interrupted by the user")
+            self.finish("interrupted", error="interrupted by the user")
             raise
         except BaseException as exc:  # SystemExit too: a failure of this call, not of the session
             return "failed", f"Asking the user about tool {self.name!r} failed ({_one_line(exc)}), so it was not run."
@@ -458,7 +458,7 @@ class _Call:
         except KeyboardInterrupt:
             self.duration_ms = _since(started)
             self.log(printed.getvalue())
-            self.finish("failed", error="interrupted by the user")
+            self.finish("interrupted", error="interrupted by the user")
             raise
         except BaseException as exc:  # SystemExit too: sys.exit() in a tool ends the call, not the session
             self.duration_ms = _since(started)
@@ -483,7 +483,7 @@ class _Call:
         except McpInterrupted as exc:
             self.duration_ms = exc.duration_ms if exc.duration_ms is not None else _since(started)
             self.log("\n".join(exc.stderr))
-            self.finish("failed", error="interrupted by the user")
+            self.finish("interrupted", error="interrupted by the user")
             raise
         except McpError as exc:
             self.duration_ms = exc.duration_ms

@@ -39,6 +39,7 @@ __all__ = [
     "conversation_html",
     "conversation_text",
     "frame",
+    "icon",
     "markdown_html",
     "note",
     "reply_view",
@@ -192,7 +193,23 @@ _CSS = (
     ".aihub-chat blockquote{border-left:3px solid #ccc;margin:4px 0;padding-left:8px;color:#555}"
     ".aihub-chat p{margin:2px 0}.aihub-chat pre{margin:4px 0;overflow-x:auto;white-space:pre-wrap}</style>"
 )
-_ICONS = {"running": "⏳", "completed": "✅", "failed": "❌", "denied": "🚫"}
+# Status icons from the icon font JupyterLab and ipywidgets ship (Font Awesome, with its v4 names),
+# not emoji, which show as empty boxes where no emoji font is installed; the status word is always
+# written next to the icon, so a page without the font loses nothing.
+_ICONS = {
+    "running": "fa-cog", "waiting for approval": "fa-hand-paper-o", "completed": "fa-check", "failed": "fa-times",
+    "denied": "fa-ban", "interrupted": "fa-stop", "not run": "fa-minus", "requested": "fa-wrench",
+    "sending": "fa-paper-plane", "stopping": "fa-stop",
+}
+_ICON_COLORS = {"completed": "#2e7d32", "failed": "#b00020", "denied": "#b00020", "waiting for approval": "#e65100"}
+
+
+def icon(status: str) -> str:
+    """A status as an icon of the icon font (`<i class="fa fa-check">`), colored by outcome."""
+    color = _ICON_COLORS.get(status)
+    style = f' style="color:{color}"' if color else ""
+    return f'<i class="fa {_ICONS.get(status, "fa-circle-o")}"{style} aria-hidden="true"></i>'
+
 _LABELS = {"user": "You", "chatModel": "Model", "agent": "Agent", "system": "System", "toolCall": "Tool call", "toolResult": "Tool result"}
 
 
@@ -235,7 +252,6 @@ def tool_call_html(name: Any, arguments: Any, status: str, result: Any) -> str:
     """A tool call as a collapsible block: name, arguments and status on the summary line (shown
     with nothing hidden, cut when long), the full arguments and the result inside."""
     args = _arguments_text(arguments)
-    icon = _ICONS.get(status, "•")
     summary = f"{visible(name, 80)}({visible(args, 120)})"
     parts = []
     if args:
@@ -244,8 +260,10 @@ def tool_call_html(name: Any, arguments: Any, status: str, result: Any) -> str:
         parts.append(f'<div><small>result</small><pre>{_escape(visible(result, RESULT_LIMIT, multiline=True))}</pre></div>')
     elif status == "running":
         parts.append("<em>running…</em>")
+    elif status == "waiting for approval":
+        parts.append("<em>waiting for your permission to run…</em>")
     return (
-        f'<details style="margin:4px 0"><summary>{icon} <code>{_escape(summary)}</code> '
+        f'<details style="margin:4px 0"><summary>{icon(status)} <code>{_escape(summary)}</code> '
         f"— {_escape(status)}</summary>{''.join(parts)}</details>"
     )
 
@@ -319,8 +337,8 @@ def _items(messages: list[dict[str, Any]], names: dict[str, str]) -> Iterable[tu
         kind = row["type"]
         data = row.get("data") or {}
         status = data.get("status") if data.get("status") in ("interrupted", "failed") else ""
-        if kind == "user":
-            yield "You", "user", "", _with_images([("text", row["content"])], data)
+        if kind == "user":  # marked when its turn failed or was interrupted
+            yield "You", "user", status, _with_images([("text", row["content"])], data)
         elif kind == "system":
             yield "System", "system", "", [("text", row["content"])]
         elif kind in ("chatModel", "agent"):

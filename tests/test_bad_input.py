@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import shlex
 
 import pytest
@@ -13,6 +14,7 @@ from IPython.utils.capture import capture_output
 
 from aihub_nb import magics
 from aihub_nb.errors import UsageError
+from aihub_nb.testing import ScriptedReply
 
 
 @pytest.fixture
@@ -106,3 +108,52 @@ def test_dimension_keys_with_quotes_and_a_key_called_name_filter_exactly(hub):
     assert hub.metrics("score", name="beta")["value"].tolist() == [2.0]  # after the metric name: a dimension
     assert hub.metrics(name="score")["value"].tolist() == [1.0, 2.0]  # on its own: the metric name
     assert hub.metrics(None, name="alpha")["dim_name"].tolist() == ["alpha"]
+
+
+def test_names_in_any_script_are_welcome_but_not_invisible_ones(hub, server):
+    hub.connect("OPENAI", "local-chat", name="日本語", base_url=server.openai_base_url)
+    server.script(ScriptedReply(text="はい"))
+    assert hub.chat("会話", model="日本語").send("こんにちは").text == "はい"
+    hub.agent("हिंदी-एजेंट", model="日本語")  # combining vowel signs are part of a word
+    assert [c["name"] for c in hub.connections()] == ["日本語"] and hub.chats()[0]["name"] == "会話"
+    for bad in ("a b", "x\u200by", "\u202egnp", "-lead", "_x", ""):
+        with pytest.raises(UsageError, match="letters \\(any script\\)"):
+            hub.chat(bad, model="日本語")
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        ("jobs --status weird", "--status 'weird' is not one of: pending, running, completed, failed, interrupted"),
+        ("calls --status weird", "--status 'weird' is not one of: pending, success, error, interrupted"),
+        ("metrics latncy_ms", "No metric named 'latncy_ms'; the metrics recorded are: "),
+        ("price remove no-such-model", "No price for 'no-such-model'; the prices set are: gpt-4o."),
+        ("connect OPENAI m --name u --base-url not-a-url", "is not a URL"),
+        ("connect OPENAI m --name p --base-url http://127.0.0.1:99999/v1", "Port out of range"),
+    ],
+)
+def test_bad_values_are_refused_in_one_line(hub, server, line, said):
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "aihub_nb")
+    magics.use_hub(hub)
+    try:
+        hub.connect("OPENAI", "local-chat", name="oa", base_url=server.openai_base_url)
+        server.script(ScriptedReply(text="ok"))
+        hub.chat("c", model="oa").send("hi")  # some metrics exist
+        hub.set_price("gpt-4o", 2.5, 10)
+        with pytest.raises(IPythonUsageError) as refused:
+            shell.run_line_magic("aihub", line)
+        assert said in str(refused.value) and "\n" not in str(refused.value)
+        if line.startswith("metrics"):
+            assert "latency_ms" in str(refused.value)
+        assert len(hub.prices()) == 1 and [c["name"] for c in hub.connections()] == ["oa"]  # nothing changed
+    finally:
+        magics.use_hub(None)
+
+
+def test_price_times_read_to_the_second(hub):
+    from aihub_nb.display import text_table
+
+    hub.set_price("gpt-4o", 2.5, 10)
+    shown = text_table(hub.prices().to_dict("records"))
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", shown) and "+00:00" not in shown and ".5" not in shown.split("UTC")[0][-12:]

@@ -186,7 +186,7 @@ def test_ctrl_c_stops_cleanly_returns_what_is_done_and_resume_sends_the_rest(hub
     answered = [v for v in out if not isinstance(v, ItemError)]
     assert 0 < len(answered) < 30
     job = hub.store.first("Jobs", type="batch")
-    assert job["status"] == "failed" and job["error"] == "interrupted by the user"
+    assert job["status"] == "interrupted" and job["error"] == "interrupted by the user"
     assert hub.store.count("ResponseStream", status="streaming") == 0
     interrupted = hub.store.count("ResponseStream", status="interrupted")
     assert interrupted <= 4

@@ -189,7 +189,9 @@ def test_persistent_5xx_fails_after_bounded_retries(hub, server, provider, monke
     job = hub.store.find("Jobs")[-1]
     assert job["status"] == "failed" and "ServerError" in job["error"]
     assert hub.store.find("ResponseStream")[-1]["status"] == "failed"
-    assert hub.store.find("Message")[-1]["type"] == "user"  # the user's message is kept
+    asked = hub.store.find("Message")[-1]
+    assert asked["type"] == "user" and asked["data"] == {"status": "failed"}  # kept, marked failed
+    assert "You (failed): hi" in hub.get_chat("down")._repr_mimebundle_()["text/plain"]
     assert hub.store.find("Metric", name="error")[-1]["dimensions"]["status"] == "failed"
 
 
@@ -356,7 +358,12 @@ def test_ctrl_c_mid_stream_keeps_the_partial_reply(hub, server, provider):
     assert partial["data"] == {"status": "interrupted"} and len(partial["content"].split()) > 5
     assert stream["rawOutput"]
     job = hub.store.find("Jobs")[-1]
-    assert job["status"] == "failed" and "interrupted" in job["error"]
+    assert job["status"] == "interrupted" and "interrupted" in job["error"]  # stopped, not an error
+    latency = hub.store.find("Metric", name="latency_ms")[-1]
+    assert latency["dimensions"]["status"] == "interrupted" and hub.store.find("Metric", name="error") == []
+    assert hub.summary()["errors"].sum() == 0 and hub.summary()["calls"].sum() == 1
+    asked = [m for m in hub.store.find("Message") if m["type"] == "user"][-1]
+    assert asked["data"] == {"status": "interrupted"}
     assert hub.store.get("MessageThread", chat.thread_id)["lockingJob"] is None
     server.script(ScriptedReply(text="back"))
     assert chat.send("are you there?").text == "back"  # the thread is usable again
@@ -490,7 +497,7 @@ def test_leaving_a_stream_early_records_it_as_interrupted(hub, server, provider)
             break
     stream = hub.store.find("ResponseStream")[-1]
     assert stream["status"] == "interrupted"
-    assert hub.store.find("Jobs")[-1]["status"] == "failed"
+    assert hub.store.find("Jobs")[-1]["status"] == "interrupted"
     assert hub.store.get("MessageThread", chat.thread_id)["lockingJob"] is None
 
 

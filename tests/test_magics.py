@@ -165,7 +165,7 @@ def test_provider_failure_is_one_line_and_recorded(nb, hub, server, monkeypatch)
 
     monkeypatch.setattr(chat_module, "_backoff", lambda attempt, retry_after: 0.0)
     server.script(*[ScriptedReply(fault="500") for _ in range(chat_module.MAX_RETRIES + 1)])
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(errors.ServerError) as caught:
         nb.run_cell_magic("aihub", "chat failing --model oa", "hi")
     assert "'oa'" in str(caught.value)
     assert hub.store.find("Jobs")[-1]["status"] == "failed"
@@ -226,14 +226,21 @@ def test_parse_errors_end_with_the_generated_usage(nb):
         errors.RoundLimitError("Agent 'a' used its 8 rounds; raise --max-rounds."),
     ],
 )
-def test_a_user_facing_error_is_one_line(nb, hub, monkeypatch, error):
+def test_a_user_facing_error_is_one_line(nb, hub, monkeypatch, capsys, error):
     def fail(*args, **kwargs):
         raise error
 
     monkeypatch.setattr(hub, "chats", fail)
-    with pytest.raises(UsageError) as caught:
+    # a user's mistake is IPython's UsageError; an outage or a tool/agent failure keeps its own name
+    shown_as = "UsageError" if isinstance(error, errors.UsageError) else type(error).__name__
+    with pytest.raises(UsageError if shown_as == "UsageError" else type(error)) as caught:
         nb.run_line_magic("aihub", "chats")
     assert str(caught.value) == str(error)
+    capsys.readouterr()
+    nb.run_cell("%aihub chats")  # what the cell shows: one line, under that name, no traceback
+    out = capsys.readouterr()
+    lines = [line for line in (out.out + out.err).splitlines() if line.strip()]
+    assert lines == [f"{shown_as}: {error}"]
 
 
 @pytest.mark.parametrize(
@@ -353,10 +360,12 @@ def test_ctrl_c_while_the_cell_shows_the_reply(nb, hub, server, monkeypatch):
 
     monkeypatch.setattr(magics._TurnView, "event", interrupted)
     server.script(ScriptedReply.lorem(50))
-    with pytest.raises(UsageError, match="Interrupted: chat 'stopped' keeps the partial reply"):
+    with pytest.raises(KeyboardInterrupt) as caught:
         nb.run_cell_magic("aihub", "chat stopped --model oa", "talk")
+    shown = caught.value._render_traceback_()  # how IPython shows it: one line under its own name
+    assert len(shown) == 1 and shown[0].startswith("KeyboardInterrupt: chat 'stopped' keeps the partial reply")
     assert hub.store.find("ResponseStream")[-1]["status"] == "interrupted"
-    assert hub.store.find("Jobs")[-1]["status"] == "failed"
+    assert hub.store.find("Jobs")[-1]["status"] == "interrupted"
     thread_id = hub.get_chat("stopped").thread_id
     assert hub.store.get("MessageThread", thread_id)["lockingJob"] is None
 
@@ -451,3 +460,75 @@ def test_tables_read_well(nb, server):
     table = html_table([{"name": "a", "calls": 3, "cost": float("nan")}, {"name": "b", "calls": 12, "cost": 0.5}])
     assert 'text-align:right">3</td>' in table and 'text-align:left">a</td>' in table  # numbers right
     assert 'text-align:right"></td>' in table  # NaN shows empty
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+def test_a_tool_waiting_for_approval_says_so_in_the_cell(nb, hub, server):
+    hub.connect("OPENAI", "local-tools", name="tools", base_url=server.openai_base_url)
+    hub.tool(add)
+    hub.agent("careful", model="tools", tools=[add], permission="user-permitted")
+    server.script(ScriptedReply(tool_calls=[{"name": "add", "arguments": {"a": 2, "b": 3}}]), ScriptedReply(text="5."))
+    seen = []
+
+    def approve(name, arguments):
+        seen.append(captured.outputs[-1].data["text/plain"])  # what the cell shows while it asks
+        return True
+
+    hub.approver = approve
+    try:
+        with capture_output() as captured:
+            nb.run_cell_magic("aihub", "chat perm --agent careful", "2 + 3?")
+    finally:
+        hub.approver = None
+    assert len(seen) == 1 and "— waiting for approval]" in seen[0]
+    plain = [o.data["text/plain"] for o in captured.outputs]
+    assert any("add" in t and "— completed]" in t for t in plain)
+
+
+def test_every_table_has_a_readable_text_form(nb, hub, server):
+    """In terminal IPython only text/plain is shown: no `<IPython.core.display.HTML object>`."""
+    server.script(ScriptedReply(text="hi"))
+    _run_cell(nb, "chat c --model oa", "hello")
+    hub.tool(add)
+    nb.run_line_magic("aihub", "agent create helper --model oa --tools add")
+    nb.run_line_magic("aihub", "price set gpt-4o 2.5 10")
+    for line, expected in [
+        ("connections", ["name", "oa", "local-chat"]),
+        ("chats", ["c", "oa", "messages"]),
+        ("tools", ["add", "Add two numbers."]),
+        ("agents", ["helper", "add"]),
+        ("agent show helper", ["add"]),
+        ("prices", ["gpt-4o", "2.5", "10"]),
+        ("models oa", ["local-chat"]),
+        ("help", ["%%aihub chat NAME"]),
+        ("chat c", ["You: hello"]),
+    ]:
+        shown = nb.run_line_magic("aihub", line)
+        text = nb.display_formatter.format(shown)[0]["text/plain"]
+        assert "object>" not in text and all(word in text for word in expected), (line, text)
+    assert "name" in nb.run_line_magic("aihub", "connections").text.splitlines()[0]  # a header, aligned columns
+
+
+def test_a_terminal_gets_the_reply_streamed_as_text_once(hub, server, capfd):
+    """IPython's own display publisher (terminal IPython) prints text/plain and cannot update a
+    display in place: the reply is written as it streams, not reprinted at every update."""
+    from IPython.core.displaypub import DisplayPublisher
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "aihub_nb")
+    assert type(shell.display_pub) is DisplayPublisher
+    magics.use_hub(hub)
+    try:
+        hub.connect("OPENAI", "local-chat", name="oa", base_url=server.openai_base_url)
+        server.script(ScriptedReply(text="one two three four", chunks=["one", " two", " three", " four"]))
+        capfd.readouterr()
+        shell.run_cell("%%aihub chat t\nhi")
+        out = capfd.readouterr().out
+    finally:
+        magics.use_hub(None)
+    assert out.count("one two three four") == 1 and "one two\n" not in out and "…" not in out
+    assert "object>" not in out and "oa (local-chat)" in out  # the footer as text

@@ -192,10 +192,12 @@ def test_mcp_magics_add_list_tools_restart_remove(ip, hub):
 def test_mcp_magic_mistakes_are_one_line(ip, hub):
     with pytest.raises(IPythonUsageError, match=r"give the command after --"):
         ip.run_line_magic("aihub", "mcp add demo")
-    with pytest.raises(IPythonUsageError, match=r"^MCP server 'x': env 'TOKEN' must reference an environment variable"):
+    with pytest.raises(McpError, match=r"^MCP server 'x': env 'TOKEN' must reference an environment variable") as caught:
         ip.run_line_magic("aihub", "mcp add x --env TOKEN=abc -- somecommand")
+    [shown] = caught.value._render_traceback_()  # one line in the cell, under the error's own name
+    assert shown.startswith("McpError: MCP server 'x': env 'TOKEN'")
     with pytest.raises(IPythonUsageError, match=r"^No MCP server named 'nope'"):
         ip.run_line_magic("aihub", "mcp tools nope")
-    with pytest.raises(IPythonUsageError, match=r"the command 'no-such-mcp-command' was not found"):
+    with pytest.raises(McpError, match=r"the command 'no-such-mcp-command' was not found"):
         ip.run_line_magic("aihub", "mcp add y -- no-such-mcp-command")
     assert hub.mcp_servers() == []

@@ -11,7 +11,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from aihub_nb import magics, media
+from aihub_nb import errors, magics, media
 from aihub_nb.demo.model import draw
 from aihub_nb.testing import ScriptedReply
 
@@ -43,7 +43,7 @@ def test_connect_types_and_image_cell(nb, hub):
     assert [r["type"] for r in hub.get_chat("art").messages()] == ["user", "chatModel"]
     with pytest.raises(UsageError, match="is a CHAT connection"):
         nb.run_cell_magic("aihub", "image art2 --model oa", "x")
-    with pytest.raises(UsageError, match="refused the image request"):
+    with pytest.raises(errors.ProviderError, match="refused the image request"):
         nb.run_cell_magic("aihub", "image art --model pics --size 4000x4000", "x")
 
 

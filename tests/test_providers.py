@@ -223,6 +223,17 @@ def test_unreachable(kind, stream):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_unreachable_remote_api_is_not_asked_whether_it_runs(kind):
+    url = "https://api.example.invalid" + ("/v1" if kind == "OPENAI" else "")  # a name no resolver knows
+    made = _make(kind, url=url)
+    with pytest.raises(ProviderUnreachableError) as caught:
+        made.list_models()
+    said = str(caught.value)
+    assert f"Cannot reach connection 'conn' at {url}: check your network" in said
+    assert "is the server running" not in said and "\n" not in said
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_timeout(srv, kind, stream):
     made = _make(kind, srv, timeout=0.2)
     srv.script(ScriptedReply("late", first_token_delay=0.6))

@@ -80,10 +80,10 @@ def test_the_magic_error_line_never_shows_the_key(hub, ip, monkeypatch):
     magics.use_hub(hub)
     with LocalServer(api_key="the-right-key-123456", echo_rejected_key=True) as server:
         ip.run_line_magic("aihub", f"connect OPENAI local-chat --name c --base-url {server.openai_base_url} --api-key-env {KEY_ENV}")
-        with pytest.raises(IPythonUsageError) as caught:
+        with pytest.raises(AuthenticationError) as caught:
             ip.run_cell_magic("aihub", "chat t --model c", "hi")
-    message = str(caught.value)
-    assert "Incorrect API key provided: [redacted]" in message and "\n" not in message
+    [message] = caught.value._render_traceback_()  # the one line the cell shows, under the error's name
+    assert message.startswith("AuthenticationError: ") and "Incorrect API key provided: [redacted]" in message
     assert SECRET not in message
     assert find_in_database(hub.path, SECRET) == []
 

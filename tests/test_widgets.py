@@ -63,6 +63,32 @@ def test_send_records_the_turn_and_shows_the_reply(hub, server, oa):
     assert hub.store.find("Jobs")[-1]["status"] == "completed"
 
 
+def test_enter_in_the_message_box_sends(hub, server, oa):
+    panel = ChatPanel(hub, "c", sync=True)
+    server.script(ScriptedReply(text="got it"))
+    # what the box's keydown handler sends on Enter (Shift+Enter stays a newline in the browser)
+    panel.message._on_message(panel.message, {"event": "submit", "value": "line one\nline two"}, [])
+    assert [m["content"] for m in hub.get_chat("c").messages()] == ["line one\nline two", "got it"]
+    assert panel.message.value == ""
+    assert "Enter sends" in panel.message.placeholder and "data-lm-suppress-shortcuts" in panel.message._esm
+
+
+def test_status_icons_come_from_the_icon_font_and_the_caret_is_inline(hub, server, oa):
+    from aihub_nb.widgets.chat import _LiveTurn
+
+    panel = ChatPanel(hub, "c", sync=True)
+    server.script(ScriptedReply(fault="500"), ScriptedReply(fault="500"), ScriptedReply(fault="500"), ScriptedReply(fault="500"))
+    panel.submit("hi")
+    assert 'class="fa fa-times"' in panel.status.value and "failed: oa (local-chat)" in panel.status.value
+    emoji = [ch for ch in panel.status.value + panel.conversation.value if ord(ch) >= 0x1F000 or 0x2600 <= ord(ch) < 0x2800]
+    assert emoji == []
+    live = _LiveTurn("q", "oa")
+    live.event(chat_module.TurnEvent("text", text="streaming **now**"))
+    shown = live.html()  # the caret on the text's line, inside its paragraph, not under it
+    assert 'now<span class="aihub-caret" style="opacity:.6">▍</span></strong></p>' in shown
+    assert panel.chat_name.style.description_width == "initial"
+
+
 def test_second_send_continues_the_thread(hub, server, oa):
     hub.connect("OLLAMA", "local-chat", name="ol", host=server.ollama_host)
     first = ChatPanel(hub, "c", sync=True)
@@ -142,7 +168,7 @@ def test_stop_interrupts_a_threaded_turn(hub, server, oa):
     partial = hub.get_chat("c").messages()[-1]
     assert partial["data"] == {"status": "interrupted"} and 0 < len(partial["content"].split()) < 300
     job = hub.store.find("Jobs")[-1]
-    assert job["status"] == "failed" and "interrupted" in job["error"]
+    assert job["status"] == "interrupted" and "interrupted" in job["error"]
     assert "(interrupted)" in panel.conversation.value and "stopped" in panel.status.value
     assert panel.error.value == ""
 
@@ -165,7 +191,10 @@ def test_tool_needing_permission_asks_in_the_panel(hub, server):
     panel.message.value = "2 + 3?"
     panel.send_button.click()
     _until(lambda: panel.approval.layout.display == "flex")
-    assert "add" in panel.approval_prompt.value and "running" in panel.conversation.value
+    assert "add" in panel.approval_prompt.value
+    # the call waits for the user, and says so (not "running")
+    assert "— waiting for approval" in panel.conversation.value and "— running" not in panel.conversation.value
+    assert 'class="fa fa-hand-paper-o"' in panel.status.value and "waiting for your permission" in panel.status.value
     panel.allow_button.click()
     assert panel.wait(5)
 
@@ -173,7 +202,7 @@ def test_tool_needing_permission_asks_in_the_panel(hub, server):
     [invocation] = hub.store.find("ToolInvocation")
     assert invocation["status"] == "completed"
     assert _types(hub, "perm") == ["user", "toolCall", "toolResult", "agent"]
-    assert "<details" in panel.conversation.value and "✅" in panel.conversation.value
+    assert "<details" in panel.conversation.value and '<i class="fa fa-check"' in panel.conversation.value
     assert "It is 5." in panel.conversation.value and "1 tool call" in panel.status.value
     assert panel.approval.layout.display == "none"
 
@@ -452,3 +481,20 @@ def test_the_hub_panels_mistakes_show_their_message(hub):
     panel.new_provider.value = "local"
     panel.add_button.click()
     assert panel.error.value == "" and "Added connection 'local'" in panel.status.value
+
+
+def test_a_panel_saved_in_a_notebook_carries_a_static_snapshot(hub, server, oa):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    server.script(ScriptedReply(text="Saved **reply** <img src=x onerror=alert(1)>"))
+    panel = ChatPanel(hub, "c", sync=True)
+    panel.submit("hello")
+    data, _ = InteractiveShell.instance().display_formatter.format(panel)
+    assert "application/vnd.jupyter.widget-view+json" in data  # the live panel
+    snapshot = data["text/html"]  # what a notebook without the widget's model can show
+    assert "Saved <strong>reply</strong>" in snapshot and "hello" in snapshot and "tokens" in snapshot
+    assert "<img" not in snapshot and "&lt;img" in snapshot  # the escaped view, not the raw reply
+    assert "Allow" not in snapshot  # hidden parts stay out
+    assert data["text/plain"].startswith("aihub_nb ChatPanel (an interactive panel")
+    hub_data, _ = InteractiveShell.instance().display_formatter.format(HubPanel(hub))
+    assert "oa" in hub_data["text/html"] and "local-chat" in hub_data["text/html"]

@@ -429,8 +429,12 @@ class Provider:
                 connection=self.connection,
             )
         if isinstance(exc, _UNREACHABLE):
+            hint = (
+                "is the server running?" if _is_local(self.url)
+                else "check your network (offline, DNS, proxy or firewall) and the connection's URL."
+            )
             return ProviderUnreachableError(
-                f"Cannot reach connection '{self.connection}' at {self.url}: is the server running?",
+                f"Cannot reach connection '{self.connection}' at {self.url}: {hint}",
                 connection=self.connection,
             )
         if isinstance(exc, _BROKEN):
@@ -446,6 +450,22 @@ class Provider:
 
     def _malformed(self, exc: BaseException) -> StreamError:
         return self._stream_error(f"the endpoint sent malformed data ({_one_line(str(exc))})")
+
+
+def _is_local(url: str) -> bool:
+    """True for a server on this machine or the local network (a hub may start it), whose
+    absence means it is not running; false for a remote API such as api.openai.com."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url if "//" in url else f"//{url}").hostname or "").lower()
+    if host in ("localhost", "host.docker.internal") or host.endswith((".localhost", ".local")):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_unspecified or address.is_link_local
 
 
 def _one_line(text: str) -> str:

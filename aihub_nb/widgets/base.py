@@ -53,6 +53,51 @@ class Panel(widgets.VBox):
     def refresh(self) -> None:
         """Read what the panel shows again (panels override it)."""
 
+    # ------------------------------------------------------------ saved outputs
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        """The widget view, plus a static snapshot of what the panel shows (`text/html`) and a
+        line of text (`text/plain`). A notebook saved with this output keeps the snapshot: what
+        renders a notebook without a live kernel and its widget state (nbconvert, GitHub, VS Code,
+        a terminal IPython) shows it instead of a bare widget placeholder."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is None:
+            return None
+        name = type(self).__name__
+        bundle["text/html"] = (
+            f'<div class="aihub-snapshot">{self.snapshot_html()}'
+            f'<div style="color:#666"><small>aihub_nb {html.escape(name)} as it was shown; run the cell again '
+            "for the live panel.</small></div></div>"
+        )
+        bundle["text/plain"] = f"aihub_nb {name} (an interactive panel: run the cell in JupyterLab or Notebook to use it)"
+        return bundle
+
+    def snapshot_html(self) -> str:
+        """What the panel shows, as static HTML: the values of its HTML widgets (already escaped or
+        sanitised where they are set) and the text of its labels, in order, hidden parts left out."""
+        parts: list[str] = []
+
+        def walk(widget: Any) -> None:
+            if getattr(getattr(widget, "layout", None), "display", None) == "none":
+                return
+            if isinstance(widget, widgets.HTML | widgets.HTMLMath):
+                if widget.value:
+                    parts.append(f"<div>{widget.value}</div>")
+            elif isinstance(widget, widgets.Label):
+                if widget.value:
+                    parts.append(f"<div>{html.escape(widget.value)}</div>")
+            elif isinstance(widget, widgets.Tab):
+                titles = list(getattr(widget, "titles", ()) or ())
+                for i, child in enumerate(widget.children):
+                    if i < len(titles) and titles[i]:
+                        parts.append(f"<h4>{html.escape(titles[i])}</h4>")
+                    walk(child)
+            for child in getattr(widget, "children", ()) if not isinstance(widget, widgets.Tab) else ():
+                walk(child)
+
+        walk(self)
+        return "".join(parts)
+
     def set_children(self, *rows: widgets.Widget | list[widgets.Widget]) -> None:
         """Lay the panel out at once: each row a widget, or a list of widgets side by side. The
         error line goes last unless a row places it."""

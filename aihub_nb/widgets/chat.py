@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -29,10 +30,11 @@ from ..chat import drive
 from ..errors import NotFoundError, UsageError
 from ..media import MediaStore, message_images
 from ..views import (
-    block, conversation_html, frame, markdown_html, note, small, source_names, tool_event_view,
+    block, conversation_html, frame, icon, markdown_html, note, small, source_names, tool_event_view,
     turn_footer, visible,
 )
 from .base import Panel
+from .message import MessageBox
 
 if TYPE_CHECKING:
     from ..chat import Approver, Chat, Reply, TurnEvent
@@ -66,16 +68,22 @@ class ChatPanel(Panel):
         self._busy = False
         self._loading = False
         self._pending: tuple[threading.Event, list[bool]] | None = None
+        self._live: _LiveTurn | None = None  # the running turn, and how to repaint it
+        self._repaint: Any = None
 
+        wide = {"description_width": "initial"}  # the label as long as it is, never cut
         self.chat_name = widgets.Combobox(
             description="chat", placeholder="pick a chat or type a new name", ensure_option=False,
-            layout=widgets.Layout(width="300px"),
+            style=wide, layout=widgets.Layout(width="auto", min_width="260px", flex="1 1 260px"),
         )
-        self.connection = widgets.Dropdown(description="with", layout=widgets.Layout(width="300px"))
+        self.connection = widgets.Dropdown(
+            description="with", style=wide, layout=widgets.Layout(width="auto", min_width="300px", flex="1 1 300px"),
+        )
         self.refresh_button = widgets.Button(icon="refresh", tooltip="reload chats and connections",
                                              layout=widgets.Layout(width="40px"))
         self.conversation = widgets.HTML()
-        self.message = widgets.Textarea(placeholder="Your message", rows=3, layout=widgets.Layout(width="100%"))
+        self.message = MessageBox(placeholder="Your message (Enter sends, Shift+Enter starts a new line)", rows=3,
+                                  layout=widgets.Layout(width="100%"))
         self.send_button = widgets.Button(description="Send", icon="paper-plane", button_style="primary")
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self.approval_prompt = widgets.HTML()
@@ -94,6 +102,7 @@ class ChatPanel(Panel):
         )
         self.chat_name.observe(self._on_chat_name, names="value")
         self.send_button.on_click(lambda _b: self.submit())
+        self.message.on_submit(lambda _text: self.submit())
         self.stop_button.on_click(lambda _b: self.stop())
         self.refresh_button.on_click(self.guarded(self.refresh))
         self.allow_button.on_click(lambda _b: self._answer(True))
@@ -209,7 +218,7 @@ class ChatPanel(Panel):
         self.message.value = ""
         self._stop.clear()
         self._set_busy(True)
-        self.status.value = small("⏳ sending…")
+        self._status("sending", "sending…")
         if self.sync:
             self._run_turn(chat, text)
         else:
@@ -222,7 +231,7 @@ class ChatPanel(Panel):
             return
         self._stop.set()
         self._answer(False)
-        self.status.value = small("⏹ stopping…")
+        self._status("stopping", "stopping…")
 
     def _run_turn(self, chat: Chat, text: str) -> None:
         """The turn, event by event; runs in the worker thread (or the caller's with sync=True)."""
@@ -237,12 +246,17 @@ class ChatPanel(Panel):
             approve = self.approve or self.hub.approver or (None if self.sync else self._ask)
             turn = chat.turn(text, approve=approve)
 
+            def repaint() -> None:
+                self.conversation.value = frame(history + live.html())
+
+            self._live, self._repaint = live, repaint
+
             def show(event: TurnEvent) -> None:
                 nonlocal painted, wait
                 live.event(event)
                 now = time.monotonic()
                 if event.kind != "text" or now - painted >= wait:
-                    self.conversation.value = frame(history + live.html())
+                    repaint()
                     # a long reply costs more to render: repaint less often (rendering ~10% of the time)
                     painted = time.monotonic()
                     wait = max(REFRESH, 9 * (painted - now))
@@ -255,6 +269,7 @@ class ChatPanel(Panel):
         except Exception as exc:  # one line in the error line (an unexpected one with its traceback)
             self.show_exception(exc)
         finally:
+            self._live = self._repaint = None
             self._finish(chat, reply, stopped, label, live)
 
     def _finish(self, chat: Chat, reply: Reply | None, stopped: bool, label: str, live: _LiveTurn) -> None:
@@ -264,9 +279,9 @@ class ChatPanel(Panel):
             if reply is not None:
                 self.status.value = turn_footer(reply, label).data
             elif stopped:
-                self.status.value = small(f"⏹ stopped: {label} — the partial reply ({len(live.text)} characters) is kept, marked interrupted")
+                self._status("interrupted", f"stopped: {label} — the partial reply ({len(live.text)} characters) is kept, marked interrupted")
             else:
-                self.status.value = small(f"✖ failed: {label}")
+                self._status("failed", f"failed: {label}")
         except Exception as exc:
             self.show_exception(exc)
         finally:
@@ -282,6 +297,10 @@ class ChatPanel(Panel):
 
     def _target_label(self, chat: Chat) -> str:
         return chat.target().label
+
+    def _status(self, status: str, text: str) -> None:
+        """The status line: an icon of the icon font ipywidgets ships, and the words."""
+        self.status.value = f"{icon(status)} {small(text)}"
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
@@ -301,14 +320,23 @@ class ChatPanel(Panel):
         args = visible(json.dumps(arguments, ensure_ascii=False, default=str), 500)
         self.approval_prompt.value = f"Run tool <code>{html.escape(visible(tool, 80))}({html.escape(args)})</code>?"
         self.approval.layout.display = "flex"
-        self.status.value = small(f"⏸ waiting for your permission to run {visible(tool, 80)}")
+        self._status("waiting for approval", f"waiting for your permission to run {visible(tool, 80)}")
+        self._tool_status("waiting for approval")
         try:
             event.wait(APPROVAL_TIMEOUT)
         finally:
             self._pending = None
             self.approval.layout.display = "none"
-            self.status.value = small("⏳ running…")
+            self._tool_status("running" if answer[0] else "denied")
+            self._status("running", "running…")
         return answer[0]
+
+    def _tool_status(self, status: str) -> None:
+        """Show the tool call being asked about (the last one shown) with this status."""
+        live, repaint = self._live, self._repaint
+        if live is not None and repaint is not None:
+            live.tool_status(status)
+            repaint()
 
     def _answer(self, allowed: bool) -> None:
         pending = self._pending
@@ -328,6 +356,14 @@ class _LiveTurn:
     @property
     def text(self) -> str:
         return "".join(s[1] for s in self.segments if s[0] == "text")
+
+    def tool_status(self, status: str) -> None:
+        """The latest tool call, still without its result, now in this status (waiting for approval...)."""
+        for segment in reversed(self.segments):
+            if segment[0] == "tool":
+                if segment[1].get("result") is None:
+                    segment[1] = {**segment[1], "status": status}
+                return
 
     def event(self, event: TurnEvent) -> None:
         if event.kind == "text":
@@ -354,4 +390,21 @@ class _LiveTurn:
             else:
                 parts.append(note(value))
         body = "".join(parts) or "<em>…</em>"
-        return block("You", "user", markdown_html(self.user_text)) + block(self.label, "assistant", body + " ▍")
+        if self.segments and self.segments[-1][0] == "text":
+            body = _with_caret(body)
+        else:
+            body += _CARET
+        return block("You", "user", markdown_html(self.user_text)) + block(self.label, "assistant", body)
+
+
+_CARET = '<span class="aihub-caret" style="opacity:.6">▍</span>'
+_CLOSING = re.compile(r"(?:</[a-z0-9]+>\s*)+$")
+
+
+def _with_caret(body: str) -> str:
+    """The streaming caret at the end of the text, inside its last paragraph, list item or code
+    block (not on a line of its own under it)."""
+    body = body.rstrip()
+    closing = _CLOSING.search(body)
+    at = closing.start() if closing else len(body)
+    return body[:at] + _CARET + body[at:]

@@ -190,6 +190,18 @@ def test_chat_panel_sends_and_streams(page, lab):
               and [b for b in page.css(".widget-button", panel) if b.text.strip() == "Stop"][0].get_attribute("disabled"),
               message="the panel stayed busy after the reply")
 
+    # Enter sends, Shift+Enter is a newline (and does not run the cell: the panel stays one output)
+    from selenium.webdriver.common.keys import Keys
+
+    box = page.css("textarea", panel)[0]
+    box.click()
+    box.send_keys("line one", Keys.SHIFT, Keys.ENTER, Keys.SHIFT, "line two")
+    page.settle()
+    assert box.get_attribute("value") == "line one\nline two", "Shift+Enter did not add a new line"
+    box.send_keys(Keys.ENTER)
+    page.wait(lambda: "line two" in panel.text and not page.css("textarea", panel)[0].get_attribute("value"),
+              message="Enter did not send the message")
+
 
 # Each payload, if it ran, records itself in window.pwned and changes the tab's title.
 _RAN = "(window.pwned=window.pwned||[]).push('{0}');document.title='pwned'"
