@@ -192,7 +192,7 @@ _CSS = (
     ".aihub-chat blockquote{border-left:3px solid #ccc;margin:4px 0;padding-left:8px;color:#555}"
     ".aihub-chat p{margin:2px 0}.aihub-chat pre{margin:4px 0;overflow-x:auto;white-space:pre-wrap}</style>"
 )
-_ICONS = {"running": "⏳", "completed": "✅", "failed": "❌", "denied": "🚫"}
+_ICONS = {"running": "⏳", "completed": "✅", "failed": "❌", "denied": "🚫", "interrupted": "⏹"}
 _LABELS = {"user": "You", "chatModel": "Model", "agent": "Agent", "system": "System", "toolCall": "Tool call", "toolResult": "Tool result"}
 
 

@@ -274,7 +274,7 @@ def test_ctrl_c_in_a_tool_stops_the_turn_and_keeps_the_record(hub, server, provi
     with pytest.raises(KeyboardInterrupt):
         chat.send("Please call wait()")
     [inv] = hub.store.find("ToolInvocation")
-    assert (inv["status"], inv["result"]) == ("failed", {"error": "interrupted by the user"})
+    assert (inv["status"], inv["result"]) == ("interrupted", {"error": "interrupted by the user"})
     assert _types(hub, "w") == ["user", "toolCall"]
     assert _job(hub)["status"] == "failed"
     assert hub.store.get("MessageThread", chat.thread_id)["lockingJob"] is None

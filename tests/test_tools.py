@@ -367,8 +367,8 @@ def test_ctrl_c_in_a_tool_is_recorded_then_stops(hub):
     with pytest.raises(KeyboardInterrupt):
         invoke_tool(hub.runtime, get_tool(hub.runtime, "slow"), {})
     [inv] = hub.store.find("ToolInvocation")
-    assert (inv["status"], inv["result"]) == ("failed", {"error": "interrupted by the user"})
-    assert _log(hub, inv) == "working...\nfailed: interrupted by the user\n"
+    assert (inv["status"], inv["result"]) == ("interrupted", {"error": "interrupted by the user"})
+    assert _log(hub, inv) == "working...\ninterrupted by the user\n"
 
 
 # ---------------------------------------------------------------- http tools

@@ -136,11 +136,12 @@ def call_tool(store: Any, sessions: McpSessions, tool: dict[str, Any], arguments
     """Call the MCP tool of Tool row `tool`, starting its server first when it does not run (and
     storing its listing again then). Raises McpError / McpInterrupted (see McpSessions.call)."""
     data = tool["data"] or {}
-    server = store.first("McpServer", name=data.get("server"))
-    if server is None:
-        raise McpError(f"its MCP server {data.get('server')!r} was removed; add it again with hub.mcp(...)", server=data.get("server"))
-    spec = server_spec(server)
-    if spec.name not in sessions.running():
+    spec = sessions.live(data.get("server"))
+    if spec is None:  # not running in this session: read its definition, start it, store its listing
+        server = store.first("McpServer", name=data.get("server"))
+        if server is None:
+            raise McpError(f"its MCP server {data.get('server')!r} was removed; add it again with hub.mcp(...)", server=data.get("server"))
+        spec = server_spec(server)
         listed = sessions.connect(spec)
         _store_listing(store, spec, listed)
         if data.get("tool") not in {t["name"] for t in listed}:
