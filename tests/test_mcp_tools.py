@@ -241,3 +241,26 @@ def test_mcp_magic_mistakes_are_one_line(ip, hub):
     with pytest.raises(IPythonUsageError, match=r"the command 'no-such-mcp-command' was not found"):
         ip.run_line_magic("aihub", "mcp add y -- no-such-mcp-command")
     assert hub.mcp_servers() == []
+
+
+# ---------------------------------------------------------------- a third-party server
+
+
+def test_mcp_server_time_from_pypi_under_an_agent_that_asks_the_user(hub, server):
+    pytest.importorskip("mcp_server_time")
+    rows = hub.mcp("time", command=[sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"])
+    assert [r["name"] for r in rows] == ["time__get_current_time", "time__convert_time"]
+    hub.connect("OPENAI", "local-tools", name="oa", base_url=server.openai_base_url)
+    hub.agent("clock", tools=["time__get_current_time"])
+    asked = []
+    server.script(
+        ScriptedReply(tool_calls=[{"name": "time__get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}]),
+        ScriptedReply(text="It is evening in Tokyo."),
+    )
+    reply = hub.chat("t", agent="clock").send("Time in Tokyo?", approve=lambda name, args: asked.append((name, args)) or True)
+    assert reply.text == "It is evening in Tokyo."
+    assert asked == [("time__get_current_time", {"timezone": "Asia/Tokyo"})]
+    inv = _invocation(hub)
+    assert inv["status"] == "completed"
+    answer = inv["result"]["value"]["structuredContent"]
+    assert answer["timezone"] == "Asia/Tokyo" and answer["datetime"].endswith("+09:00")
