@@ -25,17 +25,20 @@ A python tool runs only the function registered in this session (the runtime's `
 rebuilt from the database, so after a restart a stored python tool is listed as unavailable until
 its definition runs again.
 
-Every call is a ToolInvocation: pending -> running -> completed / failed / denied, with the
+Every call is a ToolInvocation: (pending ->) running -> completed / failed / denied / interrupted
+(Ctrl-C), written in two transactions when the tool runs at once (the row, created running; then
+its final status, TextLog and metrics together), with the
 `parameters` (as validated; arguments that are not a JSON object are kept as ``{"_raw": text}``),
 a `result` of ``{"value": <the result as JSON>}`` or ``{"error": "<one line>"}``, `durationMs`
 (how long the tool itself ran; none when it did not run), the model's `callId`, and a TextLog
 holding what the tool printed, the traceback when it raised, and why it failed or was denied.
 Only the thread running the tool is captured: other threads (a notebook's main thread while a
 panel runs a turn in the background) keep printing where they did.
-A failure never propagates (only Ctrl-C does, once the call is recorded as failed): the model
+A failure never propagates (only Ctrl-C does, once the call is recorded as interrupted): the model
 reads the result's value (a string as it is, anything else as JSON text) or the error text,
 cut to `MAX_RESULT_CHARS` characters (the stored result is kept whole).
-Each call also records the metrics ``tool_failures`` (1 for failed, else 0) and, when the tool
+Each call also records the metrics ``tool_failures`` (1 for failed, else 0: a denied or
+interrupted call is no failure of the tool) and, when the tool
 ran, ``tool_duration_ms``, with dimensions tool, agent (when an agent called it) and status.
 """
 
@@ -365,35 +368,40 @@ def invoke_tool(
     tool runs only if `approve(name, arguments)` returns True, else the call is ``denied``.
     """
     store = runtime.store
-    log = store.create("TextLog", text="")
-    row = store.create(
-        "ToolInvocation", toolId=tool["id"], parameters=_raw_parameters(arguments), textLogId=log["id"],
-        status="pending", callId=call_id, references=references or {},
-    )
-    call = _Call(runtime, tool, row, agent)
+    error, args = None, None
     if tool["type"] == "mcp" and not is_available(runtime, tool):
-        return call.finish("failed", error=(
+        error = (
             f"Tool {tool['name']!r} is not available: its MCP server {(tool['data'] or {}).get('server')!r} no longer offers it; "
             "see %aihub mcp tools SERVER for the tools it has now."
-        ))
-    if not is_available(runtime, tool):
-        return call.finish("failed", error=(
+        )
+    elif not is_available(runtime, tool):
+        error = (
             f"Tool {tool['name']!r} is not available: its Python function is not defined in this session; "
             "define the function in this session (run the cell with @hub.tool) to use it."
-        ))
-    try:
-        args = coerce_arguments(tool["schema"] or {}, arguments)
-    except ToolArgumentsError as exc:
-        return call.finish("failed", error=f"Tool {tool['name']!r} was not run: {exc} Call it again with arguments that fit its schema.")
-    except ToolError as exc:  # the tool's own schema is broken (a bad pattern or $ref)
-        return call.finish("failed", error=f"Tool {tool['name']!r} was not run: its arguments could not be checked ({exc})")
-    if args != row["parameters"]:
-        store.set("ToolInvocation", row["id"], parameters=args)
-    if permission != "automatic":
+        )
+    else:
+        try:
+            args = coerce_arguments(tool["schema"] or {}, arguments)
+        except ToolArgumentsError as exc:
+            error = f"Tool {tool['name']!r} was not run: {exc} Call it again with arguments that fit its schema."
+        except ToolError as exc:  # the tool's own schema is broken (a bad pattern or $ref)
+            error = f"Tool {tool['name']!r} was not run: its arguments could not be checked ({exc})"
+    runs_now = error is None and permission == "automatic"
+    with store.transaction():  # the call's records start in one transaction, and end in one (finish)
+        log = store.create("TextLog", text="")
+        row = store.create(
+            "ToolInvocation", toolId=tool["id"], parameters=_raw_parameters(arguments) if args is None else args,
+            textLogId=log["id"], status="running" if runs_now else "pending", callId=call_id, references=references or {},
+        )
+    call = _Call(runtime, tool, row, agent)
+    if error is not None:
+        return call.finish("failed", error=error)
+    if not runs_now:
         refusal = call.ask(approve, args)
         if refusal:
             status, why = refusal
             return call.finish(status, error=why)
+        store.set("ToolInvocation", row["id"], status="running")
     return call.run(args)
 
 
@@ -422,11 +430,12 @@ class _Call:
         self.references = invocation["references"]
         self.agent = agent
         self.duration_ms: float | None = None
+        self._log: list[str] = []  # written with the final status, in one transaction
 
     def log(self, text: str) -> None:
         if text:
             text = redact(text)
-            self.runtime.store.append_text("TextLog", self.log_id, "text", text if text.endswith("\n") else text + "\n")
+            self._log.append(text if text.endswith("\n") else text + "\n")
 
     def ask(self, approve: Approver | None, args: dict[str, Any]) -> tuple[str, str] | None:
         """None if the user allows the call, else (status, why) for the model to read."""
@@ -447,7 +456,6 @@ class _Call:
         return "denied", f"The user denied running tool {self.name!r}; do not call it again for this request, continue without it."
 
     def run(self, args: dict[str, Any]) -> ToolOutcome:
-        self.runtime.store.set("ToolInvocation", self.id, status="running")
         if self.tool["type"] == "mcp":
             return self._run_mcp(args)
         printed = io.StringIO()
@@ -512,7 +520,7 @@ class _Call:
         # Known secrets never reach the store or the model, whatever the tool returned or echoed.
         if error is not None:
             error = redact(error)
-            self.log(f"{status}: {error}")
+            self.log(error if status == "interrupted" else f"{status}: {error}")
             result, content = {"error": error}, error
         else:  # `value` is JSON data already (see run)
             value = redact_data(value)
@@ -525,12 +533,17 @@ class _Call:
                 f"{content[:MAX_RESULT_CHARS]}\n[cut: the model is shown the first {MAX_RESULT_CHARS} of "
                 f"{len(content)} characters]"
             )
-        self.runtime.store.set("ToolInvocation", self.id, status=status, result=result, durationMs=self.duration_ms)
         values = {"tool_failures": 1.0 if status == "failed" else 0.0}
         if self.duration_ms is not None:
             values["tool_duration_ms"] = self.duration_ms
         dims = tool_dimensions(self.name, self.agent, status, server=(self.tool["data"] or {}).get("server") if self.tool["type"] == "mcp" else None)
-        self.runtime.metrics.record(values, dims, references={"invocation": self.id, **self.references})
+        store = self.runtime.store
+        with store.transaction():  # the log, the final status and the metrics: one commit
+            if self._log:
+                store.append_text("TextLog", self.log_id, "text", "".join(self._log))
+                self._log.clear()
+            store.set("ToolInvocation", self.id, status=status, result=result, durationMs=self.duration_ms)
+            self.runtime.metrics.record(values, dims, references={"invocation": self.id, **self.references})
         return ToolOutcome(content, status, tool_id=self.tool["id"], invocation_id=self.id, duration_ms=self.duration_ms)
 
 

@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         direct = _Direct()
         try:
             hub.mcp("demo", command=demo_command())
-            tool = get_tool(hub, "demo__add")
+            tool = get_tool(hub.runtime, "demo__add")
             for i in range(20):  # warm both sides (first calls import and compile schemas)
-                invoke_tool(hub, tool, {"a": i, "b": 1})
+                invoke_tool(hub.runtime, tool, {"a": i, "b": 1})
             direct.block(20)
             spec = registry.server_spec(hub.store.first("McpServer", name="demo"))
             hub_times: list[float] = []
@@ -101,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
                     n = min(block, args.calls - start)
                     for i in range(n):
                         t = time.perf_counter()
-                        outcome = invoke_tool(hub, tool, {"a": i, "b": 1})
+                        outcome = invoke_tool(hub.runtime, tool, {"a": i, "b": 1})
                         hub_times.append(time.perf_counter() - t)
                         if outcome.content != str(i + 1):
                             raise SystemExit(f"unexpected result {outcome.content!r}")
                     for i in range(n):
                         t = time.perf_counter()
-                        hub.mcp_sessions.call(spec, "add", {"a": i, "b": 1})
+                        hub.runtime.mcp.call(spec, "add", {"a": i, "b": 1})
                         session_times.append(time.perf_counter() - t)
                     sdk_times.extend(direct.block(n))
         finally:

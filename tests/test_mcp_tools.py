@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 
 import pytest
@@ -145,6 +147,46 @@ def test_a_server_that_cannot_start_registers_nothing(hub):
     assert hub.store.find("McpServer") == [] and hub.tools() == []
 
 
+def test_a_failed_connection_is_recorded_as_a_failed_job_with_the_servers_stderr(hub):
+    script = "import sys; print('broken: missing config file', file=sys.stderr); sys.exit(3)"
+    with pytest.raises(McpError) as caught:
+        hub.mcp("broken", command=[sys.executable, "-c", script])
+    [job] = hub.store.find("Jobs", type="mcp.connect")
+    assert (job["status"], job["error"]) == ("failed", str(caught.value))
+    assert "\n" not in job["error"] and "its last stderr line: broken: missing config file" in job["error"]
+    assert job["name"].startswith("MCP server broken: connect (")
+    log = hub.store.get("TextLog", job["textLogId"])["text"]
+    assert log.startswith("broken: missing config file\n")
+
+    with pytest.raises(McpError, match="the command 'no-such-mcp-server' was not found"):
+        hub.mcp("missing", command=["no-such-mcp-server"])
+    with pytest.raises(McpError, match="did not answer as an MCP endpoint"):
+        hub.mcp("web", url="http://127.0.0.1:9/mcp")
+    failed = hub.store.find("Jobs", type="mcp.connect", status="failed")
+    assert [j["name"].split(":")[0] for j in failed] == ["MCP server broken", "MCP server missing", "MCP server web"]
+    assert hub.store.find("McpServer") == []
+
+
+def test_a_successful_connection_is_a_completed_job(hub, demo):
+    [job] = hub.store.find("Jobs", type="mcp.connect")
+    assert (job["status"], job["error"]) == ("completed", None)
+
+
+def test_ctrl_c_during_an_mcp_call_records_it_interrupted_and_the_server_keeps_running(hub, demo):
+    pid = _pid(hub)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        invoke_tool(hub.runtime, get_tool(hub.runtime, "demo__slow"), {"seconds": 10})
+    inv = _invocation(hub)
+    assert (inv["status"], inv["result"]) == ("interrupted", {"error": "interrupted by the user"})
+    assert 400 < inv["durationMs"] < 5000
+    assert _log(hub, inv).endswith("interrupted by the user\n")
+    [failures] = [m for m in hub.store.find("Metric", name="tool_failures") if m["dimensions"]["tool"] == "demo__slow"]
+    assert (failures["value"], failures["dimensions"]["status"]) == (0.0, "interrupted")
+    assert _pid(hub) == pid
+
+
 def test_agents_take_mcp_tools_user_permitted_by_default(hub, server, demo):
     hub.connect("OPENAI", "local-tools", name="oa", base_url=server.openai_base_url)
 
@@ -201,3 +243,26 @@ def test_mcp_magic_mistakes_are_one_line(ip, hub):
     with pytest.raises(McpError, match=r"the command 'no-such-mcp-command' was not found"):
         ip.run_line_magic("aihub", "mcp add y -- no-such-mcp-command")
     assert hub.mcp_servers() == []
+
+
+# ---------------------------------------------------------------- a third-party server
+
+
+def test_mcp_server_time_from_pypi_under_an_agent_that_asks_the_user(hub, server):
+    pytest.importorskip("mcp_server_time")
+    rows = hub.mcp("time", command=[sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"])
+    assert [r["name"] for r in rows] == ["time__get_current_time", "time__convert_time"]
+    hub.connect("OPENAI", "local-tools", name="oa", base_url=server.openai_base_url)
+    hub.agent("clock", tools=["time__get_current_time"])
+    asked = []
+    server.script(
+        ScriptedReply(tool_calls=[{"name": "time__get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}]),
+        ScriptedReply(text="It is evening in Tokyo."),
+    )
+    reply = hub.chat("t", agent="clock").send("Time in Tokyo?", approve=lambda name, args: asked.append((name, args)) or True)
+    assert reply.text == "It is evening in Tokyo."
+    assert asked == [("time__get_current_time", {"timezone": "Asia/Tokyo"})]
+    inv = _invocation(hub)
+    assert inv["status"] == "completed"
+    answer = inv["result"]["value"]["structuredContent"]
+    assert answer["timezone"] == "Asia/Tokyo" and answer["datetime"].endswith("+09:00")

@@ -384,6 +384,12 @@ class McpSessions:
         return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop()).result(timeout)
 
     # servers
+    def live(self, name: str) -> ServerSpec | None:
+        """The definition server `name` runs with, if its session is open (what a call uses
+        without reading the store; stopping, restarting or removing the server forgets it)."""
+        conn = self._connections.get(name)
+        return None if conn is None or conn.dead else conn.spec
+
     def running(self) -> list[str]:
         """The names of the servers with an open session."""
         with self._lock:
@@ -408,6 +414,7 @@ class McpSessions:
                 return conn
             if conn is not None:
                 self._stop(conn)
+            spec.check()
             if spec.command and shutil.which(spec.command[0], path=os.environ.get("PATH")) is None and not os.path.isfile(spec.command[0]):
                 raise McpError(
                     f"MCP server {spec.name!r}: the command {spec.command[0]!r} was not found; install it or give its full path.",
@@ -498,7 +505,7 @@ class McpSessions:
         Raises McpError when the server cannot be reached, drops the connection or does not answer
         within `timeout` seconds (default `call_timeout`); McpInterrupted on Ctrl-C."""
         timeout = self.call_timeout if timeout is None else float(timeout)
-        conn = self._connection(spec.check())
+        conn = self._connection(spec)  # checked when it connects
         name = spec.name
         state: dict[str, Any] = {}
         done = threading.Event()

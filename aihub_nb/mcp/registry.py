@@ -7,16 +7,21 @@ the server>, "available": true}``. When a server no longer offers a tool, its ro
 already made keep pointing at it) with ``available`` false.
 
 Defining a server connects first and writes only when `initialize` and the tool listing
-succeeded and no tool name clashes with another tool: nothing is half-registered. After a
+succeeded and no tool name clashes with another tool: nothing is half-registered. Each start of a
+server (defining, restarting, starting on first use) is a Jobs row of type ``mcp.connect``; one
+that fails is failed with the one-line error, and what the server wrote to stderr in its TextLog. After a
 restart of the kernel, stored servers are started on the first call of one of their tools, and
 their listing is stored again then.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import McpError, NotFoundError
+from ..jobs import JobRun
 from .client import CallResult, McpSessions, ServerSpec
 from .names import tool_name
 
@@ -44,14 +49,29 @@ def server_tools(store: Any, name: str) -> list[dict[str, Any]]:
 def define_server(store: Any, sessions: McpSessions, spec: ServerSpec) -> list[dict[str, Any]]:
     """Connect to `spec`'s server, then store it and its tools; returns the available Tool rows."""
     spec.check()
-    listed = sessions.connect(spec)
-    try:
-        return _store_listing(store, spec, listed)
-    except BaseException:
-        existing = store.first("McpServer", name=spec.name)
-        if existing is None or server_spec(existing) != spec:
-            sessions.stop(spec.name)  # not stored: it must not run on
-        raise
+    with _connect_job(store, spec):
+        listed = sessions.connect(spec)
+        try:
+            return _store_listing(store, spec, listed)
+        except BaseException:
+            existing = store.first("McpServer", name=spec.name)
+            if existing is None or server_spec(existing) != spec:
+                sessions.stop(spec.name)  # not stored: it must not run on
+            raise
+
+
+@contextlib.contextmanager
+def _connect_job(store: Any, spec: ServerSpec) -> Iterator[JobRun]:
+    """The Jobs row (type ``mcp.connect``) of starting a server and storing its listing: failed
+    with the one-line reason when that does not work, the server's stderr in its TextLog."""
+    with JobRun(store, f"MCP server {spec.name}: connect ({spec.describe()})", "mcp.connect") as job:
+        try:
+            yield job
+        except McpError as exc:
+            if exc.stderr:
+                job.log("\n".join(exc.stderr))
+            job.finish(str(exc))
+            raise
 
 
 def _store_listing(store: Any, spec: ServerSpec, listed: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -129,20 +149,23 @@ def restart_server(store: Any, sessions: McpSessions, name: str) -> list[dict[st
     """Stop the server and start it again; its listing is stored again."""
     spec = server_spec(get_server(store, name))
     sessions.stop(name)
-    return _store_listing(store, spec, sessions.connect(spec))
+    with _connect_job(store, spec):
+        return _store_listing(store, spec, sessions.connect(spec))
 
 
 def call_tool(store: Any, sessions: McpSessions, tool: dict[str, Any], arguments: dict[str, Any], *, timeout: float | None = None) -> CallResult:
     """Call the MCP tool of Tool row `tool`, starting its server first when it does not run (and
     storing its listing again then). Raises McpError / McpInterrupted (see McpSessions.call)."""
     data = tool["data"] or {}
-    server = store.first("McpServer", name=data.get("server"))
-    if server is None:
-        raise McpError(f"its MCP server {data.get('server')!r} was removed; add it again with hub.mcp(...)", server=data.get("server"))
-    spec = server_spec(server)
-    if spec.name not in sessions.running():
-        listed = sessions.connect(spec)
-        _store_listing(store, spec, listed)
+    spec = sessions.live(data.get("server"))
+    if spec is None:  # not running in this session: read its definition, start it, store its listing
+        server = store.first("McpServer", name=data.get("server"))
+        if server is None:
+            raise McpError(f"its MCP server {data.get('server')!r} was removed; add it again with hub.mcp(...)", server=data.get("server"))
+        spec = server_spec(server)
+        with _connect_job(store, spec):
+            listed = sessions.connect(spec)
+            _store_listing(store, spec, listed)
         if data.get("tool") not in {t["name"] for t in listed}:
             raise McpError(f"the MCP server {spec.name!r} no longer offers {data.get('tool')!r}; see %aihub mcp tools {spec.name}", server=spec.name)
     return sessions.call(spec, data["tool"], arguments, timeout=timeout)
