@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aihub_nb.store import Store
+from aihub_nb.store import Store, now_iso
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 
@@ -38,10 +38,14 @@ def _latest_home(lab) -> str:
     return str(max(dbs, key=lambda p: p.stat().st_mtime))
 
 
-def _stored_replies(db: str, types: tuple[str, ...]) -> list[str]:
+def _stored_replies(db: str, types: tuple[str, ...], since: str = "") -> list[str]:
+    """The replies stored in `db` since `since` (an ISO time): other notebooks may share the hub."""
     store = Store(db)
     try:
-        return [m["content"] for m in store.find("Message") if m["type"] in types and (m["content"] or "").strip()]
+        return [
+            m["content"] for m in store.find("Message")
+            if m["type"] in types and (m["content"] or "").strip() and m["createdAt"] >= since
+        ]
     finally:
         store.close()
 
@@ -77,6 +81,7 @@ def _widget_labels(page, output) -> set[str]:
 def test_shipped_notebook_runs_all(page, lab, notebook):
     stem = notebook.removesuffix(".ipynb")
     page.open(notebook)
+    started = now_iso()
     cells = page.run_all()
 
     _assert_ran_cleanly(cells)
@@ -85,7 +90,7 @@ def test_shipped_notebook_runs_all(page, lab, notebook):
 
     # Every reply the notebook shows is on the page as the store holds it.
     types = REPLIES_SHOWN.get(stem, ("chatModel", "agent"))
-    replies = _stored_replies(_latest_home(lab), types)
+    replies = _stored_replies(_latest_home(lab), types, since=started)
     assert replies or not types, f"{notebook} stored no replies"
     text = _words(page.text())
     for reply in replies:
