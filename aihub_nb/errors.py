@@ -19,7 +19,7 @@ corrupt data and keeps its traceback.
     │   ├── AuthenticationError      401/403: missing or wrong API key
     │   ├── ModelNotFoundError       404: the endpoint has no such model
     │   ├── RateLimitError           429: retried with backoff, honouring Retry-After
-    │   ├── ServerError              5xx: retried with backoff
+    │   ├── ServerError              5xx: retried with backoff, honouring Retry-After
     │   ├── ProviderUnreachableError connection refused, DNS failure
     │   ├── ProviderTimeoutError     no answer in time
     │   └── StreamError              a stream broke off or carried malformed data

@@ -172,6 +172,21 @@ def test_429_is_retried_after_retry_after(hub, server, provider):
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("fault", ["500", "503"])
+def test_5xx_retry_after_is_honoured(hub, server, provider, fault):
+    # a busy server says when to come back: neither the default 0.5 + 1 s nor sooner than asked
+    _connect(hub, server, provider)
+    server.script(ScriptedReply(fault=fault, retry_after=0.3), ScriptedReply(fault=fault, retry_after=0.3), ScriptedReply("back"))
+    started = time.perf_counter()
+    reply = hub.chat("busy").send("hi")
+    seconds = time.perf_counter() - started
+    assert reply.text == "back"
+    assert 0.6 <= seconds < 1.3
+    posts = [c for c in hub.store.find("NetworkCall") if c["method"] == "POST"]
+    assert [c["statusCode"] for c in posts] == [int(fault), int(fault), 200]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_persistent_5xx_fails_after_bounded_retries(hub, server, provider, monkeypatch):
     from aihub_nb import chat as chat_module
 

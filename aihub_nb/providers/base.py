@@ -408,10 +408,12 @@ class Provider:
                 retry_after=retry_after,
             )
         if status >= 500:
+            retry_after = retry_after_seconds(headers or {})  # 503 often says when to come back
             return ServerError(
                 f"{where}: the server failed ({status}: {detail}); try again later.",
                 connection=self.connection,
                 status_code=status,
+                retry_after=retry_after,
             )
         return ProviderError(
             f"{where} rejected the request ({status}: {detail}); check the model's options and messages.",
