@@ -11,8 +11,8 @@ The response is appended, never rewritten: each flush adds one ResponseChunk row
 costs the same at the 100th token and at the 200,000th. Flushes happen at most every
 `flush_interval` (0.01 s) while chunks arrive, and a chunk that waits longer (a stream that
 stalls) is written by a background flush (checking every half interval); so a process killed
-mid-stream loses at most what it read in the last 0.02 s (plus, while secrets are known, the
-few characters the redactor holds back in case a secret straddles two chunks). A request body
+mid-stream loses at most what it read in the last 0.02 s (plus a tail that begins a known
+secret, which the redactor holds until the next chunk says whether it is one). A request body
 that repeats a recent one (a chat's history) is stored as a reference to it plus what is new.
 Every known secret (aihub_nb.redact) is masked in what is written: URL, headers, body, response
 and error. Base64 images in a body or a whole JSON response are kept once as files in the hub's

@@ -63,7 +63,10 @@ _LOCK = threading.Lock()
 _VALUES: set[str] = set()  # secret values given directly (session keys)
 _ENV_NAMES: set[str] = {"OPENAI_API_KEY", "OLLAMA_API_KEY"}  # the clients read these by themselves
 # the secrets the pattern was built from, one regex for them all, and their longest form's length
-_PATTERN: tuple[frozenset[str], re.Pattern[str] | None, int] = (frozenset(), None, 0)
+# and the forms themselves with their first characters (to tell a tail that could begin one)
+_PATTERN: tuple[frozenset[str], re.Pattern[str] | None, int, tuple[tuple[str, ...], frozenset[str]]] = (
+    frozenset(), None, 0, ((), frozenset())
+)
 
 
 # ---------------------------------------------------------------- what is secret
@@ -110,7 +113,7 @@ def _pattern() -> re.Pattern[str] | None:
     return _compiled()[1]
 
 
-def _compiled() -> tuple[frozenset[str], re.Pattern[str] | None, int]:
+def _compiled() -> tuple[frozenset[str], re.Pattern[str] | None, int, tuple[tuple[str, ...], frozenset[str]]]:
     global _PATTERN
     with _LOCK:
         values = set(_VALUES)
@@ -123,7 +126,7 @@ def _compiled() -> tuple[frozenset[str], re.Pattern[str] | None, int]:
         return cached
     forms = sorted(set().union(*(_forms(v) for v in key)) if key else (), key=len, reverse=True)
     compiled = re.compile("|".join(re.escape(f) for f in forms)) if forms else None
-    _PATTERN = (key, compiled, len(forms[0]) if forms else 0)
+    _PATTERN = (key, compiled, len(forms[0]) if forms else 0, (tuple(forms), frozenset(f[0] for f in forms)))
     return _PATTERN
 
 
@@ -150,8 +153,8 @@ def redact_data(value: Any) -> Any:
 
 
 class StreamRedactor:
-    """Redacts text that arrives in pieces: `feed` holds back a piece's last characters, which could
-    begin a secret that the next piece completes, while secrets are known; `final` lets them go."""
+    """Redacts text that arrives in pieces: `feed` holds back a piece's last characters only when
+    they could begin a known secret that the next piece completes; `final` lets them go."""
 
     __slots__ = ("_held",)
 
@@ -163,19 +166,31 @@ class StreamRedactor:
         self._held = ""
         if not text:
             return text
-        _, pattern, longest = _compiled()
+        _, pattern, longest, forms = _compiled()
         if pattern is None:
             return text
-        keep = 0 if final else min(longest - 1, len(text))
-        if keep > 0:
+        cut = len(text) if final else _unfinished_secret(text, longest, forms)
+        if cut < len(text):
             joined = text
-            text, self._held = joined[:-keep], joined[-keep:]
+            text, self._held = joined[:cut], joined[cut:]
             # a secret that straddles the cut moves the cut before it: it is masked whole next time
             for match in pattern.finditer(joined):
                 if match.start() < len(text) < match.end():
                     text, self._held = joined[: match.start()], joined[match.start():]
                     break
         return pattern.sub(REDACTED, text) if text else text
+
+
+def _unfinished_secret(text: str, longest: int, forms: tuple[tuple[str, ...], frozenset[str]]) -> int:
+    """Where the longest tail of `text` that is the beginning of a known secret's form starts
+    (len(text) when no tail is): the characters a stream must hold until the next piece."""
+    known, firsts = forms
+    for start in range(max(0, len(text) - longest + 1), len(text)):
+        if text[start] in firsts:
+            tail = text[start:]
+            if any(form.startswith(tail) for form in known):
+                return start
+    return len(text)
 
 
 def mask_secrets(text: Any) -> Any:

@@ -298,6 +298,17 @@ def test_a_secret_split_across_pieces_of_a_stream_is_masked():
         assert out == "before [redacted] middle [redacted] after", size
 
 
+def test_a_stream_holds_back_only_what_could_begin_a_secret():
+    # what is held waits for the next piece: past a stall or a kill it is what a stream would lose
+    add_secret("held-secret-0123456789")
+    redactor = StreamRedactor()
+    assert redactor.feed("Lorem ipsum dolor sit amet, ") == "Lorem ipsum dolor sit amet, "
+    assert redactor.feed("the key is hel") == "the key is "  # "hel" could begin it
+    assert redactor.feed("lo there") == "hello there"
+    assert redactor.feed("held-secret-01") == ""
+    assert redactor.feed("23456789.") + redactor.feed("", final=True) == "[redacted]."
+
+
 def test_redaction_covers_the_forms_a_key_takes_in_error_text():
     secret = "forms-secret/+=0123456789"
     add_secret(secret + "\n")
