@@ -4,15 +4,22 @@
   one JSON line with what it did and the errors it saw, by type.
 * ``slow``: one turn that streams slowly (the parent scripted the reply), optionally through an
   agent whose python tool sleeps; prints ``{"go": ...}`` just before the turn starts, so the parent
-  can kill it at a random point, then ``{"done": ...}`` if it lives to the end.
+  can kill it at a random point, then ``{"done": ...}`` if it lives to the end. With ``reads`` it
+  appends every byte its sockets read, with the monotonic time of the read, to that file (one
+  write per read, so a kill leaves the file whole): what had arrived in the process when it died.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import struct
 import sys
 import time
 from collections import Counter
+
+READ_HEADER = struct.Struct("<dI")  # monotonic time of the read, bytes read
 
 
 def _hub(args: dict):
@@ -20,9 +27,9 @@ def _hub(args: dict):
 
     hub = Hub(args["home"])
     if args["provider"] == "openai":
-        hub.connect("OPENAI", "local-chat", name="model", base_url=args["url"] + "/v1", api_key="x", default=True)
+        hub.connect("OPENAI", "local-chat", name="model", base_url=args["url"] + "/v1", api_key=args.get("key", "x"), default=True)
     else:
-        hub.connect("OLLAMA", "local-chat", name="model", host=args["url"], default=True)
+        hub.connect("OLLAMA", "local-chat", name="model", host=args["url"], api_key=args.get("key"), default=True)
     return hub
 
 
@@ -66,7 +73,40 @@ def turns(args: dict) -> None:
     _emit({"ok": ok, "errors": dict(errors), "metrics": logged})
 
 
+def _log_reads(path: str) -> None:
+    """Every socket read of this process appended to `path` as it happens (httpx reads with recv)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    recv = socket.socket.recv
+
+    def logged_recv(self: socket.socket, *args, **kwargs) -> bytes:
+        data = recv(self, *args, **kwargs)
+        if data:
+            os.write(fd, READ_HEADER.pack(time.monotonic(), len(data)) + data)
+        return data
+
+    socket.socket.recv = logged_recv  # type: ignore[method-assign]
+
+
+def reads(path: str) -> list[tuple[float, bytes]]:
+    """What `_log_reads` wrote: (time, bytes) per read, a torn last record left out."""
+    try:
+        raw = open(path, "rb").read()
+    except FileNotFoundError:
+        return []
+    out, at = [], 0
+    while at + READ_HEADER.size <= len(raw):
+        when, size = READ_HEADER.unpack_from(raw, at)
+        data = raw[at + READ_HEADER.size : at + READ_HEADER.size + size]
+        if len(data) < size:
+            break
+        out.append((when, data))
+        at += READ_HEADER.size + size
+    return out
+
+
 def slow(args: dict) -> None:
+    if args.get("reads"):
+        _log_reads(args["reads"])
     hub = _hub(args)
     chat_args = {"model": "model"}
     if args.get("agent"):
