@@ -48,7 +48,7 @@ from aihub_nb.testing import LocalServer, offline_environment
 
 from ._reliability.common import Section, failure_text
 
-SECTIONS = ("concurrency", "kills", "faults", "fuzz", "secrets", "approval")
+SECTIONS = ("concurrency", "kills", "faults", "fuzz", "secrets", "approval", "display", "storage")
 TITLES = {
     "concurrency": "Concurrency",
     "kills": "kill -9 trials",
@@ -56,6 +56,8 @@ TITLES = {
     "fuzz": "Fuzzed %aihub lines",
     "secrets": "Secrets",
     "approval": "Approval bypass attempts",
+    "display": "Hostile output on display",
+    "storage": "Storage and long replies",
 }
 
 
@@ -69,12 +71,14 @@ def _sizes(args: argparse.Namespace) -> dict:
         "busy": 3 if not quick else 1,
         "trials": pick(args.trials, 12, 4),
         "fuzz": pick(args.fuzz, 1000, 100),
+        "storage_turns": 200 if not quick else 40,
+        "long_tokens": pick(args.long_tokens, 200_000, 20_000),
     }
 
 
 def run_sections(names: list[str], args: argparse.Namespace, *, on_done: Callable[[Section], None] | None = None) -> list[Section]:
     """Run the named sections in order, each catching its own failure; return their reports."""
-    from ._reliability import approval, concurrency, faults, fuzz, kills, secrets_scan
+    from ._reliability import approval, concurrency, display, faults, fuzz, kills, secrets_scan, storage
 
     sizes = _sizes(args)
     rng = random.Random(args.seed)
@@ -92,6 +96,8 @@ def run_sections(names: list[str], args: argparse.Namespace, *, on_done: Callabl
             "fuzz": lambda s: fuzz.run(s, server, tmp, lines=sizes["fuzz"], seed=args.seed),
             "secrets": lambda s: secrets_scan.run(s, server, tmp),
             "approval": lambda s: approval.run(s, server, tmp),
+            "display": lambda s: display.run(s, server, tmp),
+            "storage": lambda s: storage.run(s, server, tmp, turns=sizes["storage_turns"], tokens=2000, long_tokens=sizes["long_tokens"]),
         }
         try:
             for name in names:
@@ -146,16 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=int, help="concurrency: log_metric calls per process (default 2500, quick 200)")
     parser.add_argument("--trials", type=int, help="kill -9 trials (default 12, quick 4)")
     parser.add_argument("--fuzz", type=int, help="fuzzed lines (default 1000, quick 100)")
+    parser.add_argument("--long-tokens", type=int, help="storage: tokens of the long reply, hub vs raw client (default 200000, quick 20000)")
     parser.add_argument("--faults", type=lambda s: [f for f in s.split(",") if f], help="only the faults whose names contain these words")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.sections.split(",") if n.strip()]
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; valid: {', '.join(SECTIONS)}")
-    for flag in ("procs", "turns", "metrics", "trials", "fuzz"):
+    for flag in ("procs", "turns", "metrics", "trials", "fuzz", "long_tokens"):
         value = getattr(args, flag)
         if value is not None and value < 1:
-            parser.error(f"--{flag} must be at least 1")
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
 
     print(
         f"aihub_nb reliability benchmark: Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "

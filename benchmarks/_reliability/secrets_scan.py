@@ -99,6 +99,9 @@ def run(section: Section, server: LocalServer, tmp: Path) -> None:
                 for stream in (True, False):
                     server.reset()
                     turns.append(_turn(hub, f"chat-{name}-{stream}", {"model": name}, "Hello there.", stream, shown))
+                server.reset()  # refused: the error line names the key's variable, never its value
+                server.script(ScriptedReply(fault="401"))
+                turns.append(_turn(hub, f"refused-{name}", {"model": name}, "Hello again.", True, shown))
             for tool in ("echo_fail", "hop"):
                 server.reset()
                 server.script(ScriptedReply(tool_calls=[{"name": tool, "arguments": {}}]), ScriptedReply("Done."))
