@@ -46,7 +46,7 @@ from pathlib import Path
 
 from aihub_nb.testing import LocalServer, offline_environment
 
-from ._reliability.common import Section, failure_text
+from ._reliability.common import Section, failure_text, table
 
 SECTIONS = ("concurrency", "kills", "faults", "fuzz", "secrets", "approval", "display", "storage")
 TITLES = {
@@ -132,13 +132,20 @@ def format_section(number: int, section: Section) -> str:
 
 
 def format_summary(sections: list[Section]) -> str:
-    lines = ["== Summary =="]
+    """Every check as k/K, then one row per section: its figures, its checks met, its verdict."""
+    lines = ["== Checks =="]
     for section in sections:
         if section.error:
             lines.append(f"{section.title}: SECTION BROKE")
         for name, (passed, total) in section.checks.items():
             flag = "" if passed == total else "   <- MISS"
             lines.append(f"{name} {passed}/{total}{flag}")
+    rows = []
+    for section in sections:
+        met = sum(p == t for p, t in section.checks.values())
+        verdict = "BROKE" if section.error else "ok" if met == len(section.checks) else "MISS"
+        rows.append((section.title, section.headline or "-", f"{met}/{len(section.checks)}", verdict))
+    lines += ["", "== Summary ==", *table(("area", "figures", "checks met", "verdict"), rows, right={2})]
     return "\n".join(lines)
 
 

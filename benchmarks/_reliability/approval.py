@@ -96,3 +96,4 @@ def run(section: Section, server: LocalServer, tmp: Path) -> None:
     section.lines += table(("attempt", "api", "turn", "approver asked", "launch invocations", "runs"), rows, right={3, 5})
     section.lines.append(f"runs of the user-permitted tool without approval: {len(runs)} in {len(rows)} attempts")
     section.data.update(runs=len(runs), attempts=len(rows))
+    section.headline = f"{len(runs)} runs without approval in {len(rows)} attempts"

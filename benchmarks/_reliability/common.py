@@ -30,6 +30,7 @@ class Section:
     checks: dict[str, tuple[int, int]] = field(default_factory=dict)
     data: dict = field(default_factory=dict)  # raw figures, for tests and --json
     error: str | None = None  # the section itself broke: what happened, in a few lines
+    headline: str = ""  # its figures in one line, for the closing summary
     seconds: float = 0.0
 
     def check(self, name: str, passed: int, total: int) -> None:

@@ -77,6 +77,10 @@ def run(section: Section, server: LocalServer, tmp: Path, *, procs: int, turns: 
         section.check(f"{name} exact", int(found[name] == expected[name]), 1)
     section.check("turns without error", sum(r.get("ok", 0) for r in results), total)
     section.data.update(expected=expected, found=found, errors=dict(errors))
+    section.headline = (
+        f"{found['Jobs completed']:,}/{total:,} turns and {found['Metric rows (log_metric hammer)']:,}/{procs * metrics:,} metrics "
+        f"from {procs} processes; {found['Chat rows for shared new names']}/{SHARED_NAMES} shared names; errors {sum(errors.values())}"
+    )
     _busy(section, server, tmp, busy_tries)
 
 
@@ -118,3 +122,4 @@ def _busy(section: Section, server: LocalServer, tmp: Path, tries: int) -> None:
         f"({', '.join(f'{k} x{v}' for k, v in outcomes.items())})"
     )
     section.check("second turn on a busy chat refused cleanly", refused, tries)
+    section.headline += f"; busy chat refused {refused}/{tries}"

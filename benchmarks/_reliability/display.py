@@ -76,3 +76,4 @@ def run(section: Section, server: LocalServer, tmp: Path) -> None:
     section.check("displays of hostile output with no live HTML", total - live, total)
     section.check("displays of hostile output not offered as markdown", total - markdown, total)
     section.data["display"] = {"outputs": total, "live": live, "markdown": markdown}
+    section.headline = f"{len(hostile)} attacks, {total} displays: {live} with live HTML, {markdown} offering markdown"

@@ -93,6 +93,7 @@ def run(section: Section, server: LocalServer, tmp: Path, *, only: list[str] | N
         if "broken" not in r:
             section.lines.append(f"  BAD {r['fault']} / {r['provider'].lower()} / {'stream' if r['stream'] else 'whole'}: {r['detail']}")
     section.data["cases"] = results
+    section.headline = f"{len(cases)} faults x 2 APIs x 2 modes: {len(results) - len(bad)}/{len(results)} one line, failed job, true records"
 
 
 def _case(hub: Hub, server: LocalServer, fault: Fault, provider: str, stream: bool, port: int) -> dict:

@@ -229,6 +229,10 @@ def run(section: Section, server: LocalServer, tmp: Path, *, lines: int, seed: i
         outcomes=dict(random_run.outcomes), targeted=dict(targeted.outcomes),
         distinct=[f"{k[0]} at {k[1]}" for k in {**targeted.tracebacks, **random_run.tracebacks}],
     )
+    section.headline = (
+        f"{n_targeted} targeted + {lines:,} random lines: {targeted.clean + random_run.clean:,} clean, "
+        f"{n_targeted + lines - targeted.clean - random_run.clean} tracebacks or unclean"
+    )
 
 
 def _magic(shell, line: str, cell: str | None):

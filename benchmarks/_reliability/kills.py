@@ -75,6 +75,11 @@ def run(section: Section, server: LocalServer, tmp: Path, *, trials: int, rng: r
     )
     section.data["lost"] = {"kills": len(partial), "lost": len(lost), "beyond": sum(max(r["beyond"], 0) for r in partial)}
     section.check("trials that ran", len(done), trials)
+    left_open = sum(r["stream"] == "streaming" or r["call"] == "pending" or r["job"] in ("pending", "running") or r["tool"] in ("running", "pending") for r in done)
+    section.headline = (
+        f"{len(done)} kills: {left_open} records left open; partial reply kept {sum(r['interrupted_message'] for r in partial)}/{len(partial)}; "
+        f"chars lost {sum(max(r['lost'], 0) for r in partial)} (all within the last {WINDOW:g} s: {sum(r['beyond'] for r in partial)} beyond)"
+    )
     section.data["trials"] = results
 
 

@@ -142,6 +142,10 @@ def run(section: Section, server: LocalServer, tmp: Path) -> None:
     section.check("database file 0600", int(mode == 0o600), 1)
     section.check("scanner finds a planted secret", int(planted), 1)
     section.data.update(found=found, in_errors=in_errors, cross_origin=cross_origin, mode=mode, planted=planted)
+    section.headline = (
+        f"secret in store {rows_total} rows, in {in_errors}/{len(shown)} error lines, sent to model {section.data.get('sent_to_model', 0)}, "
+        f"cross-origin {cross_origin}; file {mode:o}"
+    )
 
 
 def _turn(hub: Hub, chat: str, target: dict, text: str, stream: bool, shown: list[str]) -> str:

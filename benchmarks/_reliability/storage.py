@@ -35,4 +35,8 @@ def run(section: Section, server: LocalServer, tmp: Path, *, turns: int, tokens:
         f"(target {target}); hub {per_second} tokens/s; stored {stored}"
     )
     section.check(f"long reply through the hub {target} the raw client's time", int(ok), 1)
+    section.headline = (
+        f"{m['last_db'] / 1024:.1f} KB/turn late in a {turns}-turn chat (wire {m['last_wire'] / 1024:.1f} KB); "
+        f"{tokens:,}-token reply {m['reply_db'] / m['reply_wire']:.2f}x wire; {long_tokens:,} tokens hub/raw {ratio}"
+    )
     section.data.update(storage=m, longreply={"tokens": long_tokens, "ratio": float(ratio), "raw": raw, "hub": through_hub})
