@@ -1,4 +1,5 @@
-"""SIGTERM keeps batched metrics (they are written before the process ends); the hub folder is private."""
+"""SIGTERM keeps batched metrics (they are written before the process ends), a kill -9 loses at
+most the last second's; the hub folder is private."""
 
 from __future__ import annotations
 
@@ -67,3 +68,28 @@ def test_an_existing_home_open_to_others_is_tightened(tmp_path):
     Hub(home).close()
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     assert stat.S_IMODE((home / "aihub.db").stat().st_mode) == 0o600
+
+
+_LOGS_THEN_IDLES = """
+    import sys, time
+    from aihub_nb import Hub
+    hub = Hub(sys.argv[1])
+    for i in range(250):
+        hub.log_metric("score", i, run="kill")
+    time.sleep(1.5)  # past the 1 s a batch may wait
+    print("logged", flush=True)
+    time.sleep(30)
+"""
+
+
+def test_kill_9_loses_no_metric_older_than_a_second(tmp_path):
+    home = tmp_path / "home"
+    proc = _python(_LOGS_THEN_IDLES, str(home), "-")
+    assert proc.stdout.readline().strip() == "logged", proc.stderr.read()
+    proc.kill()
+    proc.wait()
+    hub = Hub(home)
+    try:
+        assert hub.metrics("score")["value"].tolist() == [float(i) for i in range(250)]
+    finally:
+        hub.close()
