@@ -75,10 +75,10 @@ def test_whole_reply_has_no_client_ttft_and_speed_from_the_server(hub, server, p
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_streamed_tokens_per_s_is_n_minus_1_over_first_to_last(hub, server, provider):
     _connect(hub, server, provider)
-    # 5 tokens: the first ends the wait, the other 4 take 4 x 0.1 s
-    server.script(ScriptedReply(chunks=["a", " b", " c", " d", " e"], token_delay=0.1, completion_tokens=5))
+    # 5 tokens: the first ends the wait, the other 4 take 4 x 0.25 s: 4 tokens/s (5 / 1 s would be 5)
+    server.script(ScriptedReply(chunks=["a", " b", " c", " d", " e"], token_delay=0.25, completion_tokens=5))
     reply = hub.chat("speed").send("go")
-    assert reply.metrics["tokens_per_s"] == pytest.approx(10.0, rel=0.1)
+    assert reply.metrics["tokens_per_s"] == pytest.approx(4.0, rel=0.1)
     assert _metrics(hub)["tokens_per_s"]["value"] == reply.metrics["tokens_per_s"]
 
 
