@@ -37,12 +37,12 @@ from .media import MediaStore, data_url, image_bytes
 from .monitoring import turn_price
 from .redact import redact
 from .runtime import Approver
-from .store import now_iso
 from .tools import ToolBox, ToolOutcome
 from .views import chat_view, rendered_message, reply_view, source_names, target_label
 
 if TYPE_CHECKING:
     from .providers.base import ToolCall
+    from .recording import CallHandle
     from .runtime import Runtime
 
 __all__ = ["Approver", "Chat", "Reply", "Target", "ToolBox", "ToolOutcome", "TurnEvent", "TurnTarget", "drive"]
@@ -384,8 +384,8 @@ class Chat:
         options = result.options = _with_defaults(options, conn)
         parts: list[str] = []
         failures: list[ProviderError] = []
-        try:
-            with self.runtime.recorder.streaming(stream_row["id"], job=run.id):
+        with self.runtime.recorder.call(stream_row["id"], job=run.id) as call:
+            try:
                 for attempt in range(MAX_RETRIES + 1):
                     events = provider.chat(conn["modelId"], messages, tools=tools, stream=stream, options=options or None)
                     try:
@@ -422,20 +422,21 @@ class Chat:
                         close = getattr(events, "close", None)
                         if close:
                             close()
-            result.status = "completed"
-        except BaseException as exc:
-            result.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "failed"
-            result.error = exc
-            if isinstance(exc, ProviderError) and exc.status_code is None:
-                _fail_answered_calls(store, stream_row["id"], str(exc))
-            raise
-        finally:
-            result.text = redact("".join(parts))  # stored and sent back: no known secret in it
-            result.ended = time.perf_counter()
-            self._finish_call(target, run, reply, stream_row["id"], result)
+                result.status = "completed"
+            except BaseException as exc:
+                result.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else "failed"
+                result.error = exc
+                if isinstance(exc, ProviderError) and exc.status_code is None:
+                    call.fail_answered(str(exc))
+                raise
+            finally:
+                result.text = redact("".join(parts))  # stored and sent back: no known secret in it
+                result.ended = time.perf_counter()
+                self._finish_call(target, run, reply, call, result)
         return result
 
-    def _finish_call(self, target: TurnTarget, run: JobRun, reply: Reply, stream_id: str, result: _CallResult) -> None:
+    def _finish_call(self, target: TurnTarget, run: JobRun, reply: Reply, call: CallHandle, result: _CallResult) -> None:
+        stream_id = call.stream_id
         store = self.runtime.store
         conn = target.connection
         # The parsed reply, shaped like a Message row (type, sourceId, content, data) plus its role.
@@ -449,7 +450,7 @@ class Chat:
             message["data"] = {"tool_calls": [_call_dict(c) for c in result.tool_calls]}
         if result.finish_reason:
             message.setdefault("data", {})["finish_reason"] = result.finish_reason
-        self.runtime.recorder.close_stream(stream_id, status=result.status, result_messages=[message])
+        call.close(status=result.status, result_messages=[message])
         if result.status != "completed" and result.text and not reply.text:
             partial = store.create(
                 "Message", threadId=self.thread_id, type=target.message_type, sourceId=target.source_id,
@@ -628,17 +629,6 @@ def _speed(result: _CallResult, completion: int | None) -> dict[str, float]:
     elif timings is not None and timings.tokens_per_s is not None:
         out["tokens_per_s"] = round(timings.tokens_per_s, 3)
     return out
-
-
-def _fail_answered_calls(store: Any, stream_id: str, error: str) -> None:
-    """A call whose HTTP exchange went through but whose answer was no reply (an empty stream,
-    an error inside it): its NetworkCall is an error too, with the reason."""
-    with store.transaction() as conn:
-        conn.execute(
-            'UPDATE "NetworkCall" SET status = ?, error = ?, updatedAt = ? '
-            "WHERE status = 'success' AND json_extract(\"references\", '$.stream') = ?",
-            ("error", error, now_iso(), stream_id),
-        )
 
 
 def _sent_text(messages: list[dict[str, Any]]) -> str:

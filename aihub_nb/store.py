@@ -667,7 +667,7 @@ class Store:
     def append_text(self, table: str, id: str, field_name: str, text: str) -> None:
         """Append to a String field in place (a job's log), without reading it. SQLite rewrites
         the whole value, so this is for short texts: a streamed response is appended as
-        ResponseChunk rows instead (aihub_nb.netlog)."""
+        ResponseChunk rows instead (aihub_nb.recording)."""
         model = self.table(table)
         self._check_fields(model, [field_name])
         col = _quote(model.fields[field_name].column)

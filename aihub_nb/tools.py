@@ -712,13 +712,13 @@ def _call_http(runtime: Runtime, tool: dict[str, Any], args: dict[str, Any], ref
     elif rest:
         request["params"] = {k: _text(v) for k, v in rest.items() if v is not None}
     secret = {k.lower(): v for k, v in stored.items() if _ENV_REF.search(v)}
-    hiding = _HidingSink(runtime.recorder.sink, secret, [v for v in in_url if v])
+    hiding = _HidingSink(runtime.recorder, secret, [v for v in in_url if v])
     transport = runtime.recorder.transport("httpx", hiding)
     hooks = {"request": [_secrets_stay_home(httpx.URL(url), secret)]}
     try:
         with (
             httpx.Client(transport=transport, timeout=HTTP_TIMEOUT, follow_redirects=True, event_hooks=hooks) as client,
-            runtime.recorder.streaming(None, **references),
+            runtime.recorder.call(**references),
         ):
             response = client.request(method, url, **request)
     except httpx.HTTPError as exc:

@@ -10,7 +10,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from aihub_nb import magics
-from aihub_nb.netlog import StoreSink
+from aihub_nb.recording import StoreSink
 from aihub_nb.payloads import common_ends, file_bytes
 from aihub_nb.recording import recording_transport
 from aihub_nb.store import now_iso

@@ -1,11 +1,11 @@
 """Where recorded HTTP calls land: NetworkCall rows, and the raw output of the stream being read.
 
-The recording transports (aihub_nb.recording) call a sink for every request, response, chunk
+The recording transports (`recording_transport`) call a sink for every request, response, chunk
 and end. `StoreSink` writes them to the store while the response streams: a NetworkCall row per
 request, its body and headers (already redacted), the response text as it arrives, the status,
-HTTP code and duration. When a turn has named a ResponseStream (`streaming_into`), a successful
-response is that stream's raw output too (stored once: aihub_nb.payloads), so a reply cut off by
-a crash or Ctrl-C keeps what arrived.
+HTTP code and duration. When a request names a ResponseStream (`stream_id`: the `Recorder` passes
+that of the call under way), a successful response is that stream's raw output too (stored once:
+aihub_nb.payloads), so a reply cut off by a crash or Ctrl-C keeps what arrived.
 
 The response is appended, never rewritten: each flush adds one ResponseChunk row, so a flush
 costs the same at the 100th token and at the 200,000th. Flushes happen at most every
@@ -23,56 +23,25 @@ images do not fill the database.
 from __future__ import annotations
 
 import codecs
-import contextvars
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .media import MediaStore, externalize
-from .payloads import common_ends
-from .redact import StreamRedactor, redact, redact_data
-from .store import now_iso
+from ..media import MediaStore, externalize
+from ..payloads import common_ends
+from ..redact import StreamRedactor, redact, redact_data
+from ..store import now_iso
 
 if TYPE_CHECKING:
-    from .store import Store
+    from ..store import Store
 
-__all__ = ["StoreSink", "close_stream", "streaming_into"]
+__all__ = ["StoreSink"]
 
-_CURRENT_STREAM: contextvars.ContextVar[str | None] = contextvars.ContextVar("aihub_stream", default=None)
-_REFERENCES: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("aihub_refs", default=None)
 # A body is stored against an earlier one when they share at least this many characters.
 _MIN_SHARED = 256
 _RECENT_BODIES = 4  # per endpoint, the bodies a new one is compared with
-
-
-@contextmanager
-def streaming_into(stream_id: str | None, **references: str) -> Iterator[None]:
-    """Within the block, recorded successful responses are the raw output of ResponseStream
-    `stream_id`, and new NetworkCall rows carry `references` (for example job=..., stream=...)."""
-    token = _CURRENT_STREAM.set(stream_id)
-    refs = {k: v for k, v in references.items() if v}
-    if stream_id:
-        refs["stream"] = stream_id
-    rtoken = _REFERENCES.set(refs)
-    try:
-        yield
-    finally:
-        _CURRENT_STREAM.reset(token)
-        _REFERENCES.reset(rtoken)
-
-
-def close_stream(store: Store, stream_id: str, *, status: str, result_messages: list) -> None:
-    """Finish ResponseStream `stream_id`: its status and its result messages, in one UPDATE
-    (the raw output is already stored, with its calls)."""
-    import json
-
-    store.conn.execute(
-        'UPDATE "ResponseStream" SET status = ?, resultMessages = ?, updatedAt = ? WHERE id = ?',
-        (status, json.dumps(result_messages, ensure_ascii=False, default=str), now_iso(), stream_id),
-    )
 
 
 class _Call:
@@ -106,7 +75,12 @@ class StoreSink:
         self._open_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
 
-    def request(self, *, method: str, url: str, headers: dict[str, str], body: str) -> _Call:
+    def request(
+        self, *, method: str, url: str, headers: dict[str, str], body: str,
+        stream_id: str | None = None, references: Mapping[str, str] | None = None,
+    ) -> _Call:
+        """A new NetworkCall row carrying `references`; with `stream_id`, a successful response is
+        also the raw output of that ResponseStream (and `references` name it as "stream")."""
         url, body = redact(url), externalize(redact(body), MediaStore.beside(self.store))
         fields = {}
         base = self._base(url, body)
@@ -122,11 +96,11 @@ class StoreSink:
             body=stored,
             status="pending",
             requestHeaders=redact_data(headers),
-            references=dict(_REFERENCES.get() or {}),
+            references=dict(references or {}),
             **fields,
         )
         self._remember(url, row["id"], body)
-        return _Call(row["id"], _CURRENT_STREAM.get())
+        return _Call(row["id"], stream_id)
 
     def _base(self, url: str, body: str) -> tuple[str, int, int] | None:
         """The recent call whose body this one shares most with, and how much at each end."""
@@ -210,7 +184,7 @@ class StoreSink:
         with self._open_lock:
             self._open.add(handle)
             if self._flusher is None:
-                self._flusher = threading.Thread(target=self._flush_loop, name="aihub-netlog-flush", daemon=True)
+                self._flusher = threading.Thread(target=self._flush_loop, name="aihub-recording-flush", daemon=True)
                 self._flusher.start()
 
     def _flush_loop(self) -> None:
