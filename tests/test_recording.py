@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import socket
+import threading
 
 import openai
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from aihub_nb.recording import (
     CLOSED_EARLY,
     MemorySink,
+    Recorder,
     recording_transport,
     redact_headers,
     redact_url,
@@ -318,3 +320,105 @@ def test_event_stream_that_lingers_after_done_is_complete_without_waiting():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- the Recorder: one explicit handle per provider call ---------------------------------------------
+
+
+def _stream(store) -> str:
+    return store.create("ResponseStream", sourceId="conn", status="streaming")["id"]
+
+
+def _post(client, srv, text="hi"):
+    srv.script(ScriptedReply(text))
+    body = {"model": "local-chat", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    with client.stream("POST", srv.openai_base_url + "/chat/completions", json=body) as response:
+        response.read()
+
+
+def test_a_call_handle_names_the_stream_and_references_of_its_requests_only(store, srv):
+    import httpx
+
+    recorder = Recorder(store)
+    stream_id = _stream(store)
+    with httpx.Client(transport=recorder.transport("httpx")) as client:
+        _post(client, srv, "before")
+        with recorder.call(stream_id, job="job-1", thread=None) as call:
+            _post(client, srv, "during")
+            call.close(status="completed", result_messages=[{"content": "during"}])
+        _post(client, srv, "after")
+    before, during, after = store.find("NetworkCall")
+    assert before["references"] == {} and after["references"] == {}
+    assert before["streamId"] is None and after["streamId"] is None
+    assert during["references"] == {"job": "job-1", "stream": stream_id} and during["streamId"] == stream_id
+    stream = store.get("ResponseStream", stream_id)
+    assert stream["status"] == "completed" and stream["resultMessages"] == [{"content": "during"}]
+    assert "during" in stream["rawOutput"] and "before" not in stream["rawOutput"]
+
+
+def test_two_hubs_in_one_process_do_not_share_the_call_under_way(tmp_path, srv):
+    """A call open on one recorder says nothing about the requests of another (another hub)."""
+    import httpx
+
+    from aihub_nb.store import Store
+
+    one, two = Store(tmp_path / "one.db"), Store(tmp_path / "two.db")
+    try:
+        first, second = Recorder(one), Recorder(two)
+        stream_id = _stream(one)
+        with (
+            httpx.Client(transport=first.transport("httpx")) as client_one,
+            httpx.Client(transport=second.transport("httpx")) as client_two,
+            first.call(stream_id, job="job-1"),
+        ):
+            _post(client_two, srv, "other hub")
+            _post(client_one, srv, "this hub")
+        [other] = two.find("NetworkCall")
+        [mine] = one.find("NetworkCall")
+    finally:
+        one.close()
+        two.close()
+    assert other["references"] == {} and other["streamId"] is None
+    assert mine["references"] == {"job": "job-1", "stream": stream_id}
+
+
+def test_a_request_from_another_thread_is_not_the_call_under_way(store, srv):
+    import httpx
+
+    recorder = Recorder(store)
+    stream_id = _stream(store)
+    with httpx.Client(transport=recorder.transport("httpx")) as client, recorder.call(stream_id, job="job-1"):
+        worker = threading.Thread(target=_post, args=(client, srv, "elsewhere"))
+        worker.start()
+        worker.join()
+    [call] = store.find("NetworkCall")
+    assert call["references"] == {} and call["streamId"] is None
+    assert recorder.current() is None
+
+
+@pytest.mark.parametrize(
+    ("error", "status"), [(None, "completed"), (RuntimeError, "failed"), (KeyboardInterrupt, "interrupted")]
+)
+def test_a_call_left_without_closing_closes_its_stream_with_how_the_block_ended(store, error, status):
+    recorder = Recorder(store)
+    stream_id = _stream(store)
+    try:
+        with recorder.call(stream_id, job="job-1"):
+            if error is not None:
+                raise error("stop")
+    except BaseException as exc:
+        assert type(exc) is error
+    assert store.get("ResponseStream", stream_id)["status"] == status
+    assert recorder.current() is None
+
+
+def test_a_closed_call_keeps_its_status_and_cannot_be_reentered(store):
+    recorder = Recorder(store)
+    stream_id = _stream(store)
+    call = recorder.call(stream_id)
+    with pytest.raises(RuntimeError), call:
+        call.close(status="completed", result_messages=[])
+        raise RuntimeError("after the close")
+    assert store.get("ResponseStream", stream_id)["status"] == "completed"
+    with pytest.raises(RuntimeError, match="already under way"), call:
+        pass
