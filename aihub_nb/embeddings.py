@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ProviderError, UsageError
 from .jobs import JobRun
-from .netlog import streaming_into
 from .store import now_iso
 
 if TYPE_CHECKING:
     from .providers.base import Provider
+    from .recording import Recorder
     from .store import Store
 
 __all__ = ["MAX_RETRIES", "cache_model", "embed_texts", "nearest"]
@@ -50,6 +50,7 @@ def embed_texts(
     *,
     model_key: str,
     record_metrics: Callable[..., None],
+    recorder: Recorder,
     price: Callable[[int], float | None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     batch_size: int | None = None,
@@ -81,7 +82,7 @@ def embed_texts(
             batch = pending[start : start + limit]
             started = time.perf_counter()
             try:
-                result = _with_retries(provider, connection, [t for _, t in batch], run)
+                result = _with_retries(provider, connection, [t for _, t in batch], run, recorder)
             except BaseException:
                 values = {"latency_ms": round((time.perf_counter() - started) * 1000, 3), "inputs": len(batch), "error": 1.0}
                 record_metrics(values, {**dims, "status": "failed"}, references={"job": run.id})
@@ -116,8 +117,8 @@ def embed_texts(
     return np.frombuffer(data, dtype="<f4").reshape(len(keys), -1).copy()
 
 
-def _with_retries(provider: Provider, connection: dict[str, Any], texts: list[str], run: JobRun):
-    with streaming_into(None, job=run.id):
+def _with_retries(provider: Provider, connection: dict[str, Any], texts: list[str], run: JobRun, recorder: Recorder):
+    with recorder.call(job=run.id):
         for attempt in range(MAX_RETRIES + 1):
             try:
                 return provider.embed(connection["modelId"], texts)

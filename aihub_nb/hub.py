@@ -705,7 +705,7 @@ class Hub:
             chat_row = existing if existing is not None else self.chat(chat, model=row["id"])._row
         return generate_images(
             self.store, self.runtime.providers.get(row), row, prompt, size=size, n=n, quality=quality, chat=chat_row,
-            record_metrics=self.record_metrics,
+            record_metrics=self.record_metrics, recorder=self.runtime.recorder,
             price=lambda prompt_tokens, output_tokens: monitoring.turn_cost(self.store, row["provider"], row["modelId"], prompt_tokens, output_tokens),
         )
 
@@ -748,7 +748,7 @@ class Hub:
         try:
             vectors = embed_texts(
                 self.store, provider, row, items, model_key=cache_model(row, endpoint),
-                record_metrics=record,
+                record_metrics=record, recorder=self.runtime.recorder,
                 price=lambda tokens: monitoring.turn_cost(self.store, row["provider"], row["modelId"], tokens, 0),
                 progress=bar.update if bar else None, batch_size=batch_size,
             )

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 from .errors import ProviderError, UsageError
 from .jobs import JobRun, release_thread
 from .media import MediaStore, data_url, image_size
-from .netlog import streaming_into
 
 if TYPE_CHECKING:
     from .providers.base import Provider
+    from .recording import Recorder
     from .store import Store
 
 __all__ = ["ImageResult", "check_size", "generate_images"]
@@ -93,6 +93,7 @@ def generate_images(
     quality: str | None = None,
     chat: dict[str, Any] | None = None,
     record_metrics: Callable[..., None],
+    recorder: Recorder,
     price: Callable[[int, int], float | None] | None = None,
 ) -> ImageResult:
     """Generate images for `prompt`; with `chat` (a Chat row), the prompt and images join its thread."""
@@ -115,7 +116,7 @@ def generate_images(
         if thread_id:
             message = store.create("Message", threadId=thread_id, type="user", sourceId="user", content=prompt)
             result.ids["prompt"] = message["id"]
-        with streaming_into(None, job=run.id):
+        with recorder.call(job=run.id):
             answer = _with_retries(provider, connection, prompt, size=size, n=n, quality=quality, run=run)
         for image in answer.images:
             result.images.append(image.data)

@@ -218,7 +218,7 @@ def test_a_text_only_model_refuses_images(provider, server):
 
 # -- recorded network calls -----------------------------------------------------------------------
 def test_network_calls_reference_media_instead_of_base64(server, hub):
-    from aihub_nb.netlog import StoreSink
+    from aihub_nb.recording import StoreSink
 
     sink = StoreSink(hub.store)
     provider = _make("OPENAI", server, transport=recording_transport(sink, lib="httpx2"))
