@@ -8,8 +8,9 @@ A `Hub` owns one `Runtime` and passes it down; chat.py, agents.py and tools.py n
     tools      a ToolRegistry: the python tool functions defined in this session, by name
     metrics    the metric write path: `.record(values, dimensions, references=...)` writes several
                metrics that share dimensions in one transaction; `.log(name, value, **dims)` batches
-    recorder   network-call recording: `.transport(lib)` for clients, `.streaming(...)` around a
-               provider call, `.close_stream(...)` when its stream ends
+    recorder   network-call recording (aihub_nb.recording.Recorder): `.transport(lib)` for
+               clients, `with .call(stream_id, job=...) as call:` around a provider call, and
+               `call.close(status=..., result_messages=...)` when its stream ends
     approver   `approve(tool_name, arguments) -> bool` for user-permitted tools, or None (denied)
 """
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import connections as _conn
+from .recording import Recorder
 
 if TYPE_CHECKING:
     from .providers.base import Provider
@@ -46,40 +48,6 @@ class ToolRegistry(dict[str, Callable[..., Any]]):
             ):
                 return name
         return None
-
-
-class Recorder:
-    """Network-call recording into the store: NetworkCall rows, and a stream's raw output."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._sink: Any = None
-
-    @property
-    def sink(self) -> Any:
-        """Where recorded HTTP calls go (NetworkCall rows)."""
-        if self._sink is None:
-            from .netlog import StoreSink
-
-            self._sink = StoreSink(self.store)
-        return self._sink
-
-    def transport(self, lib: str, sink: Any = None) -> Any:
-        """An HTTP transport of `lib` ("httpx" or "httpx2") recording into `sink` (default: the store)."""
-        from .recording import recording_transport
-
-        return recording_transport(self.sink if sink is None else sink, lib=lib)
-
-    def streaming(self, stream_id: str | None, **references: str) -> Any:
-        """A context: calls recorded within feed ResponseStream `stream_id` and carry `references`."""
-        from .netlog import streaming_into
-
-        return streaming_into(stream_id, **references)
-
-    def close_stream(self, stream_id: str, *, status: str, result_messages: list) -> None:
-        from .netlog import close_stream
-
-        close_stream(self.store, stream_id, status=status, result_messages=result_messages)
 
 
 class Metrics:
