@@ -41,6 +41,7 @@ from .redact import redact
 from .store import now_iso
 
 if TYPE_CHECKING:
+    from .recording import CallHandle
     from .store import Store
 
 __all__ = ["BatchRun", "ItemError", "prepare", "resume_spec"]
@@ -626,8 +627,8 @@ class BatchRun:
         status, error = "streaming", None
         failures = 0
         limited = 0
-        try:
-            with runtime.recorder.streaming(stream_row["id"], job=self.job.id):
+        with runtime.recorder.call(stream_row["id"], job=self.job.id) as call:
+            try:
                 while True:
                     parts.clear()
                     try:
@@ -670,21 +671,21 @@ class BatchRun:
                                 raise KeyboardInterrupt from None
                             continue
                         raise
-            ok = True
-        except _Stopped:
-            status, error = "interrupted", "stopped before it was answered"
-        except KeyboardInterrupt:
-            status, error = "interrupted", "interrupted by the user"
-        except ProviderError as exc:
-            status, error = "failed", str(exc)
-        except Exception as exc:  # noqa: BLE001 - a row's failure is the row's, not the run's
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
-        finally:
-            if held:
-                self.limiter.release(ok)
-            ended = time.perf_counter()
-            text = redact("".join(parts))
-            self._record(item, stream_row["id"], status, error, text, usage, finish, started, first, ended)
+                ok = True
+            except _Stopped:
+                status, error = "interrupted", "stopped before it was answered"
+            except KeyboardInterrupt:
+                status, error = "interrupted", "interrupted by the user"
+            except ProviderError as exc:
+                status, error = "failed", str(exc)
+            except Exception as exc:  # noqa: BLE001 - a row's failure is the row's, not the run's
+                status, error = "failed", f"{type(exc).__name__}: {exc}"
+            finally:
+                if held:
+                    self.limiter.release(ok)
+                ended = time.perf_counter()
+                text = redact("".join(parts))
+                self._record(item, call, status, error, text, usage, finish, started, first, ended)
 
     def _sleep(self, seconds: float) -> bool:
         """Wait, unless stopped; True when stopped."""
@@ -694,20 +695,21 @@ class BatchRun:
         return parse_answer(self.plan.spec, text)
 
     def _record(
-        self, item: _Item, stream_id: str, status: str, error: str | None, text: str, usage: Any, finish: str | None,
+        self, item: _Item, call: CallHandle, status: str, error: str | None, text: str, usage: Any, finish: str | None,
         started: float, first: float | None, ended: float,
     ) -> None:
         runtime = self.runtime
         store = runtime.store
         spec = self.plan.spec
         conn = spec.connection
+        stream_id = call.stream_id
         value: Any = ItemError(error or status)
         if status == "completed":
             status, value = self._parse(text)
             if status == "invalid":
                 error = str(value)
         message = {"type": "chatModel", "role": "assistant", "sourceId": conn["id"], "content": text}
-        runtime.recorder.close_stream(stream_id, status="completed" if status == "invalid" else status, result_messages=[message])
+        call.close(status="completed" if status == "invalid" else status, result_messages=[message])
         prompt = getattr(usage, "prompt_tokens", None)
         completion = getattr(usage, "completion_tokens", None)
         values: dict[str, float] = {"latency_ms": round((ended - started) * 1000, 3)}
