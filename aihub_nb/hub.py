@@ -27,7 +27,7 @@ from . import agents as _agents
 from . import connections as _conn
 from . import tools as _tools
 from .chat import Chat, TurnTarget, connection_target, rendered_messages
-from .errors import StoreWarning, UsageError
+from .errors import NotFoundError, StoreWarning, UsageError
 from .jobs import check_unlocked, fail_orphaned_jobs, fail_stale_pending_jobs, run_in_background, unlock_thread
 from .recovery import recover_interrupted
 from .redact import check_key, env_references, url_credential, watch_env
@@ -732,11 +732,11 @@ class Hub:
         endpoint = "builtin" if data.get("builtin") else provider.url
         show = progress if progress is not None else len(items) > 2048
         bar = _Progress(f"embedding {len(items)} texts") if show else None
-        record = self.record_metrics
         otel = self.telemetry
+        record = self.record_metrics
         if otel is not None:  # one `embeddings {model}` span per request sent
 
-            def record(values, dims, *, references=None):
+            def record(values, dims, *, references=None):  # noqa: F811  the metrics, then the span
                 self.record_metrics(values, dims, references=references)
                 end = time.time_ns()
                 otel.embeddings(

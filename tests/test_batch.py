@@ -296,3 +296,12 @@ def test_the_hub_panels_jobs_page_shows_a_batchs_progress(hub, server, conn):
     panel.refresh_jobs()
     assert "batch: paneled" in panel.jobs_table.value
     assert "3/3 · 0 failed · $0.0000" in panel.jobs_table.value
+
+
+def test_resume_after_its_connection_was_removed_says_what_to_do(hub, server, conn):
+    from aihub_nb.errors import NotFoundError
+
+    hub.map("Classify: {review}", _reviews(2), model=conn, name="gone", progress=False)
+    hub.remove_connection(conn)
+    with pytest.raises(NotFoundError, match="used a connection that was removed; run hub.map again with model=NAME"):
+        hub.resume("gone")
