@@ -244,8 +244,8 @@ def _classes(lib: Any) -> tuple[type, type]:
 
 
 class Provider:
-    """Base class: subclasses implement `_open`, `_chat`, `_list_models` and `close`, and extend
-    `_map_error`."""
+    """Base class: subclasses implement `_open` (which sets `_client`), `_chat` and `_list_models`,
+    and extend `_map_error`."""
 
     name: str
     # The environment variable a key is read from when the connection names none.
@@ -363,7 +363,7 @@ class Provider:
 
     def close(self) -> None:
         """Close the client's connections."""
-        raise NotImplementedError
+        self._client.close()
 
     def _chat(
         self, model: str, messages: list[dict], *, tools: list[dict] | None, stream: bool, options: dict

@@ -62,9 +62,6 @@ class OllamaProvider(Provider):
             event_hooks={"response": [_raise_for_status]},
         )
 
-    def close(self) -> None:
-        self._client.close()
-
     def _chat(
         self, model: str, messages: list[dict], *, tools: list[dict] | None, stream: bool, options: dict,
         schema: dict | None = None,

@@ -71,9 +71,6 @@ class OpenAIProvider(Provider):
         # Cleared for good once the endpoint rejects `stream_options`.
         self._stream_options = True
 
-    def close(self) -> None:
-        self._client.close()
-
     def _chat(
         self, model: str, messages: list[dict], *, tools: list[dict] | None, stream: bool, options: dict,
         schema: dict | None = None,
