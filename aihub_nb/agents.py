@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from .connections import check_name
+from .connections import check_name, default_connection, find_connection
 from .errors import NotFoundError, UsageError
 from .runtime import Approver
 from .store import find_named
@@ -73,22 +73,22 @@ def define_agent(
     runtime: Runtime,
     name: str,
     *,
-    connection: dict[str, Any] | None,
+    model: str | None = None,
     tools: list[Any] | None = None,
     permission: str | dict[str, str] | None = None,
     instructions: str | None = None,
     max_rounds: int | None = None,
     description: str | None = None,
 ) -> dict[str, Any]:
-    """Create or re-define the agent `name` and return its row.
+    """Create or update the agent `name`, a chat model plus tools, and return its row.
 
-    `connection` is the row of its model connection (the hub picks it: the one named, else the
-    default one; None when there is none); `tools` are tool names,
+    `model` names its connection (the default connection when None); `tools` are tool names,
     functions (defined as python tools first, unless already registered) or Tool rows;
     `permission` is one stance for every tool or {tool name: stance}; a tool not given one is
     ``automatic``, except an MCP tool, which is ``user-permitted`` unless the user says otherwise.
     """
     check_name("Agent", name)
+    connection = find_connection(runtime.store, model) if model else default_connection(runtime.store)
     if connection is None:
         raise UsageError(
             f"Agent {name!r} needs a model: connect one first (%aihub connect OPENAI gpt-4o-mini, or %aihub connect local), "

@@ -139,6 +139,13 @@ def find_connection(store: Store, name_or_id: str) -> dict[str, Any]:
     )
 
 
+def default_connection(store: Store) -> dict[str, Any] | None:
+    """The default connection's row (UserSettings.defaultConnectionId); None when there is none."""
+    settings = store.first("UserSettings")
+    cid = settings.get("defaultConnectionId") if settings else None
+    return store.first("ModelConnections", id=cid) if cid else None
+
+
 def endpoint(row: dict[str, Any]) -> str:
     """Where a connection sends its requests, for display."""
     data = row.get("data") or {}

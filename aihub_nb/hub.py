@@ -12,6 +12,7 @@ talks to. `with Hub(home) as hub:` closes it at the end of the block.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -50,6 +51,17 @@ def open_hub(home: str | os.PathLike | None = None) -> Hub | None:
         if hub is not None:
             return hub
     return None
+
+
+def _on_runtime(fn):
+    """A Hub method that is `fn`, a function of a lower layer, called with the hub's runtime first:
+    its signature and docstring are written once, where the work is done."""
+
+    @functools.wraps(fn)
+    def method(self: Hub, *args: Any, **kwargs: Any) -> Any:
+        return fn(self.runtime, *args, **kwargs)
+
+    return method
 
 
 def default_home() -> Path:
@@ -296,8 +308,8 @@ class Hub:
         self.store.update("UserSettings", settings["id"], defaultConnectionId=row["id"])
 
     def default_connection(self) -> dict[str, Any] | None:
-        cid = self.settings().get("defaultConnectionId")
-        return self.store.first("ModelConnections", id=cid) if cid else None
+        """The default connection's row; None when there is none."""
+        return _conn.default_connection(self.store)
 
     def models(self, connection: str) -> list[dict[str, Any]]:
         """What the connection's endpoint offers (/v1/models, /api/tags)."""
@@ -460,20 +472,7 @@ class Hub:
 
         return register(fn) if fn is not None else register
 
-    def http_tool(
-        self,
-        name: str,
-        method: str,
-        url: str,
-        *,
-        parameters: dict[str, Any] | None = None,
-        description: str = "",
-        headers: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
-        """A tool that calls an HTTP endpoint; `{param}` in the URL is filled from the arguments."""
-        return _tools.define_http_tool(
-            self.runtime, name, method, url, parameters=parameters, description=description, headers=headers
-        )
+    http_tool = _on_runtime(_tools.define_http_tool)
 
     def tools(self) -> list[dict[str, Any]]:
         """Every tool, with `available` false for a python tool not defined in this session."""
@@ -538,26 +537,7 @@ class Hub:
 
         return registry.restart_server(self.store, self.mcp_sessions, name)
 
-    def agent(
-        self,
-        name: str,
-        *,
-        model: str | None = None,
-        tools: list[Any] | None = None,
-        permission: str | dict[str, str] | None = None,
-        instructions: str | None = None,
-        max_rounds: int | None = None,
-        description: str | None = None,
-    ) -> dict[str, Any]:
-        """Create or update an agent: a chat model plus tools, each automatic or user-permitted.
-
-        `permission` is one stance for every tool, or {tool: stance}; `tools` are names or functions."""
-        _conn.check_name("Agent", name)
-        connection = self.connection(model) if model else self.default_connection()
-        return _agents.define_agent(
-            self.runtime, name, connection=connection, tools=tools, permission=permission, instructions=instructions,
-            max_rounds=max_rounds, description=description,
-        )
+    agent = _on_runtime(_agents.define_agent)
 
     def agents(self) -> list[dict[str, Any]]:
         return _agents.list_agents(self.runtime)

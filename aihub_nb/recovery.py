@@ -38,14 +38,14 @@ _ENDED_JOB = (
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Recovered:
     """How many records a recovery marked interrupted, and how many partial replies it kept."""
 
-    streams: int = 0
-    calls: int = 0
-    invocations: int = 0
-    messages: int = 0
+    streams: int
+    calls: int
+    invocations: int
+    messages: int
 
     def __bool__(self) -> bool:
         return bool(self.streams or self.calls or self.invocations)
@@ -59,32 +59,32 @@ def _ids(store: Store, table: str, states: tuple[str, ...]) -> list[str]:
 def recover_interrupted(store: Store) -> Recovered:
     """Mark interrupted the streams, network calls and tool invocations of ended jobs that are
     still under way, and keep each stream's partial reply as a message. Returns the counts."""
-    done = Recovered()
     with store._lock:
         streams = _ids(store, "ResponseStream", ("streaming",))
         calls = _ids(store, "NetworkCall", ("pending",))
         invocations = _ids(store, "ToolInvocation", ("pending", "running"))
     if not (streams or calls or invocations):
-        return done
+        return Recovered(streams=0, calls=0, invocations=0, messages=0)
     now = now_iso()
     with store.transaction() as conn:
-        for call_id in calls:
-            done.calls += conn.execute(
+        marked_calls = sum(
+            conn.execute(
                 'UPDATE "NetworkCall" SET status = \'interrupted\', error = coalesce(error, ?), "updatedAt" = ? '
                 "WHERE id = ? AND status = 'pending'",
                 (INTERRUPTED, now, call_id),
             ).rowcount
-        for inv_id in invocations:
-            done.invocations += conn.execute(
+            for call_id in calls
+        )
+        marked_invocations = sum(
+            conn.execute(
                 'UPDATE "ToolInvocation" SET status = \'interrupted\', "updatedAt" = ? '
                 "WHERE id = ? AND status IN ('pending', 'running')",
                 (now, inv_id),
             ).rowcount
-        for stream_id in streams:
-            if _recover_stream(store, stream_id, now):
-                done.messages += 1
-            done.streams += 1
-    return done
+            for inv_id in invocations
+        )
+        kept = sum(_recover_stream(store, stream_id, now) for stream_id in streams)
+    return Recovered(streams=len(streams), calls=marked_calls, invocations=marked_invocations, messages=kept)
 
 
 def _recover_stream(store: Store, stream_id: str, now: str) -> bool:

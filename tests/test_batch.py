@@ -19,7 +19,7 @@ import pydantic
 import pytest
 
 from aihub_nb.batch import ItemError
-from aihub_nb.errors import UsageError
+from aihub_nb.errors import NotFoundError, UsageError
 from aihub_nb.testing import ScriptedReply
 
 
@@ -298,10 +298,10 @@ def test_the_hub_panels_jobs_page_shows_a_batchs_progress(hub, server, conn):
     assert "3/3 · 0 failed · $0.0000" in panel.jobs_table.value
 
 
-def test_resume_after_its_connection_was_removed_says_what_to_do(hub, server, conn):
-    from aihub_nb.errors import NotFoundError
-
-    hub.map("Classify: {review}", _reviews(2), model=conn, name="gone", progress=False)
+def test_resume_after_its_connection_was_removed_says_to_map_again(hub, server, conn):
+    server.script(*[ScriptedReply("ok") for _ in range(2)])
+    hub.map("Classify: {review}", _reviews(2), model=conn, name="orphan", progress=False)
     hub.remove_connection(conn)
-    with pytest.raises(NotFoundError, match="used a connection that was removed; run hub.map again with model=NAME"):
-        hub.resume("gone")
+    with pytest.raises(NotFoundError) as caught:
+        hub.resume("orphan", progress=False)
+    assert str(caught.value) == "Batch 'orphan' used a connection that was removed; run hub.map again with model=NAME."

@@ -51,11 +51,7 @@ def metrics(
     """
     if name is ...:
         name = dimension_filters.pop("name", None)
-    where: list[str] = []
-    params: list[Any] = []
-    if name is not None:
-        where_in('"name"', name, where, params)
-    time_where('"createdAt"', since, until, where, params)
+    where, params = _where('"createdAt"', since, until, {'"name"': name})
     for key, value in dimension_filters.items():
         if isinstance(value, (list, tuple, set, frozenset)) and not value:
             where.append("0")  # any of nothing
@@ -154,13 +150,9 @@ def network_calls(
 ) -> "pd.DataFrame":
     """Recorded HTTP calls, newest last. `endpoint` matches a part of the URL; `status` is
     "success" / "error" (or a list); bodies and headers have API keys masked."""
-    where: list[str] = []
-    params: list[Any] = []
-    time_where('"createdAt"', since, until, where, params)
-    if status is not None:
-        where_in('"status"', status, where, params)
     if method is not None:
-        where_in('upper("method")', method.upper() if isinstance(method, str) else [m.upper() for m in method], where, params)
+        method = method.upper() if isinstance(method, str) else [m.upper() for m in method]
+    where, params = _where('"createdAt"', since, until, {'"status"': status, 'upper("method")': method})
     if endpoint is not None:
         where.append("instr(\"endpoint\", ?) > 0")
         params.append(endpoint)
@@ -227,13 +219,7 @@ def jobs(
 ) -> "pd.DataFrame":
     """Job records, newest last, with startedAt / finishedAt as UTC times, durationMs, and the
     job's log text (secrets masked)."""
-    where: list[str] = []
-    params: list[Any] = []
-    if status is not None:
-        where_in('j."status"', status, where, params)
-    if type is not None:
-        where_in('j."type"', type, where, params)
-    time_where('j."createdAt"', since, until, where, params)
+    where, params = _where('j."createdAt"', since, until, {'j."status"': status, 'j."type"': type})
     sql = (
         f'SELECT j."id", {ms("createdAt", "j")}, j."name", j."type", j."status", '
         f'{ms("startedAt", "j")}, {ms("finishedAt", "j")}, '
@@ -245,8 +231,7 @@ def jobs(
         store, sql, params,
         {"createdAt": "time", "startedAt": "time", "finishedAt": "time", "pid": "int", "error": "masked", "log": "masked"},
     )
-    out["durationMs"] = (out["finishedAt"] - out["startedAt"]).dt.total_seconds() * 1000.0
-    return newest_last(out)
+    return newest_last(_with_duration(out, "startedAt", "finishedAt"))
 
 
 def tool_invocations(
@@ -259,16 +244,12 @@ def tool_invocations(
 ) -> "pd.DataFrame":
     """Tool calls, newest last, with the tool's name, parsed parameters and result, and its log
     text (secrets masked). `tool` is a Tool name or id (or a list)."""
-    where: list[str] = []
-    params: list[Any] = []
+    where, params = _where('i."createdAt"', since, until, {'i."status"': status})
     if tool is not None:
         tools = [tool] if isinstance(tool, str) else list(tool)
         marks = ", ".join("?" for _ in tools)
         where.append(f'(i."toolId" IN ({marks}) OR t."name" IN ({marks}))')
         params.extend(tools + tools)
-    if status is not None:
-        where_in('i."status"', status, where, params)
-    time_where('i."createdAt"', since, until, where, params)
     sql = (
         f'SELECT i."id", {ms("createdAt", "i")}, i."toolId", t."name" AS "tool", '
         'i."status", i."durationMs", i."parameters", i."result", i."callId", i."textLogId", l."text" AS "log" '
@@ -292,13 +273,7 @@ def streams(
 ) -> "pd.DataFrame":
     """Response streams, newest last: source, status, raw output, parsed result messages, and
     durationMs from creation to the last update."""
-    where: list[str] = []
-    params: list[Any] = []
-    if status is not None:
-        where_in('"status"', status, where, params)
-    if source is not None:
-        where_in('"sourceId"', source, where, params)
-    time_where('"createdAt"', since, until, where, params)
+    where, params = _where('"createdAt"', since, until, {'"status"': status, '"sourceId"': source})
     sql = (
         f'SELECT "id", {ms("createdAt")}, {ms("updatedAt")}, '
         '"sourceId", "status", "rawOutput", "resultMessages" FROM "ResponseStream"'
@@ -308,5 +283,22 @@ def streams(
         store, sql, params, {"createdAt": "time", "updatedAt": "time", "rawOutput": "masked", "resultMessages": "json-masked"},
         table="ResponseStream",
     )
-    out["durationMs"] = (out["updatedAt"] - out["createdAt"]).dt.total_seconds() * 1000.0
-    return newest_last(out)
+    return newest_last(_with_duration(out, "createdAt", "updatedAt"))
+
+
+def _where(created: str, since: Any, until: Any, equal: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    """A frame's WHERE terms and their parameters: `created` within since / until, and each
+    expression of `equal` whose value is given (not None) equal to it, or to any of a list."""
+    where: list[str] = []
+    params: list[Any] = []
+    for expr, value in equal.items():
+        if value is not None:
+            where_in(expr, value, where, params)
+    time_where(created, since, until, where, params)
+    return where, params
+
+
+def _with_duration(out: "pd.DataFrame", start: str, end: str) -> "pd.DataFrame":
+    """`out` with durationMs, the milliseconds from its `start` time to its `end` time."""
+    out["durationMs"] = (out[end] - out[start]).dt.total_seconds() * 1000.0
+    return out

@@ -42,9 +42,9 @@ def make_provider(
     kind = provider.upper()
     common = {"api_key": api_key, "api_key_env": api_key_env, "transport": transport, "timeout": timeout}
     if kind == "OPENAI":
-        return OpenAIProvider(connection_name, base_url=base_url, **common)
+        return OpenAIProvider(connection_name, url=base_url, **common)
     if kind == "OLLAMA":
-        return OllamaProvider(connection_name, host=host or base_url, **common)
+        return OllamaProvider(connection_name, url=host or base_url, **common)
     raise UsageError(
         f"Unknown provider {provider!r} for connection '{connection_name}'; "
         f"valid providers are: {', '.join(_KINDS)}."

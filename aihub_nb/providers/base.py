@@ -33,7 +33,7 @@ from aihub_nb.errors import (
     StreamError,
     UsageError,
 )
-from aihub_nb.redact import redact, unset_key_message
+from aihub_nb.redact import add_secret, check_key, read_key, redact, unset_key_message
 
 __all__ = [
     "Embeddings",
@@ -244,17 +244,51 @@ def _classes(lib: Any) -> tuple[type, type]:
 
 
 class Provider:
-    """Base class: subclasses implement `_chat`, `_list_models` and `close`, and extend `_map_error`."""
+    """Base class: subclasses implement `_open` (which sets `_client`), `_chat` and `_list_models`,
+    and extend `_map_error`."""
 
     name: str
+    # The environment variable a key is read from when the connection names none.
+    key_env: str
     # The most inputs one embeddings request may carry.
     max_embedding_inputs: int = 2048
 
-    def __init__(self, connection: str, *, url: str, key_env: str) -> None:
+    def __init__(
+        self,
+        connection: str,
+        *,
+        url: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        transport: Any = None,
+        timeout: float | Timeouts | None = None,
+    ) -> None:
+        """`url` is the endpoint (the provider's default when None); the key is `api_key` when
+        given, else read from $api_key_env (the provider's `key_env` when None); `transport` is
+        the httpx or httpx2 transport the client runs on; `timeout` as in `Timeouts.of`."""
         self.connection = connection
-        self.url = url
-        self._key_env = key_env
-        self._explicit_key = False  # a key given from Python rather than read from $key_env
+        self.url = url or self._default_url()
+        self._key_env = api_key_env or self.key_env
+        self._explicit_key = bool(api_key)  # a key given from Python rather than read from $key_env
+        key = check_key(api_key, "the key given") if api_key else read_key(self._key_env)
+        if not key and self._needs_key(api_key_env):
+            raise AuthenticationError(
+                f"Connection '{connection}' needs an API key: {unset_key_message(self._key_env)}.",
+                connection=connection,
+            )
+        add_secret(key)
+        self._open(key, transport, Timeouts.of(timeout))
+
+    def _default_url(self) -> str:
+        raise NotImplementedError
+
+    def _needs_key(self, api_key_env: str | None) -> bool:
+        """Whether a connection without a key is a mistake; `api_key_env` is the variable it names."""
+        return bool(api_key_env)
+
+    def _open(self, api_key: str | None, transport: Any, timeouts: Timeouts) -> None:
+        """Build the client on `transport` with `api_key` (None: there is none)."""
+        raise NotImplementedError
 
     def chat(
         self,
@@ -329,7 +363,7 @@ class Provider:
 
     def close(self) -> None:
         """Close the client's connections."""
-        raise NotImplementedError
+        self._client.close()
 
     def _chat(
         self, model: str, messages: list[dict], *, tools: list[dict] | None, stream: bool, options: dict

@@ -17,14 +17,12 @@ import httpx
 import ollama
 
 from aihub_nb.connections import DEFAULT_URLS
-from aihub_nb.errors import AuthenticationError, ProviderError, ToolArgumentsError, UsageError
+from aihub_nb.errors import ProviderError, ToolArgumentsError, UsageError
 from aihub_nb.providers.base import Embeddings, Event, Provider, Timeouts, Timings, Usage, deadline_transport, error_detail, tool_call
-from aihub_nb.redact import add_secret, check_key, read_key, unset_key_message
 
 __all__ = ["DEFAULT_HOST", "OllamaProvider"]
 
 DEFAULT_HOST = DEFAULT_URLS["OLLAMA"]
-_KEY_ENV = "OLLAMA_API_KEY"
 # OpenAI option names that Ollama spells differently.
 _OPTION_NAMES = {"max_tokens": "num_predict", "max_completion_tokens": "num_predict"}
 
@@ -46,42 +44,23 @@ def _raise_for_status(response: httpx.Response) -> None:
 
 
 class OllamaProvider(Provider):
-    name = "OLLAMA"
+    """Ollama at `url` (else $OLLAMA_HOST, else the default host); a key only when the connection
+    names a variable for one, or $OLLAMA_API_KEY is set (read here, stripped, not by the client)."""
 
-    def __init__(
-        self,
-        connection: str,
-        *,
-        host: str | None = None,
-        api_key: str | None = None,
-        api_key_env: str | None = None,
-        transport: httpx.BaseTransport | None = None,
-        timeout: float | Timeouts | None = None,
-    ) -> None:
-        host = host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
-        super().__init__(connection, url=host, key_env=api_key_env or _KEY_ENV)
-        self._explicit_key = bool(api_key)
-        if api_key:
-            api_key = check_key(api_key, "the key given")
-        else:  # $OLLAMA_API_KEY when set (read here, stripped, rather than by the client)
-            api_key = read_key(api_key_env or _KEY_ENV)
-            if not api_key and api_key_env:
-                raise AuthenticationError(
-                    f"Connection '{connection}' needs an API key: {unset_key_message(api_key_env)}.",
-                    connection=connection,
-                )
-        add_secret(api_key)
-        timeouts = Timeouts.of(timeout)
+    name = "OLLAMA"
+    key_env = "OLLAMA_API_KEY"
+
+    def _default_url(self) -> str:
+        return os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
+
+    def _open(self, api_key: str | None, transport: httpx.BaseTransport | None, timeouts: Timeouts) -> None:
         self._client = ollama.Client(
-            host=host,
+            host=self.url,
             transport=deadline_transport(transport, timeouts, httpx),
             timeout=timeouts.for_client(httpx),
             headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
             event_hooks={"response": [_raise_for_status]},
         )
-
-    def close(self) -> None:
-        self._client.close()
 
     def _chat(
         self, model: str, messages: list[dict], *, tools: list[dict] | None, stream: bool, options: dict,

@@ -18,7 +18,7 @@ import httpx2
 import openai
 
 from aihub_nb.connections import DEFAULT_URLS
-from aihub_nb.errors import AuthenticationError, ProviderError
+from aihub_nb.errors import ProviderError
 from aihub_nb.providers.base import (
     Embeddings,
     Event,
@@ -34,7 +34,6 @@ from aihub_nb.providers.base import (
     json_text,
     tool_call,
 )
-from aihub_nb.redact import add_secret, check_key, read_key, unset_key_message
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider"]
 
@@ -45,48 +44,32 @@ _PLACEHOLDER_KEY = "not-needed"
 
 
 class OpenAIProvider(Provider):
-    name = "OPENAI"
+    """An OpenAI-compatible endpoint at `url` (else api.openai.com); a key is needed by OpenAI's
+    own host and by a connection that names its variable, while a local server may have none."""
 
-    def __init__(
-        self,
-        connection: str,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        api_key_env: str | None = None,
-        transport: httpx2.BaseTransport | None = None,
-        timeout: float | Timeouts | None = None,
-    ) -> None:
-        base_url = base_url or DEFAULT_BASE_URL
-        key_env = api_key_env or _KEY_ENV
-        super().__init__(connection, url=base_url, key_env=key_env)
-        self._explicit_key = bool(api_key)
-        api_key = check_key(api_key, "the key given") if api_key else read_key(key_env)
-        add_secret(api_key)
-        if not api_key:
-            # A local server wants no key; a variable named on purpose must hold one.
-            if _is_openai_host(base_url) or key_env != _KEY_ENV:
-                raise AuthenticationError(
-                    f"Connection '{connection}' needs an API key: {unset_key_message(key_env)}.",
-                    connection=connection,
-                )
-            api_key = _PLACEHOLDER_KEY
-        timeouts = Timeouts.of(timeout)
+    name = "OPENAI"
+    key_env = _KEY_ENV
+
+    def _default_url(self) -> str:
+        return DEFAULT_BASE_URL
+
+    def _needs_key(self, api_key_env: str | None) -> bool:
+        # A local server wants no key; a variable named on purpose must hold one.
+        return _is_openai_host(self.url) or self._key_env != _KEY_ENV
+
+    def _open(self, api_key: str | None, transport: httpx2.BaseTransport | None, timeouts: Timeouts) -> None:
         client_timeout = timeouts.for_client(httpx2)
         # Given to the client itself too: otherwise it sends its own default (600 s) with each request.
         self._http = httpx2.Client(transport=deadline_transport(transport, timeouts, httpx2), timeout=client_timeout)
         self._client = openai.OpenAI(
-            base_url=base_url,
-            api_key=api_key,
+            base_url=self.url,
+            api_key=api_key or _PLACEHOLDER_KEY,
             http_client=self._http,
             timeout=client_timeout,
             max_retries=0,
         )
         # Cleared for good once the endpoint rejects `stream_options`.
         self._stream_options = True
-
-    def close(self) -> None:
-        self._client.close()
 
     def _chat(
         self, model: str, messages: list[dict], *, tools: list[dict] | None, stream: bool, options: dict,
