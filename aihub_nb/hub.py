@@ -20,6 +20,7 @@ import stat
 import time
 import warnings
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -1128,18 +1129,17 @@ class _Progress:
 
             print(file=sys.stderr)
 
+@dataclass(kw_only=True)
 class Estimate:
     """What a message would cost before it is sent: input tokens, how they were counted, and the
     input's price (None when the model is unpriced: not $0) with where the price came from."""
 
-    def __init__(self, *, input_tokens: int, method: str, model: str, connection: str | None,
-                 cost_usd: float | None, price_source: str | None) -> None:
-        self.input_tokens = input_tokens
-        self.method = method
-        self.model = model
-        self.connection = connection
-        self.cost_usd = cost_usd
-        self.price_source = price_source
+    input_tokens: int
+    method: str
+    model: str
+    connection: str | None
+    cost_usd: float | None
+    price_source: str | None
 
     def __str__(self) -> str:
         cost = f"${self.cost_usd:.6f} ({self.price_source})" if self.cost_usd is not None else "unpriced"
