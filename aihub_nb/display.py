@@ -6,7 +6,7 @@ import html
 import json
 import re
 from datetime import datetime, timezone
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["cell_text", "html_table", "text_table"]
@@ -43,12 +43,15 @@ def html_table(
     *,
     empty: str = "Nothing yet.",
     dim: Callable[[dict[str, Any]], bool] | None = None,
+    right: Iterable[str] = (),
 ) -> str:
-    """Rows as an escaped HTML table (`dim(row)` true: the row is greyed out)."""
+    """Rows as an escaped HTML table (`dim(row)` true: the row is greyed out). Numbers are aligned
+    right, and so are the `right` columns (numbers already written as text: "1,234", "$0.02")."""
     if not rows:
         return f'<p style="color:#666"><em>{html.escape(empty)}</em></p>'
     columns = columns or list(rows[0])
     numeric = {c for c in columns if all(_is_number(row.get(c)) for row in rows if row.get(c) is not None)}
+    numeric |= set(right)
     head = "".join(
         f'<th style="{_CELL};text-align:{"right" if c in numeric else "left"}">{html.escape(c)}</th>' for c in columns
     )

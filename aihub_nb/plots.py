@@ -361,7 +361,8 @@ def tokens_and_cost_by_model(df_or_store: Any, ax: "Axes | None" = None, *, sinc
     dollars. With no cost at all (no model priced) there is no cost axis, and the title says why.
 
     A model without a price shows the word "unpriced" instead of a cost; one priced only for some
-    turns shows its cost and "+N unpriced"; one whose turns all failed shows no cost. Accepts a
+    turns shows its cost and "+N unpriced"; one whose turns all failed shows "failed only", with no
+    bars (not bars of 0 tokens) and no cost. Accepts a
     Store, a metrics() frame or a summary() frame.
     """
     import numpy as np
@@ -383,12 +384,16 @@ def tokens_and_cost_by_model(df_or_store: Any, ax: "Axes | None" = None, *, sinc
     size = _sizes()["note"]
     labels = [f"{p}/{m}" if p else (m or "(unknown)") for p, m in zip(table["provider"], table["model"])]
     x = np.arange(len(labels))
-    ax.bar(x - 0.2, table["prompt_tokens"].to_numpy(dtype=float), width=0.4, label="prompt", color="C0")
-    ax.bar(x + 0.2, table["completion_tokens"].to_numpy(dtype=float), width=0.4, label="completion", color="C2")
+    # a model whose calls all failed has no bars (not bars of 0 tokens) and says so
+    failed_only = ((table["calls"] > 0) & (table["errors"] >= table["calls"])).to_numpy()
+    prompt = np.where(failed_only, np.nan, table["prompt_tokens"].to_numpy(dtype=float))
+    completion = np.where(failed_only, np.nan, table["completion_tokens"].to_numpy(dtype=float))
+    ax.bar(x - 0.2, prompt, width=0.4, label="prompt", color="C0")
+    ax.bar(x + 0.2, completion, width=0.4, label="completion", color="C2")
     ax.set_xticks(x, labels, rotation=30 if len(labels) > 3 else 0, ha="right" if len(labels) > 3 else "center")
     _integer_ticks(ax.yaxis)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, pos: f"{value:,.0f}"))
-    tokens_top = float(np.nanmax(table[["prompt_tokens", "completion_tokens"]].to_numpy(dtype=float), initial=0))
+    tokens_top = float(np.nanmax(np.r_[prompt, completion], initial=0))
     ax.set_ylim(0, tokens_top * 1.35 if tokens_top > 0 else 1.0)  # room for the legend and the notes
     cost = table["cost_usd"].to_numpy(dtype=float)
     cost_ax = None
@@ -401,7 +406,10 @@ def tokens_and_cost_by_model(df_or_store: Any, ax: "Axes | None" = None, *, sinc
         cost_ax.yaxis.set_major_formatter(_usd_formatter())
     note = {"ha": "center", "va": "center", "color": "C3", "fontsize": size,
             "bbox": {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "C3", "lw": 0.8}}
-    tops = np.fmax(table["prompt_tokens"].to_numpy(dtype=float), table["completion_tokens"].to_numpy(dtype=float))
+    tops = np.fmax(prompt, completion)
+    for xi in x[failed_only]:
+        ax.annotate("failed only", (xi, 0), xytext=(0, 14), textcoords="offset points",
+                    **{**note, "color": "0.35", "bbox": {**note["bbox"], "ec": "0.5"}})
     for xi, c, n, top_of_bars in zip(x, cost, table["unpriced_calls"], tops):
         if not np.isfinite(c):
             if n:  # else no turn completed, so there was nothing to price

@@ -235,11 +235,18 @@ def test_errors_show_in_the_panel(live, monkeypatch):
     assert dash.error.value == ""
 
 
-def test_empty_store_dashboard(store):
+def test_empty_store_dashboard_shows_a_hint_not_a_blank_figure(store):
     dash = Dashboard(store)
     assert dash.error.value == "" and dash.metric.value is None
-    assert "No chat turns" in dash.table.value
-    assert any("No metrics recorded yet" in t.get_text() for t in dash.figure.axes[0].texts)
+    assert dash.figure is None and dash.image.layout.display == "none" and not dash.image.value
+    assert dash.hint.layout.display != "none"
+    assert "No model calls yet: run a chat cell" in dash.hint.value and "then Refresh" in dash.hint.value
+    assert "No model calls yet" in dash.snapshot_html()  # what a saved notebook keeps
+    store.create_many("Metric", _turn(time.time(), "OPENAI", "gpt-4o-mini", 120))
+    dash.refresh_button.click()
+    assert dash.hint.layout.display == "none" and dash.image.layout.display != "none"
+    assert bytes(dash.image.value).startswith(b"\x89PNG") and "gpt-4o-mini" in dash.table.value
+    dash.close()
 
 
 def test_auto_refresh_follows_turns_until_stopped(live):
@@ -262,12 +269,12 @@ def test_small_costs_keep_their_digits_and_failed_only_models_are_not_called_unp
     rows += _turn(now - 40, "OLLAMA", "llama3.2", 900)  # no price
     store.create_many("Metric", rows)
     dash = Dashboard(store)
-    cells = {row.split("</td>")[1].removeprefix("<td>"): row for row in dash.table.value.split("<tr>")[2:]}
-    assert "$0.000036" in cells["gpt-4o-mini"]  # not "$0.0000", which reads as free
-    assert "unpriced" in cells["llama3.2"]
-    assert "unpriced" not in cells["gpt-4o"] and "–" in cells["gpt-4o"]
+    cells = _summary_cells(dash.table.value)
+    assert cells["gpt-4o-mini"]["cost (USD)"] == "$0.000036"  # not "$0.0000", which reads as free
+    assert cells["llama3.2"]["cost (USD)"] == "unpriced"
+    assert cells["gpt-4o (failed only)"]["cost (USD)"] == "–"
     tokens = dash.figure.axes[2]
-    assert [t.get_text() for t in tokens.texts] == ["unpriced"]  # over llama3.2 only
+    assert sorted(t.get_text() for t in tokens.texts) == ["failed only", "unpriced"]  # over gpt-4o, llama3.2
     cost_ax = dash.figure.axes[3]
     ticks = [t.get_text() for t in cost_ax.get_yticklabels()]
     assert ticks[:3] == ["$0", "$0.00001", "$0.00002"], ticks  # dollars, never "1e-5"
@@ -427,7 +434,7 @@ def test_dashboard_text_is_readable_and_nothing_is_cut_off(live):
         dash.group.value = group
         sizes = _text_sizes_px(dash.figure, dashboard.DPI)
         assert len(sizes) > 15 and min(sizes.values()) >= 11, sizes  # px, at the dashboard's 80 dpi
-        assert sizes["latency_ms: mean per 2h" + (" by model" if group == "model" else "")] >= 14
+        assert sizes[dash.figure.axes[0].get_title()] >= 14
         _assert_nothing_cut_off(dash.figure, dashboard.DPI)
         dash.close()
 
@@ -451,21 +458,39 @@ def test_a_plot_of_its_own_is_readable_at_dpi_60(filled, draw):
 # ---------------------------------------------------------------- the dashboard's time buckets
 
 
-def _span_frame(seconds: float, n: int = 20) -> pd.DataFrame:
+def _span_frame(seconds: float, n: int = 400) -> pd.DataFrame:
     times = pd.date_range("2026-11-20T08:00:00Z", periods=n, freq=pd.Timedelta(seconds=seconds / (n - 1)))
     return pd.DataFrame({"createdAt": times, "value": 1.0})
 
 
 @pytest.mark.parametrize(("span", "bucket"), [
-    (8, "1s"), (40, "1s"), (60, "1s"), (100, "2s"), (10 * 60, "10s"), (26 * 60, "30s"),
+    (1, "20ms"), (8, "200ms"), (40, "1s"), (60, "1s"), (100, "2s"), (10 * 60, "10s"), (26 * 60, "30s"),
     (3 * 3600, "5m"), (24 * 3600, "30m"), (3 * 86400, "2h"), (30 * 86400, "12h"), (400 * 86400, "7d"), (1000 * 86400, "4w"),
 ])
-def test_dashboard_bucket_follows_the_data_span(span, bucket):
+def test_dashboard_bucket_follows_the_span_of_steady_data(span, bucket):
     from aihub_nb.widgets.dashboard import MAX_BUCKETS, _bucket_for
 
     assert _bucket_for(_span_frame(span)) == bucket
-    if bucket != "1s" and bucket != "4w":
-        assert MAX_BUCKETS / 2.5 <= span / pd.Timedelta(plots._pandas_freq(bucket)).total_seconds() <= MAX_BUCKETS
+    if bucket != "4w":  # 20 to 60 points on the line
+        assert MAX_BUCKETS / 3 <= span / pd.Timedelta(plots._pandas_freq(bucket)).total_seconds() <= MAX_BUCKETS
+
+
+@pytest.mark.parametrize(("times", "bucket"), [
+    ([0.0, 0.3, 0.6, 0.9, 1.2], "200ms"),  # a notebook's calls, under a second apart: not one dot per 1s
+    ([2.0 * i for i in range(20)], "2s"),  # a call every 2 s: not a dot, a gap, a dot... per 1s
+    ([float(i) for i in range(10)] + [300.0 + i for i in range(10)], "5m"),  # two bursts, 5 minutes apart
+    ([0.0, 3 * 86400.0 - 1800, 3 * 86400.0 - 300, 3 * 86400.0 - 240], "2d"),  # never merged into one dot
+])
+def test_dashboard_bucket_of_sparse_data_gives_a_line_not_dots(times, bucket):
+    from aihub_nb.widgets.dashboard import _bucket_for
+
+    frame = pd.DataFrame({"createdAt": pd.Timestamp("2026-11-20T08:00:00Z") + pd.to_timedelta(times, unit="s"),
+                          "value": 1.0})
+    assert _bucket_for(frame) == bucket
+    line = frame.set_index("createdAt")["value"].resample(plots._pandas_freq(bucket)).mean().to_numpy()
+    filled = np.isfinite(line)
+    alone = filled & ~np.r_[False, filled[:-1]] & ~np.r_[filled[1:], False]
+    assert filled.sum() >= 2 and alone.sum() * 4 <= filled.sum() or len(times) == 4
 
 
 def test_dashboard_bucket_with_nothing_to_measure_follows_the_window():
@@ -479,24 +504,94 @@ def test_dashboard_bucket_with_nothing_to_measure_follows_the_window():
 def test_dashboard_shows_a_short_session_as_a_line_not_a_dot(store):
     now = time.time()
     rows = []
-    for i in range(20):  # a 40 s session, as a notebook's first minutes
+    for i in range(20):  # a 40 s session, a call every 2 s, as a notebook's first minutes
         rows += _turn(now - 40 + 2 * i, "OPENAI", "gpt-4o-mini", 100 + 10 * (i % 5), cost=0.0001)
     store.create_many("Metric", rows)
-    for window in ("15m", "all"):
+    for window in ("15m", "1h", "all"):
         dash = Dashboard(store, window=window)
         top = dash.figure.axes[0]
-        assert top.get_title() == "latency_ms: mean per 1s"
-        y = top.lines[0].get_ydata()
-        assert np.isfinite(y).sum() == 20
+        assert top.get_title() == "latency_ms: mean per 2s"
+        (line,) = top.lines
+        y = line.get_ydata()
+        assert np.isfinite(y).sum() == 20 and len(y) <= 21  # one point per call, joined
+        assert line.get_marker() == "o"  # few points: each one marked
         dash.close()
-    dash = Dashboard(store, window="1h")
-    assert dash.figure.axes[0].get_title() == "latency_ms: mean per 1s"
+
+
+def test_dashboard_of_a_notebooks_first_calls_draws_a_line(store):
+    now = time.time()
+    rows = []
+    for i in range(8):  # a notebook's cells: 8 calls in under a second
+        rows += _turn(now - 1 + 0.12 * i, "OPENAI", "gpt-4o-mini", 10 + i)
+    store.create_many("Metric", rows)
+    dash = Dashboard(store)
+    top = dash.figure.axes[0]
+    assert re.fullmatch(r"latency_ms: mean per \d+ms", top.get_title()), top.get_title()
+    y = top.lines[0].get_ydata()
+    assert np.isfinite(y).sum() >= 5 and top.lines[0].get_marker() == "o"
     dash.close()
 
 
 def test_dashboard_buckets_of_the_live_fixture(live):
-    dash = Dashboard(live)  # "all": 3 days of data
-    assert dash.figure.axes[0].get_title() == "latency_ms: mean per 2h"
-    dash.window.value = "1h"  # 26 minutes of data
-    assert dash.figure.axes[0].get_title() == "latency_ms: mean per 30s"
+    from aihub_nb.widgets.dashboard import _bucket_for
+
+    for window in ("all", "1h"):  # 3 days of data, most of it in the last half hour; 26 minutes
+        dash = Dashboard(live, window=window)
+        top = dash.figure.axes[0]
+        assert top.get_title() == f"latency_ms: mean per {_bucket_for(dash.frame, window)}"
+        assert np.isfinite(top.lines[0].get_ydata()).sum() >= 2  # never all in one dot
+        dash.close()
+
+def _summary_cells(table_html: str) -> dict[str, dict[str, str]]:
+    """The summary table as {model cell: {column: cell text}}, with whether the row is greyed."""
+    import html as html_module
+
+    head = [html_module.unescape(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", table_html)]
+    rows = {}
+    for attrs, row in re.findall(r"<tr([^>]*)>(.*?)</tr>", table_html.split("<tbody>")[1]):
+        cells = dict(zip(head, (html_module.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)), strict=True))
+        rows[cells["model"]] = {**cells, "dimmed": "opacity" in attrs}
+    return rows
+
+
+def test_summary_table_is_styled_like_the_hubs_other_tables(live):
+    dash = Dashboard(live)
+    assert 'class="aihub-table"' in dash.table.value  # aihub_nb.display.html_table, as %aihub chats etc.
+    # numbers aligned right, names left
+    heads = re.findall(r'<th style="[^"]*text-align:(\w+)">([^<]*)</th>', dash.table.value)
+    assert {name: align for align, name in heads} == {
+        "provider": "left", "model": "left", "calls": "right", "errors": "right", "error rate": "right",
+        "prompt tokens": "right", "completion tokens": "right", "usage not reported": "left",
+        "cost (USD)": "right", "p50 latency": "right", "p95 latency": "right",
+    }
+    cells = _summary_cells(dash.table.value)
+    assert cells["gpt-4o-mini"]["calls"] == "2" and cells["gpt-4o-mini"]["cost (USD)"] == "$0.0040"
+    assert cells["gpt-4o-mini"]["p50 latency"] == "200 ms"
+    dash.close()
+
+
+def test_failed_only_models_are_flagged_not_drawn_as_zero_tokens(store):
+    now = time.time()
+    rows = _turn(now - 60, "OPENAI", "gpt-4o-mini", 100, prompt=40, completion=50, cost=0.001)
+    rows += _turn(now - 50, "OPENAI", "gpt-4o", 80, failed=True)
+    rows += _turn(now - 45, "OPENAI", "gpt-4o", 90, failed=True)
+    store.create_many("Metric", rows)
+    dash = Dashboard(store)
+    cells = _summary_cells(dash.table.value)
+    assert set(cells) == {"gpt-4o-mini", "gpt-4o (failed only)"}
+    failed = cells["gpt-4o (failed only)"]
+    assert failed["dimmed"] and not cells["gpt-4o-mini"]["dimmed"]
+    assert (failed["calls"], failed["errors"], failed["error rate"]) == ("2", "2", "100.0%")
+    assert (failed["prompt tokens"], failed["completion tokens"]) == ("–", "–")  # not "0"
+    ax = dash.figure.axes[2]
+    ax.figure.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["OPENAI/gpt-4o", "OPENAI/gpt-4o-mini"]
+    heights = [p.get_height() for p in ax.patches]  # prompt bars, then completion bars
+    assert heights[1] == 40 and heights[3] == 50  # gpt-4o-mini's
+    assert np.isnan(heights[0]) and np.isnan(heights[2]), heights  # gpt-4o has none, not 0
+    assert [t.get_text() for t in ax.texts] == ["failed only"]
+    assert ax.texts[0].xy[0] == 0  # over gpt-4o's place
+    # the plot on its own, from the store, says the same
+    alone = plots.tokens_and_cost_by_model(store)
+    assert [t.get_text() for t in alone.texts] == ["failed only"]
     dash.close()

@@ -16,7 +16,6 @@ a callback.
 
 from __future__ import annotations
 
-import html
 import io
 import math
 import threading
@@ -41,15 +40,22 @@ NO_GROUP = "(none)"
 WINDOWS = ("15m", "1h", "24h", "7d", "all")
 AUTO_SECONDS = 5.0  # the auto-refresh checkbox's period
 WINDOW_SECONDS = {w: parse_span(w).total_seconds() for w in WINDOWS if w != "all"}
-# the over-time plot's buckets: the smallest of these giving at most MAX_BUCKETS over the data's span
-BUCKETS = tuple(
-    (label, parse_span(label).total_seconds())
-    for label in (
-        "1s", "2s", "5s", "10s", "15s", "30s", "1m", "2m", "5m", "10m", "15m", "30m",
-        "1h", "2h", "3h", "6h", "12h", "1d", "2d", "7d", "4w",
-    )
+# the over-time plot's buckets, smallest first: sub-second ones for a notebook's first calls
+BUCKETS = (
+    ("10ms", 0.01), ("20ms", 0.02), ("50ms", 0.05), ("100ms", 0.1), ("200ms", 0.2), ("500ms", 0.5),
+    *(
+        (label, parse_span(label).total_seconds())
+        for label in (
+            "1s", "2s", "5s", "10s", "15s", "30s", "1m", "2m", "5m", "10m", "15m", "30m",
+            "1h", "2h", "3h", "6h", "12h", "1d", "2d", "7d", "4w",
+        )
+    ),
 )
 MAX_BUCKETS = 60
+EMPTY_HINT = (
+    '<p style="color:var(--jp-ui-font-color2, #666);margin:12px 4px">No model calls yet: run a chat cell '
+    "(<code>%%aihub chat NAME</code>), then Refresh.</p>"
+)
 FIGSIZE = (11, 7.5)  # inches, drawn at DPI: 880 x 600 px
 DPI = 80
 FONT_SIZE = 10.0  # the plots' text is sized from it (aihub_nb.plots.FONT_SCALE), whatever rcParams say
@@ -79,9 +85,11 @@ class Dashboard(Panel):
                                      layout=widgets.Layout(width="160px"))
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
         self.table = widgets.HTML()
+        self.hint = widgets.HTML(EMPTY_HINT, layout=widgets.Layout(display="none"))
         self.set_children(
             [self.metric, self.group, self.window, self.refresh_button, self.auto],
             self.error,
+            self.hint,
             self.image,
             self.table,
             self.status,
@@ -128,28 +136,30 @@ class Dashboard(Panel):
         table = monitoring.summary(self.store, since=since)
         group = None if self.group.value == NO_GROUP else self.group.value
 
+        if name is None:  # an empty hub: a hint of what to do, not an empty figure
+            self.frame, self.summary_frame, self.figure = frame, table, None
+            self.image.layout.display = "none"
+            self.hint.layout.display = None
+            self.table.value = ""
+            return
         with matplotlib.rc_context({"font.size": FONT_SIZE}):
             fig = Figure(figsize=FIGSIZE, layout="constrained")
             FigureCanvasAgg(fig)
             axes = fig.subplot_mosaic([["time", "time"], ["by", "tokens"]])
             top, left, right = axes["time"], axes["by"], axes["tokens"]
-            if name is None:
-                for ax in (top, left, right):
-                    ax.set_axis_off()
-                top.text(0.5, 0.5, "No metrics recorded yet: chat with a model, or log_metric(...)",
-                         ha="center", va="center", transform=top.transAxes)
+            freq = _bucket_for(frame, self.window.value)
+            plots.metric_over_time(frame, name, freq=freq, ax=top, by=group)
+            if group is None:  # all of the window's values, whatever their model
+                plots.latency_distribution(frame, name=name, ax=left)
             else:
-                freq = _bucket_for(frame, self.window.value)
-                plots.metric_over_time(frame, name, freq=freq, ax=top, by=group)
-                if group is None:  # all of the window's values, whatever their model
-                    plots.latency_distribution(frame, name=name, ax=left)
-                else:
-                    plots.metric_by(frame, name, group, ax=left)
-                plots.tokens_and_cost_by_model(table, ax=right)
+                plots.metric_by(frame, name, group, ax=left)
+            plots.tokens_and_cost_by_model(table, ax=right)
             png = io.BytesIO()
             fig.savefig(png, format="png", dpi=DPI)
         self.frame, self.summary_frame, self.figure = frame, table, fig
         self.image.value = png.getvalue()
+        self.image.layout.display = None
+        self.hint.layout.display = "none"
         self.table.value = summary_html(table)
 
     def _sync(self, dropdown: widgets.Dropdown, options: list[str], value: str | None) -> None:
@@ -209,28 +219,52 @@ def _first_choice(names: list[str]) -> str | None:
 
 
 def _bucket_for(frame: "pd.DataFrame | None", window: str = "all") -> str:
-    """The over-time plot's bucket: the smallest of BUCKETS that puts at most MAX_BUCKETS over the
-    data's span (a 40 s session: "1s"; 3 hours: "5m"; 3 days: "2h"). With no span to measure (one
-    point, or none) the window's length stands in for it ("15m": "15s"); "1m" for window "all"."""
-    span = 0.0
+    """The over-time plot's bucket, from the data's span and how its points spread over it.
+
+    The smallest of BUCKETS that puts at most MAX_BUCKETS over the span (a 40 s session of steady
+    calls: "1s"; 3 hours: "5m"; 3 days: "2h") when the points then form a line; when most of
+    them would be dots between empty buckets (a call every few seconds, or bursts), the next
+    larger bucket, until at most a quarter of the filled buckets stand alone, never merging two
+    distinct times into a single dot. With no span to measure (one point, or none) the window's
+    length stands in for it ("15m": "15s"); "1m" for window "all"."""
+    import numpy as np
+
+    times = None
     if frame is not None and len(frame) >= 2:
-        span = (frame["createdAt"].max() - frame["createdAt"].min()).total_seconds()
+        times = frame["createdAt"].to_numpy(dtype="datetime64[ns]").astype("int64")  # ns, as pandas buckets them
+        span = float(times.max() - times.min()) / 1e9
+    else:
+        span = 0.0
     if span <= 0:
-        span = WINDOW_SECONDS.get(window, MAX_BUCKETS * 60)
-    for label, seconds in BUCKETS:
-        if span / seconds <= MAX_BUCKETS:
-            return label
-    return BUCKETS[-1][0]
+        times, span = None, WINDOW_SECONDS.get(window, MAX_BUCKETS * 60)
+    fitting = [(label, seconds) for label, seconds in BUCKETS if span / seconds <= MAX_BUCKETS] or [BUCKETS[-1]]
+    if times is None:
+        return fitting[0][0]
+    chosen = fitting[0][0]
+    for label, seconds in fitting:
+        filled = np.unique(times // round(seconds * 1e9))
+        if len(filled) < 2:  # one dot: keep the last bucket that still showed a change
+            break
+        chosen = label
+        step = np.diff(filled) == 1
+        alone = ~np.r_[False, step] & ~np.r_[step, False]
+        if alone.sum() * 4 <= len(filled):
+            break
+    return chosen
 
 
 def summary_html(table: "pd.DataFrame") -> str:
-    """The summary as an HTML table: counts with separators, calls whose usage was not reported
-    (with their estimated tokens, apart from the reported ones), cost as "$…", "unpriced" or
-    "≥ $… (+N unpriced)" ("–" when no turn was completed to be priced), latencies in ms."""
+    """The summary as a table like the hub's others: counts with separators, calls whose usage was
+    not reported (with their estimated tokens, apart from the reported ones), cost as "$…",
+    "unpriced" or "≥ $… (+N unpriced)" ("–" when no turn was completed to be priced), latencies
+    in ms. A model whose calls all failed says "failed only" and is greyed out."""
+    from ..display import html_table
+
     if table is None or table.empty:
         return '<p style="color:#666">No chat turns in this window.</p>'
     rows = []
     for r in table.itertuples(index=False):
+        failed_only = _failed_only(r.calls, r.errors)
         if r.cost_usd != r.cost_usd:  # NaN: no turn of this model had a price
             cost = "unpriced" if r.unpriced_calls else "–"
         elif r.unpriced_calls:
@@ -243,15 +277,22 @@ def summary_html(table: "pd.DataFrame") -> str:
                 f"{r.usage_missing_calls:,} call{'s' if r.usage_missing_calls != 1 else ''} "
                 f"(estimated ~{r.prompt_tokens_est:,} → ~{r.completion_tokens_est:,} tokens)"
             )
-        rows.append([
-            r.provider, r.model, f"{r.calls:,}", f"{r.errors:,}", f"{r.error_rate:.1%}", f"{r.prompt_tokens:,}",
-            f"{r.completion_tokens:,}", missing, cost, _ms(r.latency_p50_ms), _ms(r.latency_p95_ms),
-        ])
-    head = ["provider", "model", "calls", "errors", "error rate", "prompt tokens", "completion tokens",
-            "usage not reported", "cost (USD)", "p50 latency", "p95 latency"]
-    cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="aihub-summary"><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>'
+        tokens = ("–", "–") if failed_only else (f"{r.prompt_tokens:,}", f"{r.completion_tokens:,}")
+        rows.append({
+            "provider": r.provider, "model": f"{r.model} (failed only)" if failed_only else r.model,
+            "calls": f"{r.calls:,}", "errors": f"{r.errors:,}", "error rate": f"{r.error_rate:.1%}",
+            "prompt tokens": tokens[0], "completion tokens": tokens[1], "usage not reported": missing,
+            "cost (USD)": cost, "p50 latency": _ms(r.latency_p50_ms), "p95 latency": _ms(r.latency_p95_ms),
+            "failed only": failed_only,
+        })
+    columns = [c for c in rows[0] if c != "failed only"]
+    right = ("calls", "errors", "error rate", "prompt tokens", "completion tokens", "cost (USD)", "p50 latency",
+             "p95 latency")
+    return html_table(rows, columns, right=right, dim=lambda row: row["failed only"])
+
+
+def _failed_only(calls: int, errors: int) -> bool:
+    return calls > 0 and errors >= calls
 
 
 def _usd(value: float) -> str:
