@@ -315,6 +315,24 @@ def _reply(text: str) -> Shown:
     return reply_view(text) if text else Shown("<p>…</p>", "…")
 
 
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+def _without_ids(frame: Any) -> Any:
+    """A frame as the cell shows it: without its raw ids (the row's `id`, `...Id` references and
+    any column of nothing but UUIDs); names (chat, connection, model) stay. The frame given with
+    -o keeps them all."""
+    drop = []
+    for column in frame.columns:
+        if column == "id" or str(column).endswith("Id"):
+            drop.append(column)
+        elif frame[column].dtype == object or str(frame[column].dtype) in ("category", "str", "string"):
+            values = frame[column].dropna()
+            if len(values) and values.astype(str).str.fullmatch(_UUID).all():
+                drop.append(column)
+    return frame.drop(columns=drop)
+
+
 _STATUSES = {  # what --status can be, per subcommand
     "jobs": ("pending", "running", "completed", "failed", "interrupted"),
     "calls": ("pending", "success", "error", "interrupted"),
@@ -772,7 +790,9 @@ class AihubMagics(Magics):
                 raise _usage_error(handler.parser, f"--status {ns.status!r} is not one of: {', '.join(valid)}")
             kwargs["status"] = ns.status
         if name_arg and ns.name:
-            names = [row[0] for row in self.hub.store.conn.execute('SELECT DISTINCT "name" FROM "Metric" ORDER BY 1')]
+            from .monitoring import metric_names
+
+            names = metric_names(self.hub.store)  # metrics logged a moment ago too (batched)
             if ns.name not in names:
                 there = f"the metrics recorded are: {', '.join(names)}" if names else "no metrics are recorded yet"
                 raise IPythonUsageError(f"No metric named {_one_line(ns.name)!r}; {there}.")
@@ -783,7 +803,7 @@ class AihubMagics(Magics):
             raise IPythonUsageError(f"%{handler.parser.prog}: {exc}") from None
         if ns.output:
             self.shell.user_ns[ns.output] = frame
-        return frame
+        return _without_ids(frame)
 
     @_subcommand("aihub metrics")
     @argument("name", nargs="?", help="only this metric")

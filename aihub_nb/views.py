@@ -31,6 +31,8 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .display import cell_text
+
 __all__ = [
     "Shown",
     "block",
@@ -445,6 +447,30 @@ def rendered_message(row: dict[str, Any]) -> str:
     return markdown_html(row["content"])
 
 
+def _snapshot_text(kind: str, content: str) -> str:
+    """A snapshot message as a line of text: a tool call as `name(arguments)`, without the
+    provider's call id (the stored content is the calls' JSON)."""
+    if kind != "toolCall":
+        return content
+    try:
+        calls = json.loads(content)
+        return "; ".join(
+            f"{c['function'].get('name', '?')}({_call_arguments(c['function'].get('arguments'))})" for c in calls
+        )
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return content
+
+
+def _call_arguments(arguments: Any) -> str:
+    try:
+        values = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError:
+        return str(arguments)
+    if isinstance(values, dict):
+        return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in values.items())
+    return "" if values is None else str(arguments)
+
+
 def snapshot_view(name: str, snapshot: dict[str, Any]) -> Shown:
     """A stored RenderedConversationThread, shown from the HTML it keeps (re-sanitised, so an
     edited row cannot inject either)."""
@@ -456,10 +482,11 @@ def snapshot_view(name: str, snapshot: dict[str, Any]) -> Shown:
         body = m.get("html")
         body = sanitize_html(body) if body is not None else markdown_html(m.get("content", ""))
         blocks.append(block(label, role, body))
-        lines.append(f"{label}: {m.get('content', '')}")
-    foot = small(f"snapshot {snapshot['id']}")
+        lines.append(f"{label}: {_snapshot_text(kind, m.get('content', ''))}")
+    count = len(snapshot.get("messages") or [])
+    note = f"snapshot stored {cell_text(snapshot.get('createdAt'))}, {count} message{'s' if count != 1 else ''}"
     title = f'<p style="margin:4px 0"><b>Chat {_escape(name)}</b></p>'
     return Shown(
-        frame(title + "".join(blocks) + foot, scroll=False),
-        f"Chat {name}\n\n" + "\n\n".join(lines) + f"\n\nsnapshot {snapshot['id']}",
+        frame(title + "".join(blocks) + small(note), scroll=False),
+        f"Chat {name}\n\n" + "\n\n".join(lines) + f"\n\n{note}",
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -9,6 +11,9 @@ from IPython.utils.capture import capture_output
 
 from aihub_nb import current, errors, magics
 from aihub_nb.testing import ScriptedReply
+
+
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +109,12 @@ def test_render_stores_a_snapshot(nb, hub, server):
     _run_cell(nb, "chat snap --model oa", "ping")
     shown = nb.run_line_magic("aihub", "render snap")
     (snapshot,) = hub.store.find("RenderedConversationThread")
-    assert snapshot["id"] in shown.data and "pong" in shown.data
+    assert "pong" in shown.data and "pong" in shown.text
+    when = f"{snapshot['createdAt'][:10]} {snapshot['createdAt'][11:19]} UTC"
+    assert f"snapshot stored {when}, 2 messages" in shown.data and shown.text.endswith(f"snapshot stored {when}, 2 messages")
+    for uuid in (snapshot["id"], hub.get_chat("snap").id, hub.get_chat("snap").thread_id):  # no raw ids shown
+        assert uuid not in shown.data and uuid not in shown.text
+    assert not re.search(_UUID, shown.data + shown.text)
 
 
 def test_connect_and_connections_mask_keys(ip, hub, monkeypatch):
@@ -279,13 +289,24 @@ def test_monitoring_magics_keep_frames(nb, hub, server):
     server.script(ScriptedReply(text="one", prompt_tokens=4, completion_tokens=1))
     _run_cell(nb, "chat mon --model oa", "hi")
     frame = nb.run_line_magic("aihub", "metrics latency_ms --since 1h -o lat")
-    assert nb.user_ns["lat"] is frame
     assert list(frame["name"].unique()) == ["latency_ms"] and len(frame) == 1
-    assert frame.loc[0, "connection"] == "oa" and str(frame["createdAt"].dtype).startswith("datetime64")
+    assert frame.loc[0, "connection"] == "oa" and frame.loc[0, "chat"] == "mon"  # names, not ids
+    assert str(frame["createdAt"].dtype).startswith("datetime64")
+    # the cell shows no raw ids; the frame kept with -o has them
+    assert "id" not in frame.columns and not re.search(_UUID, frame.to_string() + frame._repr_html_())
+    lat = nb.user_ns["lat"]
+    assert list(lat.columns) == ["id", *frame.columns] and lat["id"].str.fullmatch(_UUID).all()
     calls = nb.run_line_magic("aihub", "calls --status success -o calls")
     assert (calls["status"] == "success").all() and calls["endpoint"].str.endswith("/chat/completions").any()
-    jobs = nb.run_line_magic("aihub", "jobs")
+    assert "id" not in calls.columns and "id" in nb.user_ns["calls"].columns
+    jobs = nb.run_line_magic("aihub", "jobs -o jobs")
     assert list(jobs["status"]) == ["completed"]
+    assert {"id", "textLogId"} & set(jobs.columns) == set() and {"id", "textLogId"} <= set(nb.user_ns["jobs"].columns)
+    # a dimension holding ids (a user's own metric) is left out of the cell too, the names stay
+    hub.log_metric("review_score", 0.5, job=nb.user_ns["jobs"].loc[0, "id"], reviewer="ann")
+    shown = nb.run_line_magic("aihub", "metrics review_score -o reviews")
+    assert list(shown.columns) == ["createdAt", "name", "value", "reviewer"]
+    assert list(nb.user_ns["reviews"].columns) == ["id", "createdAt", "name", "value", "job", "reviewer"]
     with pytest.raises(UsageError, match="-o takes a variable name"):
         nb.run_line_magic("aihub", "jobs -o 1bad")
 
@@ -332,6 +353,12 @@ def test_agent_magics_and_a_tool_call_in_the_cell(nb, hub, server):
     (invocation,) = hub.store.find("ToolInvocation")
     assert (invocation["status"], invocation["parameters"], invocation["result"]) == ("completed", {"a": 2, "b": 3}, {"value": 5})
     assert server.requests[-1].json["messages"][0] == {"role": "system", "content": "Be exact."}
+    # its render shows the call by name and arguments, not the provider's call id or a store id
+    rendered = nb.run_line_magic("aihub", "render maths")
+    assert "Tool call: add(a=2, b=3)" in rendered.text and "It is 5." in rendered.text
+    call_id = hub.get_chat("maths").messages()[1]["data"]["tool_calls"][0]["id"]
+    assert call_id not in rendered.text and call_id not in rendered.data
+    assert not re.search(_UUID, rendered.text + rendered.data)
 
 
 def test_remove_agent_tool_and_chat(nb, hub, server):
