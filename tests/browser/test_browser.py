@@ -6,6 +6,7 @@ to be idle, and reads the page. See conftest.py for the server and the browser.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -71,6 +72,23 @@ def _assert_images_loaded(page) -> None:
     assert not broken, f"images that did not render: {broken}"
 
 
+def _save_element(page, element, name: str) -> None:
+    """A screenshot of one output (the whole of it: the window grows to hold it), beside the page's."""
+    folder = os.environ.get("AIHUB_SCREENSHOTS")
+    if not folder:
+        return
+    size = page.driver.get_window_size()
+    try:
+        height = page.driver.execute_script("return arguments[0].getBoundingClientRect().height", element)
+        page.driver.set_window_size(size["width"], max(size["height"], int(height) + 300))
+        page.scroll_to(element, block="start")
+        page.settle(quiet=0.5)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        element.screenshot(str(Path(folder) / f"{name}.png"))
+    finally:
+        page.driver.set_window_size(size["width"], size["height"])
+
+
 def _widget_labels(page, output) -> set[str]:
     """The labels, button texts and tab titles a widget output shows."""
     return {e.text.strip() for e in page.css(
@@ -105,6 +123,8 @@ def test_shipped_notebook_runs_all(page, lab, notebook):
             assert {"metric", "group by", "window", "Refresh"} <= labels, f"dashboard shows only {labels}"
             assert page.css(".widget-image", element), "the dashboard shows no plot"
             assert "p50 latency" in element.text, "the dashboard shows no per-model summary"
+            assert page.css("table.aihub-table", element), "the summary is not styled as the hub's tables"
+            _save_element(page, element, "dashboard")
 
     focus = [el for cell, el in zip(cells, outputs) if cell["source"].startswith(FOCUS.get(stem, "\0"))]
     if focus:
