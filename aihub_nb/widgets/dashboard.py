@@ -8,8 +8,9 @@ Choose a metric, a dimension to group it by ("(none)" for no grouping) and a tim
 tick auto-refresh to redraw every few seconds while turns run (close() stops it). The
 panel draws the metric over time (a line per group), by group as bars (or its distribution with
 p50/p95 when ungrouped, over all models), and tokens and cost per model; under it, the per-model
-summary. The time plot's bucket follows the data's span (24 to 60 buckets: 1 s for a short
-session, hours for days). Figures are rendered to PNG into an `ipywidgets.Image`, so refreshing
+summary (a model whose calls all failed flagged "failed only"); an empty hub shows a hint instead.
+The time plot's bucket follows the data (see _bucket_for: 20 to 60 points over the span, from
+10 ms for a notebook's first calls to weeks; larger when calls come in bursts). Figures are rendered to PNG into an `ipywidgets.Image`, so refreshing
 from a timer thread is safe. Errors show in the panel's own error line, never as a traceback from
 a callback.
 """
