@@ -500,7 +500,7 @@ def test_plots_of_real_chats_read_well(tmp_path, server):
 
     from aihub_nb import Hub, plots
     from aihub_nb.testing import ScriptedReply
-    from aihub_nb.widgets.dashboard import Dashboard
+    from aihub_nb.widgets.dashboard import Dashboard, _bucket_for
 
     hub = Hub(tmp_path / "hub")
     try:
@@ -515,7 +515,9 @@ def test_plots_of_real_chats_read_well(tmp_path, server):
         dash = Dashboard(hub.store)
         try:
             top, hist, tokens, cost = dash.figure.axes
-            assert top.get_title() == "latency_ms: mean per 1s"  # a session of a second or two
+            # a session of a second or two: sub-second buckets, so a line of several points, not one dot
+            assert top.get_title() == f"latency_ms: mean per {_bucket_for(dash.frame)}"
+            assert _bucket_for(dash.frame).endswith("ms") and np.isfinite(top.lines[0].get_ydata()).sum() >= 2
             assert top.lines[0].get_marker() == "o" and top.get_xlabel().startswith("time (UTC), 20")
             assert hist.get_title() == "latency_ms: distribution, all models (6 values)"
             assert [t.get_text().split(" = ")[0] for t in hist.texts] == ["p50", "p95"]
