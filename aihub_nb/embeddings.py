@@ -82,7 +82,7 @@ def embed_texts(
             batch = pending[start : start + limit]
             started = time.perf_counter()
             try:
-                result = _with_retries(provider, connection, [t for _, t in batch], run, recorder)
+                result = _with_retries(provider, connection, batch, run, recorder, model_key)
             except BaseException:
                 values = {"latency_ms": round((time.perf_counter() - started) * 1000, 3), "inputs": len(batch), "error": 1.0}
                 record_metrics(values, {**dims, "status": "failed"}, references={"job": run.id})
@@ -117,8 +117,14 @@ def embed_texts(
     return np.frombuffer(data, dtype="<f4").reshape(len(keys), -1).copy()
 
 
-def _with_retries(provider: Provider, connection: dict[str, Any], texts: list[str], run: JobRun, recorder: Recorder):
-    with recorder.call(job=run.id):
+def _with_retries(
+    provider: Provider, connection: dict[str, Any], batch: list[tuple[str, str]], run: JobRun, recorder: Recorder,
+    model_key: str,
+):
+    """The provider's answer for the (key, text) pairs of `batch`; the recording keeps the vectors
+    in the cache under those keys and its response refers to them."""
+    texts = [text for _, text in batch]
+    with recorder.call(job=run.id, embedding_keys=(model_key, [key for key, _ in batch])):
         for attempt in range(MAX_RETRIES + 1):
             try:
                 return provider.embed(connection["modelId"], texts)

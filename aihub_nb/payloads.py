@@ -13,6 +13,12 @@ square of its length. So the store keeps them this way, and puts them back toget
 * A ResponseStream's rawOutput is read from the responses of the calls whose `streamId` is the
   stream, so the bytes are stored once.
 
+* An embedding response's base64 vectors are already in the EmbeddingCache, as float32 bytes:
+  the response keeps, for each `"embedding"`, the reference `"EmbeddingCache:<key>"` to its row
+  (`store_vectors`, when the recording knows each input's cache key), and the call's references
+  say so (`"vectors": "EmbeddingCache"`), so only such calls are expanded. A vector is stored by
+  reference only when its base64 is exactly the encoding of those bytes; any other is kept as is.
+
 Every read through the store (`find`, `get`, `first`, `referencing`) and `network_calls()` gives
 the exact text that went over the wire. `prune(store, before)` drops the raw payloads of old calls
 and streams (messages and metrics stay) and gives the space back to the file system.
@@ -20,8 +26,11 @@ and streams (messages and metrics stay) and gives the space back to the file sys
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,11 +43,16 @@ class Store(Protocol):
     conn: sqlite3.Connection
     _lock: Any
 
-__all__ = ["EXPANDED", "PruneReport", "common_ends", "expand", "expand_columns", "prune"]
+__all__ = ["EXPANDED", "VECTORS", "PruneReport", "common_ends", "expand", "expand_columns", "prune", "store_vectors"]
 
 # The models whose rows are put back together on read.
 EXPANDED = frozenset({"NetworkCall", "ResponseStream"})
 _BATCH = 500  # ids per IN (...) list
+# A NetworkCall whose references hold this (under "vectors") has its vectors in the EmbeddingCache.
+VECTORS = "EmbeddingCache"
+_VECTOR_REF = VECTORS + ":"
+_EMBEDDING_RE = re.compile(r'"embedding"\s*:\s*"([A-Za-z0-9+/=]*)"')
+_VECTOR_REF_RE = re.compile(r'"EmbeddingCache:([0-9a-f]{64})"')
 
 
 def common_ends(base: str, text: str) -> tuple[int, int]:
@@ -158,6 +172,86 @@ def _raw_outputs(store: Store, heads: dict[str, str]) -> dict[str, str]:
     }
 
 
+def store_vectors(conn: sqlite3.Connection, text: str, model: str, keys: list[str], now: str) -> str | None:
+    """`text`, an embedding response (OpenAI's, base64) to the inputs whose EmbeddingCache keys
+    are `keys`, with each vector kept in the cache (as `model`'s; the caller holds a write
+    transaction) and replaced by a reference to its row; None when the response is not one
+    that can be stored so (it is then stored as it is)."""
+    if _VECTOR_REF in text:
+        return None
+    try:
+        data = json.loads(text)["data"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    matches = list(_EMBEDDING_RE.finditer(text))
+    if not isinstance(data, list) or not data or len(matches) != len(data):
+        return None
+    chosen: list[tuple[re.Match, str, bytes]] = []
+    for match, item in zip(matches, data):
+        if not isinstance(item, dict):
+            return None
+        index, encoded = item.get("index"), item.get("embedding")
+        if type(index) is not int or not 0 <= index < len(keys) or encoded != match.group(1):
+            return None
+        try:
+            vector = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        if not vector or len(vector) % 4 or base64.b64encode(vector).decode() != encoded:
+            return None  # not the one encoding of float32 bytes: kept as it came
+        chosen.append((match, keys[index], vector))
+    wanted = json.dumps([key for _, key, _ in chosen])
+    existing = dict(conn.execute(
+        'SELECT key, vector FROM "EmbeddingCache" WHERE key IN (SELECT value FROM json_each(?))', (wanted,)
+    ).fetchall())
+    rows, pieces, at = [], [], 0
+    for match, key, vector in chosen:
+        have = existing.get(key)
+        if have is None:
+            existing[key] = vector
+            rows.append((key, "{}", now, now, key, model, len(vector) // 4, vector))
+        elif have != vector:
+            continue  # the cache holds another vector for this text: this one stays in the response
+        pieces.append(text[at : match.start(1)])
+        pieces.append(_VECTOR_REF + key)
+        at = match.end(1)
+    conn.executemany(
+        'INSERT INTO "EmbeddingCache" (id, "references", createdAt, updatedAt, key, model, dimensions, vector) '
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    pieces.append(text[at:])
+    return "".join(pieces)
+
+
+def _expand_vectors(store: Store, texts: dict[str, str]) -> dict[str, str]:
+    """`texts` (responses stored by `store_vectors`) with each cache reference put back as the
+    base64 of its vector, all read in one query; a reference whose row is gone stays."""
+    keys = sorted({k for text in texts.values() for k in _VECTOR_REF_RE.findall(text)})
+    if not keys:
+        return texts
+    vectors = dict(store.conn.execute(
+        'SELECT key, vector FROM "EmbeddingCache" WHERE key IN (SELECT value FROM json_each(?))', (json.dumps(keys),)
+    ).fetchall())
+
+    def put_back(match: re.Match) -> str:
+        vector = vectors.get(match.group(1))
+        return match.group(0) if vector is None else f'"{base64.b64encode(vector).decode()}"'
+
+    return {cid: _VECTOR_REF_RE.sub(put_back, text) for cid, text in texts.items()}
+
+
+def _has_vectors(references: Any) -> bool:
+    if isinstance(references, str):
+        if VECTORS not in references:
+            return False
+        try:
+            references = json.loads(references)
+        except ValueError:
+            return False
+    return isinstance(references, dict) and references.get("vectors") == VECTORS
+
+
 def expand(store: Store, model_name: str, rows: list[dict[str, Any]]) -> None:
     """Put NetworkCall / ResponseStream rows read from the table back together, in place."""
     if not rows:
@@ -171,6 +265,9 @@ def expand(store: Store, model_name: str, rows: list[dict[str, Any]]) -> None:
                     if r["id"] in whole:
                         r["body"] = whole[r["id"]]
             responses = _responses(store, {r["id"]: r.get("response") or "" for r in rows})
+            flagged = {r["id"] for r in rows if _has_vectors(r.get("references"))}
+            if flagged:
+                responses.update(_expand_vectors(store, {cid: responses[cid] for cid in flagged}))
             for r in rows:
                 r["response"] = responses[r["id"]]
         elif model_name == "ResponseStream":
@@ -197,11 +294,15 @@ def expand_columns(store: Store, model_name: str, names: list[str], rows: list[t
         stored: dict[str, tuple] = {}
         for batch in _batches(ids):
             for row in store.conn.execute(
-                f'SELECT id, "body", "bodyBase", "response" FROM "NetworkCall" WHERE id IN ({_marks(batch)})', batch
+                f'SELECT id, "body", "bodyBase", "response", "references" FROM "NetworkCall" WHERE id IN ({_marks(batch)})',
+                batch,
             ):
                 stored[row[0]] = row
         bodies = _bodies(store, {cid: (s[1], s[2]) for cid, s in stored.items() if s[2]}) if "body" in names else {}
         responses = _responses(store, {cid: s[3] or "" for cid, s in stored.items()}) if "response" in names else {}
+        flagged = {cid for cid, s in stored.items() if _has_vectors(s[4])} if responses else set()
+        if flagged:
+            responses.update(_expand_vectors(store, {cid: responses[cid] for cid in flagged}))
     out = []
     i_body = names.index("body") if "body" in names else None
     i_resp = names.index("response") if "response" in names else None

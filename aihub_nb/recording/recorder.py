@@ -38,9 +38,13 @@ class CallHandle:
     """One provider call's recording: the references its NetworkCall rows carry and, with a
     `stream_id`, the ResponseStream its successful responses feed. Made by `Recorder.call`."""
 
-    def __init__(self, recorder: Recorder, stream_id: str | None, references: Mapping[str, str | None]) -> None:
+    def __init__(
+        self, recorder: Recorder, stream_id: str | None, references: Mapping[str, str | None],
+        embedding_keys: tuple[str, list[str]] | None = None,
+    ) -> None:
         self.recorder = recorder
         self.stream_id = stream_id
+        self.embedding_keys = embedding_keys  # (cache model, each input's EmbeddingCache key)
         refs = {k: v for k, v in references.items() if v}
         if stream_id:
             refs["stream"] = stream_id
@@ -110,10 +114,15 @@ class Recorder:
         self.chunk = self.sink.chunk
         self.finish = self.sink.finish
 
-    def call(self, stream_id: str | None = None, **references: str | None) -> CallHandle:
+    def call(
+        self, stream_id: str | None = None, *, embedding_keys: tuple[str, list[str]] | None = None,
+        **references: str | None,
+    ) -> CallHandle:
         """A handle for one provider call, to enter around it: requests made in the block carry
-        `references` (empty values are left out) and, with `stream_id`, feed that ResponseStream."""
-        return CallHandle(self, stream_id, references)
+        `references` (empty values are left out) and, with `stream_id`, feed that ResponseStream.
+        With `embedding_keys` (the cache's model and the EmbeddingCache key of each input sent), the
+        vectors of the embedding responses are kept in the cache, and the responses refer to them."""
+        return CallHandle(self, stream_id, references, embedding_keys)
 
     def transport(self, lib: str = "httpx", sink: CallSink | None = None, **transport_kwargs: Any) -> Any:
         """An HTTP transport of `lib` ("httpx" or "httpx2") recording through this recorder, or
@@ -130,7 +139,8 @@ class Recorder:
         if call is None:
             return self.sink.request(method=method, url=url, headers=headers, body=body)
         return self.sink.request(
-            method=method, url=url, headers=headers, body=body, stream_id=call.stream_id, references=call.references
+            method=method, url=url, headers=headers, body=body, stream_id=call.stream_id, references=call.references,
+            embedding_keys=call.embedding_keys,
         )
 
     def _bind(self, call: CallHandle) -> None:

@@ -18,19 +18,26 @@ Every known secret (aihub_nb.redact) is masked in what is written: URL, headers,
 and error. Base64 images in a body or a whole JSON response are kept once as files in the hub's
 media folder and the row holds their `media:` reference instead (aihub_nb.media.externalize), so
 images do not fill the database.
+
+An embedding response (a URL path ending in `/embeddings`, or Ollama's `/api/embed`) is one JSON
+answer that is useless in part: it is held until its end and written once, redacted in one pass
+(no image scan: it holds vectors). When the request said which EmbeddingCache key each input has
+(`embedding_keys`), its base64 vectors are kept in the cache and the response refers to them
+(aihub_nb.payloads.store_vectors); reads put them back.
 """
 
 from __future__ import annotations
 
 import codecs
 import threading
+from urllib.parse import urlsplit
 import time
 from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..media import MediaStore, externalize
-from ..payloads import common_ends
+from ..payloads import VECTORS, common_ends, store_vectors
 from ..redact import StreamRedactor, redact, redact_data
 from ..store import now_iso
 
@@ -45,11 +52,19 @@ _RECENT_BODIES = 4  # per endpoint, the bodies a new one is compared with
 
 
 class _Call:
-    __slots__ = ("id", "stream_id", "decoder", "pending", "since", "last_flush", "ok", "lock", "done", "watched", "redactor", "size", "json")
+    __slots__ = (
+        "id", "stream_id", "decoder", "pending", "since", "last_flush", "ok", "lock", "done", "watched", "redactor",
+        "size", "json", "vectors", "embedding_keys",
+    )
 
-    def __init__(self, call_id: str, stream_id: str | None) -> None:
+    def __init__(
+        self, call_id: str, stream_id: str | None, *, vectors: bool = False,
+        embedding_keys: tuple[str, list[str]] | None = None,
+    ) -> None:
         self.id = call_id
         self.stream_id = stream_id
+        self.vectors = vectors  # an embedding response: held whole, written once
+        self.embedding_keys = embedding_keys
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.redactor = StreamRedactor()
         self.pending: list[bytes] = []  # decoded once per flush, not once per chunk
@@ -78,9 +93,12 @@ class StoreSink:
     def request(
         self, *, method: str, url: str, headers: dict[str, str], body: str,
         stream_id: str | None = None, references: Mapping[str, str] | None = None,
+        embedding_keys: tuple[str, list[str]] | None = None,
     ) -> _Call:
         """A new NetworkCall row carrying `references`; with `stream_id`, a successful response is
-        also the raw output of that ResponseStream (and `references` name it as "stream")."""
+        also the raw output of that ResponseStream (and `references` name it as "stream"); with
+        `embedding_keys` (the cache's model and each input's key), the vectors of an embedding
+        response go to the EmbeddingCache and the response refers to them."""
         url, body = redact(url), externalize(redact(body), MediaStore.beside(self.store))
         fields = {}
         base = self._base(url, body)
@@ -100,7 +118,9 @@ class StoreSink:
             **fields,
         )
         self._remember(url, row["id"], body)
-        return _Call(row["id"], stream_id)
+        path = urlsplit(url).path.rstrip("/")
+        vectors = path.endswith(("/embeddings", "/api/embed", "/api/embeddings"))
+        return _Call(row["id"], stream_id, vectors=vectors, embedding_keys=embedding_keys if vectors else None)
 
     def _base(self, url: str, body: str) -> tuple[str, int, int] | None:
         """The recent call whose body this one shares most with, and how much at each end."""
@@ -143,6 +163,8 @@ class StoreSink:
                 handle.since = now
             handle.pending.append(data)
             handle.size += len(data)
+            if handle.vectors:
+                return
             if now - handle.last_flush < self.flush_interval:
                 if not handle.watched:
                     self._watch(handle)
@@ -152,6 +174,9 @@ class StoreSink:
 
     def finish(self, handle: _Call, *, error: str | None, duration_ms: float) -> None:
         """The last of the response and the call's outcome in one UPDATE of a small row."""
+        if handle.vectors:
+            self._finish_vectors(handle, error=error, duration_ms=duration_ms)
+            return
         with handle.lock:
             handle.done = True
             text = self._take(handle, final=True)
@@ -166,6 +191,31 @@ class StoreSink:
         )
         if handle.json and handle.size >= _MEDIA_SCAN_FROM:
             _externalize_response(self.store, handle.id)
+
+    def _finish_vectors(self, handle: _Call, *, error: str | None, duration_ms: float) -> None:
+        """An embedding response, whole: redacted at once, its vectors in the cache when the
+        inputs' keys are known, written with the call's outcome in one transaction."""
+        with handle.lock:
+            handle.done = True
+            data = b"".join(handle.pending)
+            handle.pending.clear()
+        text = redact(handle.decoder.decode(data, final=True))
+        failed = error is not None or not handle.ok
+        now = now_iso()
+        with self.store.transaction() as conn:
+            stored = None
+            if not failed and handle.embedding_keys and text:
+                model, keys = handle.embedding_keys
+                stored = store_vectors(conn, text, model, keys, now)
+            conn.execute(
+                'UPDATE "NetworkCall" SET response = ?, status = ?, durationMs = ?, error = ?, updatedAt = ?'
+                + (', "references" = json_set(coalesce("references", \'{}\'), \'$.vectors\', ?)' if stored is not None else "")
+                + " WHERE id = ?",
+                (
+                    text if stored is None else stored, "error" if failed else "success", round(duration_ms, 3),
+                    redact(error), now, *((VECTORS,) if stored is not None else ()), handle.id,
+                ),
+            )
 
     @staticmethod
     def _take(handle: _Call, *, final: bool = False) -> str:
