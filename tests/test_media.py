@@ -345,3 +345,44 @@ def test_a_model_refusing_images_gets_one_line(mhub, server):
         assert mhub.store.find("Jobs")[-1]["status"] == "failed"
     finally:
         server.text_only_models = set()
+
+
+def test_an_embedding_response_is_recorded_whole_with_its_vectors_in_the_cache(mhub, server):
+    import openai
+
+    from aihub_nb.store import Store
+
+    texts = ["a cat", "a dog", "a bird"]
+    mhub.embed(["a dog"], model="vec")  # cached before: the next response's vector for it is the cache's
+    mhub.embed(texts, model="vec")
+    call = mhub.store.find("NetworkCall")[-1]
+    client = openai.OpenAI(base_url=server.openai_base_url, api_key="x", max_retries=0)
+    wire = client.embeddings.with_raw_response.create(model="local-embed", input=["a cat", "a bird"], encoding_format="base64")
+    assert call["response"] == wire.http_response.text  # read back exactly as received
+    frame = mhub.network_calls()
+    assert frame["response"].iloc[-1] == wire.http_response.text
+    reopened = Store(mhub.store.path)  # another kernel reads the same
+    assert reopened.get("NetworkCall", call["id"])["response"] == wire.http_response.text
+    # stored: a reference to each vector's cache row, not its base64 a second time
+    stored = mhub.store.conn.execute('SELECT response FROM "NetworkCall" WHERE id = ?', (call["id"],)).fetchone()[0]
+    vector = base64.b64encode(mhub.store.first("EmbeddingCache")["vector"]).decode()
+    assert stored.count('"EmbeddingCache:') == 2 and vector not in stored and len(stored) < 600
+    assert mhub.store.count("EmbeddingCache") == 3
+
+
+def test_an_embedding_response_that_cannot_be_referenced_is_kept_as_it_came(tmp_path):
+    from aihub_nb.payloads import store_vectors
+    from aihub_nb.store import Store
+
+    store = Store(tmp_path / "x.db")
+    vector = np.arange(4, dtype="<f4").tobytes()
+    canonical = base64.b64encode(vector).decode()
+    text = '{"data":[{"index":0,"embedding":"%s"},{"index":1,"embedding":"%s"}]}'
+    with store.transaction() as conn:
+        assert store_vectors(conn, text % (canonical, "EmbeddingCache:" + "0" * 64), "m", ["k0", "k1"], "t") is None
+        assert store_vectors(conn, text % (canonical, canonical[:-2] + "B="), "m", ["k0", "k1"], "t") is None  # not canonical
+        conn.execute('INSERT INTO "EmbeddingCache" (id, key, model, dimensions, vector, createdAt, updatedAt) '
+                     "VALUES ('k1', 'k1', 'm', 4, ?, 't', 't')", (bytes(16),))
+        stored = store_vectors(conn, text % (canonical, canonical), "m", ["k0", "k1"], "t")
+    # k0 is kept in the cache and referenced; k1's cached vector differs, so its base64 stays
+    assert stored == text % ("EmbeddingCache:k0", canonical)
