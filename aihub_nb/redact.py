@@ -109,11 +109,6 @@ def _forms(value: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 
 
-def _pattern() -> re.Pattern[str] | None:
-    """One regex matching every known secret (longest first), rebuilt only when the set changes."""
-    return _compiled()[1]
-
-
 def _compiled() -> tuple[frozenset[str], re.Pattern[str] | None, int, tuple[tuple[str, ...], frozenset[str]]]:
     global _PATTERN
     with _LOCK:

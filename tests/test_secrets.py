@@ -338,3 +338,11 @@ def test_a_tool_secret_with_a_trailing_newline_is_stripped_and_one_with_a_line_b
         "or line break inside; set it again to the value alone"
     )
     assert find_in_database(hub.path, SECRET) == [] and find_in_database(hub.path, "7d6c5b4a39281706") == []
+
+
+def test_a_secret_in_a_long_text_is_masked_in_each_form(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-long-text-secret/+=1")
+    body = "QUJD" * 200_000  # a long base64 run, like an embedding response
+    for form in ("sk-long-text-secret/+=1", json.dumps("sk-long-text-secret/+=1")[1:-1], "sk-long-text-secret%2F%2B%3D1"):
+        assert redact(body + form + body) == body + "[redacted]" + body
+    assert redact(body) is body
