@@ -105,6 +105,10 @@ class Lab:
             path = settings / f"{plugin}.jupyterlab-settings"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(values))
+        # The settings defaults the package installs (share/jupyter/lab/settings/overrides.d), from
+        # the repository, where an installed package puts them for JupyterLab.
+        app_settings = self.base / "lab-settings"
+        shutil.copytree(REPO / "jupyter-config" / "lab" / "settings", app_settings)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "AIHUB_", "OPENAI_"))}
         env.update(
             JUPYTER_CONFIG_DIR=str(config),
@@ -121,6 +125,7 @@ class Lab:
             "--ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
             f"--ServerApp.root_dir={self.root}", f"--IdentityProvider.token={self.token}",
             f"--LabApp.workspaces_dir={self.base / 'workspaces'}", "--LabApp.news_url=",
+            f"--LabApp.app_settings_dir={app_settings}",
         ]
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,

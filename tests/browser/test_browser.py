@@ -179,6 +179,48 @@ def test_hub_panel_tabs(page, lab):
     page.scroll_to(panel, block="start")
 
 
+def test_saved_panel_after_restart(page, lab):
+    """A notebook saved with a panel, its kernel shut down, the page reloaded: the panel shows as it
+    was (JupyterLab saved its widget state in the notebook), not "model not found"."""
+    name = "hub-saved.ipynb"
+    lab.create_notebook(name, [
+        SETUP,
+        'from aihub_nb.magics import default_hub\ndefault_hub().chat("kept").send("What is WAL mode?").status',
+        "%aihub hub",
+    ])
+    page.open(name)
+    cells = page.run_all()
+    _assert_ran_cleanly(cells)
+    _assert_no_placeholders(page)
+    page.settle()
+    # The toolbar's save button, as a person saves.
+    page.css('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Toolbar [data-command="docmanager:save"]')[0].click()
+
+    def saved():
+        nb = lab.api("GET", f"/api/contents/{name}")["content"]
+        return nb if nb["metadata"].get("widgets") and nb["cells"][-1]["outputs"] else None
+
+    nb = page.wait(saved, message="saving did not store the widget state in the notebook")
+    (output,) = nb["cells"][-1]["outputs"]
+    assert {"application/vnd.jupyter.widget-view+json", "text/html", "text/plain"} <= set(output["data"])
+    state = nb["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert output["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] in state
+
+    for session in lab.api("GET", "/api/sessions"):  # the kernel is gone: its widget models with it
+        lab.api("DELETE", f"/api/sessions/{session['id']}")
+    assert lab.api("GET", "/api/kernels") == []
+    page.driver.refresh()
+    page.open(name)
+    _assert_no_placeholders(page)
+    panel = page.css(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-OutputArea")[-1]
+    page.wait(lambda: [t.text.strip() for t in page.css(".lm-TabBar-tab", panel)]
+              == ["Connections", "Chats", "Agents & tools", "Jobs", "Dashboard"],
+              message="the reopened notebook does not show the hub panel's tabs")
+    assert "local-chat" in panel.text
+    assert "model not found" not in page.text()
+    page.scroll_to(panel, block="start")
+
+
 def test_chat_panel_sends_and_streams(page, lab):
     words = ["WAL", "mode", "keeps", "readers", "and", "one", "writer", "apart,", "so", "reads", "never", "block."]
     chunks = [w if i == 0 else " " + w for i, w in enumerate(words)]
