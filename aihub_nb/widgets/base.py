@@ -38,6 +38,15 @@ __all__ = ["Panel"]
 
 log = logging.getLogger(__name__)
 
+# A panel shown from a saved notebook's widget state (its kernel gone) is disconnected: ipywidgets
+# marks every one of its widgets with a broken-link icon. One line on the panel says it instead.
+_DISCONNECTED_CSS = (
+    "<style>.aihub-panel .jupyter-widgets-disconnected::before{display:none}"
+    ".aihub-panel.jupyter-widgets-disconnected::before{display:block;content:'saved view: run the cell again "
+    "for the live panel';font:italic var(--jp-ui-font-size1,13px) var(--jp-ui-font-family,sans-serif);"
+    "color:var(--jp-ui-font-color2,#666);padding:2px 0 4px}</style>"
+)
+
 
 class Panel(widgets.VBox):
     """A VBox with an error line (`error`), a status line (`status`), a `guard` for callbacks and
@@ -47,6 +56,8 @@ class Panel(widgets.VBox):
         super().__init__(**kwargs)
         self.error = widgets.HTML()
         self.status = widgets.HTML()
+        self.add_class("aihub-panel")
+        self._style = widgets.HTML(_DISCONNECTED_CSS, layout=widgets.Layout(display="none"))
         self._error_lock = threading.Lock()
         self._errors = 0  # how many errors were shown: a guarded action clears only what came before it
 
@@ -104,7 +115,7 @@ class Panel(widgets.VBox):
         children = [widgets.HBox(row) if isinstance(row, list | tuple) else row for row in rows]
         if not any(child is self.error or self.error in getattr(child, "children", ()) for child in children):
             children.append(self.error)
-        self.children = children
+        self.children = [self._style, *children]
 
     # ------------------------------------------------------------ errors
 

@@ -218,6 +218,11 @@ def test_saved_panel_after_restart(page, lab):
               message="the reopened notebook does not show the hub panel's tabs")
     assert "local-chat" in panel.text
     assert "model not found" not in page.text()
+    # Its widgets are not live: one line on the panel says so, not a broken-link icon on each widget.
+    marks = page.driver.execute_script(
+        "return Array.from(arguments[0].querySelectorAll('.jupyter-widgets-disconnected'))"
+        ".map(e => getComputedStyle(e, '::before')).filter(s => s.display !== 'none').map(s => s.content);", panel)
+    assert marks == ['"saved view: run the cell again for the live panel"'], marks
     page.scroll_to(panel, block="start")
 
 
