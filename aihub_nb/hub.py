@@ -732,11 +732,18 @@ class Hub:
 
         return ChatPanel(self, name, sync=sync)
 
-    def panel(self):
-        """An ipywidgets panel of the whole hub: connections, chats, agents and tools, jobs, dashboard."""
+    def panel(self, **kwargs: Any):
+        """An ipywidgets panel of the whole hub: connections, chats, agents and tools, jobs, dashboard,
+        settings."""
         from .widgets.hub import HubPanel
 
-        return HubPanel(self)
+        return HubPanel(self, **kwargs)
+
+    def setup_panel(self, discovery: Any = None):
+        """The setup panel: the models this machine can reach (`discover()`), to connect."""
+        from .widgets.setup import SetupPanel
+
+        return SetupPanel(self, discovery)
 
     # ------------------------------------------------------------ images and embeddings
 

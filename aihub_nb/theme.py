@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["THEMES", "check_theme", "jupyterlab_theme", "plot_style", "resolve", "themed"]
+__all__ = ["THEMES", "check_theme", "jupyterlab_theme", "of_store", "plot_style", "resolve", "themed"]
 
 THEMES = ("auto", "light", "dark")
 
@@ -92,6 +92,12 @@ def resolve(theme: str | None) -> str:
     if value in ("light", "dark"):
         return value
     return jupyterlab_theme()
+
+
+def of_store(store: Any) -> str:
+    """`light` or `dark`: the theme a hub's store has set (UserSettings.theme), resolved."""
+    row = store.first("UserSettings")
+    return resolve(row.get("theme") if row else None)
 
 
 def plot_style(theme: str | None) -> dict[str, str]:
