@@ -371,7 +371,7 @@ def test_demo_model_echoes_and_counts_turns(oa):
         {"role": "user", "content": "second"},
     ]
     text = oa.chat.completions.create(model="local-chat", messages=messages).choices[0].message.content
-    assert text == 'Hello from the aihub_nb local model (turn 2). You said: "second"'
+    assert text == 'Hello from the aihub_nb demo model (turn 2). You said: "second"'
 
 
 def test_demo_model_calls_tools_in_parallel(oa):

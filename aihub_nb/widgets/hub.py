@@ -313,7 +313,7 @@ class HubPanel(Panel):
             field = (widgets.Checkbox(indent=False) if kind == "Bool" else
                      widgets.FloatText(layout=wide) if kind == "Float" else widgets.Text(layout=wide))
             field.description = name
-            field.description_tooltip = trait.help
+            field.tooltip = trait.help
             self.config_fields[name] = field
             config_rows.append(widgets.HBox([field, widgets.HTML(
                 f'<small style="color:var(--jp-ui-font-color2, #666)">{html.escape(trait.help or "")}</small>')]))
