@@ -280,3 +280,38 @@ def test_dark_theme_gives_dark_plots(hub, server):
     assert tuple(dashboard.figure.get_facecolor()[:3]) < (0.15, 0.15, 0.15)
     dashboard.close()
     plt.close("all")
+
+
+# ------------------------------------------------------------ the README's main command
+
+
+def test_lab_copies_the_notebooks_once_and_opens_the_quickstart_there(tmp_path, monkeypatch):
+    from aihub_nb import __main__ as entry
+
+    monkeypatch.setenv("AIHUB_NOTEBOOKS", str(tmp_path / "work"))
+    folder = entry.workspace()
+    assert [p.name for p in entry.copy_notebooks(folder)] == list(entry.SHIPPED)
+    (folder / "quickstart.ipynb").write_text("{}")  # the user's own changes
+    assert entry.copy_notebooks(folder) == []
+    assert (folder / "quickstart.ipynb").read_text() == "{}"
+    command = entry.lab_command(["--no-browser"], folder)
+    assert command[1:4] == ["-m", "jupyter", "lab"] and f"--ServerApp.root_dir={folder}" in command
+    assert command[-2:] == ["--no-browser", "quickstart.ipynb"]
+    assert not list(folder.glob("conftest.py"))  # nothing of the test setup in the user's file browser
+
+
+def test_only_the_shipped_notebooks_are_collected(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    mine = root / "notebooks" / f"mine-{tmp_path.name}.ipynb"
+    mine.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    try:
+        out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:randomly"],
+                             cwd=root, capture_output=True, text=True, timeout=300).stdout
+    finally:
+        mine.unlink()
+    collected = {line.split("::")[0] for line in out.splitlines() if ".ipynb" in line}
+    assert collected == {f"notebooks/{n}" for n in ("agents.ipynb", "monitoring.ipynb", "quickstart.ipynb")}
