@@ -4,7 +4,8 @@
 JupyterLab's CSS variables (`var(--jp-layout-color1)`, `var(--jp-ui-font-color1)`, ...), which the
 browser resolves. Plots are drawn in Python, so there `auto` is read from JupyterLab's own
 settings file, the one its theme menu writes:
-``$JUPYTERLAB_SETTINGS_DIR`` (default ``~/.jupyter/lab/user-settings``)
+``$JUPYTERLAB_SETTINGS_DIR`` (default ``$JUPYTER_CONFIG_DIR/lab/user-settings``, where that is
+``~/.jupyter`` unless set)
 ``/@jupyterlab/apputils-extension/themes.jupyterlab-settings``, key ``"theme"`` (a theme whose
 name says "dark" is dark). No file, or no theme chosen there, is JupyterLab's default: light.
 
@@ -67,7 +68,9 @@ def check_theme(value: Any) -> str:
 
 def _settings_file() -> Path:
     root = os.environ.get("JUPYTERLAB_SETTINGS_DIR")
-    base = Path(root).expanduser() if root else Path.home() / ".jupyter" / "lab" / "user-settings"
+    config = os.environ.get("JUPYTER_CONFIG_DIR")
+    base = (Path(root).expanduser() if root else
+            (Path(config).expanduser() if config else Path.home() / ".jupyter") / "lab" / "user-settings")
     return base / "@jupyterlab" / "apputils-extension" / "themes.jupyterlab-settings"
 
 
