@@ -214,7 +214,7 @@ class Hub:
             self.runtime.providers.forget(row["id"])
         if api_key:
             _conn.session_key(row["id"], api_key)
-        new_default = fields["type"] == "CHAT" and self.settings().get("defaultConnectionId") in (None, "")
+        new_default = fields["type"] == "CHAT" and self._settings().get("defaultConnectionId") in (None, "")
         if default or (default is None and new_default):
             self.set_default_connection(name)
         return _conn.public_view(row)
@@ -279,7 +279,7 @@ class Hub:
 
     def connections(self) -> list[dict[str, Any]]:
         """Every connection, as shown to a person (secrets masked), oldest first."""
-        default = self.settings().get("defaultConnectionId")
+        default = self._settings().get("defaultConnectionId")
         out = []
         for row in self.store.find("ModelConnections"):
             view = _conn.public_view(row)
@@ -331,13 +331,13 @@ class Hub:
         row = self.connection(name)
         self.store.delete("ModelConnections", row["id"])
         self.runtime.providers.forget(row["id"])
-        settings = self.settings()
+        settings = self._settings()
         if settings.get("defaultConnectionId") == row["id"]:
             self.store.update("UserSettings", settings["id"], defaultConnectionId=None)
 
     def set_default_connection(self, name: str) -> None:
         row = self.connection(name)
-        settings = self.settings()
+        settings = self._settings()
         self.store.update("UserSettings", settings["id"], defaultConnectionId=row["id"])
 
     def default_connection(self) -> dict[str, Any] | None:
@@ -350,12 +350,12 @@ class Hub:
 
     def remember_page(self, page: str) -> None:
         """Keep the page (panel tab) the user is on, to reopen there next time (UserSettings.lastPage)."""
-        settings = self.settings()
+        settings = self._settings()
         if settings.get("lastPage") != page:
             self.store.set("UserSettings", settings["id"], lastPage=page)
 
-    def settings(self) -> dict[str, Any]:
-        """The UserSettings row (default connection, last page, ...), created on first use."""
+    def _settings(self) -> dict[str, Any]:
+        """The UserSettings row (default connection, last page, telemetry, ...), created on first use."""
         row = self.store.first("UserSettings")
         return row if row is not None else self.store.create("UserSettings", bootstrapped=False, theme="auto")
 
@@ -864,7 +864,7 @@ class Hub:
         endpoint in the environment unless `otel("off")`), else None. Made on first use."""
         if not self._telemetry_checked:
             self._telemetry_checked = True
-            settings = self.settings()
+            settings = self._settings()
             choice = settings.get("otelExport") or ""
             from_env = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
             if choice == "on" or (choice == "" and from_env):
@@ -905,7 +905,7 @@ class Hub:
             if otel is None:
                 return {"export": "off", "endpoint": None}
             return {"export": "on", **otel.status()}
-        settings = self.settings()
+        settings = self._settings()
         changes: dict[str, Any] = {"otelExport": action}
         if action == "on":
             if endpoint is not None:
