@@ -22,15 +22,15 @@ _run: list[str] = []
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
-    root = Path(tempfile.mkdtemp(prefix="aihub-tests-"))
+    root = Path(tempfile.mkdtemp(prefix="aihub-t-"))
     _run.append(str(root))
     if config.option.basetemp is None:  # pytest keeps its own under /tmp/pytest-of-USER otherwise
-        config.option.basetemp = str(root / "pytest")
-    (root / "tmp").mkdir()
-    os.environ["TMPDIR"] = str(root / "tmp")
+        config.option.basetemp = str(root / "p")  # short: Chromium's socket paths under it have a length limit
+    (root / "t").mkdir()
+    os.environ["TMPDIR"] = str(root / "t")
     tempfile.tempdir = None  # read TMPDIR again
-    (root / "home").mkdir()
-    offline_environment(str(root / "home"))
+    (root / "h").mkdir()
+    offline_environment(str(root / "h"))
 
 
 def pytest_unconfigure(config):
