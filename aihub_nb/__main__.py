@@ -1,7 +1,7 @@
 """`python -m aihub_nb lab` (or `aihub-lab`): JupyterLab on the quickstart, in a folder of your own.
 
-The shipped notebooks (quickstart, agents, monitoring, from the notebooks/ folder of the source
-tree) are copied into `~/aihub-notebooks` (or `$AIHUB_NOTEBOOKS`), each only when it is not there
+The shipped notebooks (quickstart, agents, monitoring, batch, multimodal, from the notebooks/
+folder of the source tree) are copied into `~/aihub-notebooks` (or `$AIHUB_NOTEBOOKS`), each only when it is not there
 yet, so your changes to them are kept; JupyterLab is rooted in that folder and opens the quickstart.
 Your own notebooks go there too, away from the repository and its tests. Other arguments go to
 `jupyter lab` (`--port 8899`, `--no-browser`); `--allow-root` is added when run as root.
@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-SHIPPED = ("quickstart.ipynb", "agents.ipynb", "monitoring.ipynb")
+SHIPPED = ("quickstart.ipynb", "agents.ipynb", "monitoring.ipynb", "batch.ipynb", "multimodal.ipynb")
 
 
 def workspace() -> Path:

@@ -13,7 +13,7 @@ import pytest
 
 from aihub_nb.testing import offline_environment
 
-SHIPPED = ("agents.ipynb", "monitoring.ipynb", "quickstart.ipynb")
+SHIPPED = ("agents.ipynb", "batch.ipynb", "monitoring.ipynb", "multimodal.ipynb", "quickstart.ipynb")
 
 
 def pytest_ignore_collect(collection_path, config):

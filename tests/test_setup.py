@@ -314,4 +314,4 @@ def test_only_the_shipped_notebooks_are_collected(tmp_path):
     finally:
         mine.unlink()
     collected = {line.split("::")[0] for line in out.splitlines() if ".ipynb" in line}
-    assert collected == {f"notebooks/{n}" for n in ("agents.ipynb", "monitoring.ipynb", "quickstart.ipynb")}
+    assert collected == {f"notebooks/{n}" for n in ("agents.ipynb", "batch.ipynb", "monitoring.ipynb", "multimodal.ipynb", "quickstart.ipynb")}
