@@ -10,7 +10,7 @@ too), and no import cycle; tests/test_layers.py checks it. A subpackage ranks as
      0  errors prisma clock
      1  store migrations payloads
      2  redact timespan media
-     3  connections jobs recovery recording monitoring providers toolschema demo display views mcp telemetry
+     3  connections jobs recovery recording monitoring providers toolschema demo display views mcp telemetry discovery theme
      4  runtime
      5  tools embeddings images
      6  agents

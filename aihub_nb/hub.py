@@ -162,8 +162,10 @@ class Hub:
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
         max_tokens: int | None = None,
+        replace: bool = False,
     ) -> dict[str, Any]:
-        """Create (or, for an existing name, replace) a model connection; return it, secrets masked.
+        """Create a model connection; return it, secrets masked. A name in use is refused unless
+        `replace=True` (which replaces that connection, keeping its id and its chats).
 
         The key is referenced by environment variable (`api_key_env`, OPENAI_API_KEY by default
         for OpenAI); a key passed as `api_key` is used for this session only and never stored.
@@ -199,6 +201,11 @@ class Hub:
             api_key = check_key(str(api_key), "the api_key given")  # before anything is stored
         with self.store.transaction():  # look-up and create as one: a name racing in from another kernel waits
             existing = self.store.first("ModelConnections", name=name)
+            if existing and not replace:
+                raise UsageError(
+                    f"A connection named {name!r} exists already ({existing['provider']} {existing['modelId']}); "
+                    "add --replace to replace it (replace=True from Python), or pick another --name."
+                )
             if existing:
                 row = self.store.update("ModelConnections", existing["id"], **fields)
             else:
@@ -207,39 +214,64 @@ class Hub:
             self.runtime.providers.forget(row["id"])
         if api_key:
             _conn.session_key(row["id"], api_key)
-        new_default = fields["type"] == "CHAT" and self.settings().get("defaultConnectionId") in (None, "")
+        new_default = fields["type"] == "CHAT" and self._settings().get("defaultConnectionId") in (None, "")
         if default or (default is None and new_default):
             self.set_default_connection(name)
         return _conn.public_view(row)
 
     def connect_local(
-        self, model_id: str = "local-chat", *, name: str = "local", provider: str = "OPENAI", type: str | None = None
+        self, model_id: str = "local-chat", *, name: str = "local", provider: str = "OPENAI", type: str | None = None,
+        replace: bool = False,
     ) -> dict[str, Any]:
-        """A connection to the local server built into aihub_nb: no key, no network, deterministic replies.
-        Its image model is `local-image` (type IMAGE), its embedding model `local-embed` (EMBEDDING)."""
+        """A connection to the demo model built into aihub_nb: no key, no network, replies that show
+        what the hub does (it is no real model). Its image model is `local-image` (type IMAGE), its
+        embedding model `local-embed` (EMBEDDING). An existing demo connection of that name is reused."""
         type = type or {"local-image": "IMAGE", "local-embed": "EMBEDDING"}.get(model_id, "CHAT")
-        return self.connect(provider, model_id, name=name, builtin=True, type=type, description="aihub_nb's built-in local model")
+        existing = self.store.first("ModelConnections", name=name)
+        if existing and (existing.get("data") or {}).get("builtin") and not replace:
+            if (existing["modelId"], existing["provider"], existing["type"]) == (model_id, _conn.check_provider(provider), type):
+                if type == "CHAT":
+                    self._default_if_none(name)
+                return _conn.public_view(existing)
+        return self.connect(provider, model_id, name=name, builtin=True, type=type,
+                            description="aihub_nb's built-in demo model", replace=replace)
 
-    def autoconnect(self) -> dict[str, Any]:
+    def discover(self, **kwargs: Any):
+        """What models this machine can reach (aihub_nb.discovery.discover): an OpenAI key, a running
+        Ollama, OpenAI-compatible servers on the usual local ports; at most about a second."""
+        from .discovery import discover
+
+        return discover(**kwargs)
+
+    def autoconnect(self, discovery: Any = None) -> dict[str, Any]:
         """The best connection this machine offers: OpenAI if OPENAI_API_KEY is set, else a running
-        Ollama, else the built-in local server. Reuses an existing connection of that kind."""
-        if os.environ.get("OPENAI_API_KEY"):
-            return self._reuse_or_connect("OPENAI", "gpt-4o-mini", "openai")
-        models = _conn.ollama_reachable()
-        if models:
-            return self._reuse_or_connect("OLLAMA", models[0], "ollama")
-        existing = self.store.first("ModelConnections", name="local")
-        if existing and (existing.get("data") or {}).get("builtin"):
-            self.set_default_connection("local")
-            return _conn.public_view(existing)
+        Ollama, else an OpenAI-compatible server on a usual local port (LM Studio 1234, llama.cpp
+        8080, vLLM 8000), else the built-in demo model. Reuses an existing connection of that name;
+        becomes the default only when there is none."""
+        found = list(discovery if discovery is not None else self.discover())
+        for item in found:
+            if item.model:
+                return self.connect_found(item)
         return self.connect_local()
 
-    def _reuse_or_connect(self, provider: str, model_id: str, name: str) -> dict[str, Any]:
-        existing = self.store.first("ModelConnections", name=name)
-        if existing and existing["provider"] == provider:
-            self.set_default_connection(name)
+    def connect_found(self, found: Any, *, default: bool | None = None) -> dict[str, Any]:
+        """Connect what `discover()` found (a `discovery.Found`), or reuse the connection of that name
+        when it is the same kind; `default=None` makes it the default only when there is none."""
+        existing = self.store.first("ModelConnections", name=found.name)
+        if existing and existing["provider"] == found.provider and not (existing.get("data") or {}).get("builtin"):
+            if default:
+                self.set_default_connection(found.name)
+            else:
+                self._default_if_none(found.name)
             return _conn.public_view(existing)
-        return self.connect(provider, model_id, name=name, default=True)
+        if not found.model:
+            raise UsageError(f"{found.label} offers no chat model yet; add one there first.")
+        return self.connect(found.provider, found.model, name=found.name, base_url=found.base_url, host=found.host,
+                            api_key_env=found.api_key_env, default=default)
+
+    def _default_if_none(self, name: str) -> None:
+        if self.default_connection() is None:
+            self.set_default_connection(name)
 
     def connection(self, name_or_id: str) -> dict[str, Any]:
         """The stored connection row (data holds no secrets)."""
@@ -247,7 +279,7 @@ class Hub:
 
     def connections(self) -> list[dict[str, Any]]:
         """Every connection, as shown to a person (secrets masked), oldest first."""
-        default = self.settings().get("defaultConnectionId")
+        default = self._settings().get("defaultConnectionId")
         out = []
         for row in self.store.find("ModelConnections"):
             view = _conn.public_view(row)
@@ -299,13 +331,13 @@ class Hub:
         row = self.connection(name)
         self.store.delete("ModelConnections", row["id"])
         self.runtime.providers.forget(row["id"])
-        settings = self.settings()
+        settings = self._settings()
         if settings.get("defaultConnectionId") == row["id"]:
             self.store.update("UserSettings", settings["id"], defaultConnectionId=None)
 
     def set_default_connection(self, name: str) -> None:
         row = self.connection(name)
-        settings = self.settings()
+        settings = self._settings()
         self.store.update("UserSettings", settings["id"], defaultConnectionId=row["id"])
 
     def default_connection(self) -> dict[str, Any] | None:
@@ -318,14 +350,68 @@ class Hub:
 
     def remember_page(self, page: str) -> None:
         """Keep the page (panel tab) the user is on, to reopen there next time (UserSettings.lastPage)."""
-        settings = self.settings()
+        settings = self._settings()
         if settings.get("lastPage") != page:
             self.store.set("UserSettings", settings["id"], lastPage=page)
 
-    def settings(self) -> dict[str, Any]:
-        """The UserSettings row (default connection, last page, ...), created on first use."""
+    def _settings(self) -> dict[str, Any]:
+        """The UserSettings row (default connection, last page, telemetry, ...), created on first use."""
         row = self.store.first("UserSettings")
-        return row if row is not None else self.store.create("UserSettings", bootstrapped=True)
+        return row if row is not None else self.store.create("UserSettings", bootstrapped=False, theme="auto")
+
+    # ------------------------------------------------------------ user settings
+
+    def settings(self) -> dict[str, Any]:
+        """The user's settings: bootstrapped (setup done), sidebarOpen (the hub panel lives in
+        JupyterLab's side area), theme (auto, light, dark), lastPage (the hub panel's tab) and
+        defaultConnection (its name)."""
+        row = self._settings()
+        default = self.default_connection()
+        return {
+            "bootstrapped": bool(row.get("bootstrapped")),
+            "sidebarOpen": bool(row.get("sidebarOpen")),
+            "theme": row.get("theme") or "auto",
+            "lastPage": row.get("lastPage") or "",
+            "defaultConnection": default["name"] if default else None,
+        }
+
+    def set_setting(self, key: str, value: Any) -> dict[str, Any]:
+        """Change one setting (see `settings()`; `sidebar_open` and such work too), checked; returns
+        the settings."""
+        name = _SETTING_NAMES.get(str(key).replace("_", "").replace("-", "").lower())
+        if name is None:
+            raise UsageError(f"Unknown setting {key!r}; settings are: {', '.join(SETTINGS)}.")
+        if name == "defaultConnection":
+            self.set_default_connection(str(value))
+            return self.settings()
+        if name == "theme":
+            from .theme import check_theme
+
+            stored: Any = check_theme(value)
+        elif name == "lastPage":
+            stored = str(value).strip()
+            if len(stored) > 64 or not stored.isprintable():
+                raise UsageError(f"lastPage takes a tab's title, not {value!r}.")
+        else:
+            stored = _boolean(name, value)
+        self.store.set("UserSettings", self._settings()["id"], **{name: stored})
+        return self.settings()
+
+    def theme(self) -> str:
+        """`light` or `dark`: the theme setting, `auto` resolved from JupyterLab's (aihub_nb.theme)."""
+        from .theme import resolve
+
+        return resolve(self._settings().get("theme"))
+
+    def needs_setup(self) -> bool:
+        """True in a new home: setup never done and no connection yet. A home with a connection
+        counts as set up (and is marked so)."""
+        if self._settings().get("bootstrapped"):
+            return False
+        if self.store.first("ModelConnections") is not None:
+            self.set_setting("bootstrapped", True)
+            return False
+        return True
 
     # ------------------------------------------------------------ metrics
 
@@ -646,11 +732,18 @@ class Hub:
 
         return ChatPanel(self, name, sync=sync)
 
-    def panel(self):
-        """An ipywidgets panel of the whole hub: connections, chats, agents and tools, jobs, dashboard."""
+    def panel(self, **kwargs: Any):
+        """An ipywidgets panel of the whole hub: connections, chats, agents and tools, jobs, dashboard,
+        settings."""
         from .widgets.hub import HubPanel
 
-        return HubPanel(self)
+        return HubPanel(self, **kwargs)
+
+    def setup_panel(self, discovery: Any = None):
+        """The setup panel: the models this machine can reach (`discover()`), to connect."""
+        from .widgets.setup import SetupPanel
+
+        return SetupPanel(self, discovery)
 
     # ------------------------------------------------------------ images and embeddings
 
@@ -771,7 +864,7 @@ class Hub:
         endpoint in the environment unless `otel("off")`), else None. Made on first use."""
         if not self._telemetry_checked:
             self._telemetry_checked = True
-            settings = self.settings()
+            settings = self._settings()
             choice = settings.get("otelExport") or ""
             from_env = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
             if choice == "on" or (choice == "" and from_env):
@@ -812,7 +905,7 @@ class Hub:
             if otel is None:
                 return {"export": "off", "endpoint": None}
             return {"export": "on", **otel.status()}
-        settings = self.settings()
+        settings = self._settings()
         changes: dict[str, Any] = {"otelExport": action}
         if action == "on":
             if endpoint is not None:
@@ -1048,6 +1141,20 @@ def _private_home(home: Path) -> None:
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _NOT_IN_URLS = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+SETTINGS = ("bootstrapped", "sidebarOpen", "theme", "lastPage", "defaultConnection")
+_SETTING_NAMES = {name.lower(): name for name in SETTINGS}
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise UsageError(f"{name} is true or false (also yes/no, on/off), not {value!r}.")
 
 
 def _check_url(url: str, option: str) -> str:

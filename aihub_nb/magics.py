@@ -390,12 +390,15 @@ class AihubMagics(Magics):
             "hub": self._hub_panel,
             "panel": self._chat_panel,
             "embed": self._embed,
+            "settings": self._settings,
+            "setup": self._setup,
         }
         self._cell_commands = {  # %%aihub subcommand -> handler(ns, cell)
             "chat": self._chat_cell,
             "image": self._image_cell,
             "map": self._map_cell,
         }
+        self._sidecar = None
 
     @property
     def hub(self) -> Hub:
@@ -480,14 +483,17 @@ class AihubMagics(Magics):
     @argument("--description", default="")
     @argument("--default", action="store_true", help="make it the default connection")
     @argument("--type", help="CHAT (default), IMAGE or EMBEDDING")
+    @argument("--replace", action="store_true", help="replace the connection of that name, if there is one")
     @_limit_arguments
     def _connect(self, ns) -> Any:
-        """Connect a model (OPENAI or OLLAMA), the built-in local server, or the best one this machine has."""
+        """Connect a model (OPENAI or OLLAMA), the built-in demo model (local), or the best one this machine has (auto)."""
         kind = ns.provider.lower()
         if kind == "auto":
             row = self.hub.autoconnect()
         elif kind == "local":
-            row = self.hub.connect_local(ns.model_id or "local-chat", name=ns.name or "local", type=ns.type)
+            row = self.hub.connect_local(ns.model_id or "local-chat", name=ns.name or "local", type=ns.type, replace=ns.replace)
+            if ns.default:
+                self.hub.set_default_connection(row["name"])
         else:
             if not ns.model_id:
                 raise _usage_error(self._connect.parser, "the following arguments are required: model_id")
@@ -495,7 +501,7 @@ class AihubMagics(Magics):
                 ns.provider, ns.model_id, name=ns.name, base_url=ns.base_url, host=ns.host,
                 api_key_env=ns.api_key_env, description=ns.description, default=True if ns.default else None,
                 timeout=ns.timeout, connect_timeout=ns.connect_timeout, read_timeout=ns.read_timeout,
-                max_tokens=ns.max_tokens, type=ns.type or "CHAT",
+                max_tokens=ns.max_tokens, type=ns.type or "CHAT", replace=ns.replace,
             )
         return _table([row], ["name", "provider", "modelId", "endpoint", "api key"])
 
@@ -895,9 +901,127 @@ class AihubMagics(Magics):
         return self.hub.chat_panel(ns.name)
 
     @_subcommand("aihub hub")
+    @argument("--side", action="store_true", help="in JupyterLab's side area (remembered for the next %%load_ext)")
     def _hub_panel(self, ns) -> Any:
-        """A panel for the whole hub: connections, chats, tools, agents."""
-        return self.hub.panel()
+        """A panel for the whole hub: connections, chats, tools, agents, jobs, dashboard, settings."""
+        from IPython.display import display
+
+        if self.hub.needs_setup():
+            display(self._setup_view())
+        if ns.side:
+            if self._open_side():
+                return text_view("The hub is in JupyterLab's side area (its Side area button moves it back).")
+            display(text_view("The side area needs JupyterLab; here the hub is shown in the cell."))
+        return self._panel()
+
+    def _panel(self) -> Any:
+        return self.hub.panel(magics=self, side=self._move_side if _side_area_available(self.shell) else None)
+
+    def _open_side(self) -> bool:
+        """Show the hub panel in JupyterLab's side area (jupyterlab-sidecar); False where there is none."""
+        if not _side_area_available(self.shell):
+            return False
+        from sidecar import Sidecar
+
+        if self._sidecar is not None:
+            self._sidecar.close()
+        self._sidecar = Sidecar(title="aihub", anchor="right")
+        self._sidecar.append_display_data(self._panel())
+        self.hub.set_setting("sidebarOpen", True)
+        return True
+
+    def _move_side(self, open_it: bool) -> None:
+        """The hub panel's Side area button and Settings box: open or close the side area."""
+        if open_it:
+            self._open_side()
+            return
+        if self._sidecar is not None:
+            self._sidecar.close()
+            self._sidecar = None
+        self.hub.set_setting("sidebarOpen", False)
+
+    @_subcommand("aihub setup")
+    def _setup(self, ns=None) -> Any:
+        """Look for models on this machine (OpenAI key, Ollama, LM Studio, llama.cpp, vLLM) and connect them."""
+        return self._setup_view()
+
+    def _setup_view(self) -> Any:
+        """The setup panel in a notebook; in a terminal, what was found and the commands to connect it."""
+        if _in_notebook(self.shell):
+            return self.hub.setup_panel()
+        discovery = self.hub.discover()
+        self.hub.set_setting("bootstrapped", True)  # shown once; %aihub setup shows it again
+        text = "aihub_nb setup: the models this machine can reach.\n" + discovery.text()
+        text += "\n(%aihub setup shows this again.)"
+        import html
+
+        return Shown(f"<pre>{html.escape(text)}</pre>", text)
+
+    @_subcommand("aihub settings")
+    @argument("key", nargs="?", help="theme, sidebarOpen, bootstrapped, lastPage, defaultConnection")
+    @argument("value", nargs="?", help="its new value")
+    def _settings(self, ns) -> Any:
+        """Show the settings (and the magics' configuration), or set one: %aihub settings theme dark."""
+        if ns.key is not None and ns.value is None:
+            raise _usage_error(self._settings.parser, f"give {ns.key} a value, e.g. %aihub settings theme dark")
+        if ns.key is not None:
+            self.hub.set_setting(ns.key, ns.value)
+        rows = [{"setting": k, "value": v} for k, v in self.hub.settings().items()]
+        rows += [{"setting": f"AihubMagics.{name}", "value": getattr(self, name)} for name in sorted(self.traits(config=True))]
+        return _table(rows, ["setting", "value"])
+
+    def restore(self) -> None:
+        """What `%load_ext aihub_nb` does after registering the magics: in a new home, show the setup
+        panel; if the hub lived in the side area last time, open it there again."""
+        from IPython.display import display
+
+        hub = self.hub
+        if hub.needs_setup():
+            display(self._setup_view())
+        if hub.settings()["sidebarOpen"] and _side_area_available(self.shell):
+            self._open_side()
+
+
+def _in_notebook(shell) -> bool:
+    """True under a Jupyter kernel (a notebook front end can show widgets), not terminal IPython."""
+    return getattr(shell, "kernel", None) is not None
+
+
+def _parent_command() -> str:
+    """The command line of this process's parent (a kernel's is the Jupyter server), or ''."""
+    import os
+
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        try:
+            import psutil
+
+            return " ".join(psutil.Process(os.getppid()).cmdline())
+        except Exception:  # noqa: BLE001 - no way to tell: no side area
+            return ""
+
+
+def _side_area_available(shell) -> bool:
+    """JupyterLab (or Notebook 7, built on it) runs this kernel and jupyterlab-sidecar is installed;
+    VS Code, classic Notebook and terminal IPython show the hub in the cell instead."""
+    import importlib.util
+    import os
+
+    if not _in_notebook(shell) or "VSCODE_PID" in os.environ or importlib.util.find_spec("sidecar") is None:
+        return False
+    command = _parent_command()
+    if "jupyter-lab" in command or "jupyter lab" in command or "jupyterlab" in command:
+        return True
+    if "jupyter-notebook" in command or "jupyter notebook" in command:
+        try:
+            from importlib.metadata import version
+
+            return int(version("notebook").split(".")[0]) >= 7
+        except Exception:  # noqa: BLE001 - no notebook package to read: classic
+            return False
+    return False
 
 
 _MAGICS: AihubMagics | None = None
@@ -907,6 +1031,10 @@ def load_ipython_extension(ipython) -> None:
     global _MAGICS
     _MAGICS = AihubMagics(shell=ipython, config=ipython.config)
     ipython.register_magics(_MAGICS)
+    try:
+        _MAGICS.restore()
+    except AihubError as exc:  # the magics work anyway; say what stopped the setup
+        print(f"aihub: {_one_line(redact(str(exc)))}")
 
 
 def unload_ipython_extension(ipython) -> None:

@@ -10,6 +10,11 @@ Every function takes either a Store (and queries it, `since=` bounding the rows)
 already loaded with `aihub_nb.monitoring.metrics()`, draws on `ax` (a new figure when None), sets
 the title and axis labels, and returns the Axes. Times are drawn in UTC.
 
+Colours follow the theme (`theme="light"`, `"dark"` or `"auto"`; aihub_nb.theme): by default the
+hub's own setting when a Store is given, else `auto`, which reads JupyterLab's chosen theme, so a
+dark JupyterLab shows dark plots. Drawn on an `ax` of yours from a DataFrame without `theme=`,
+a plot takes matplotlib's current style (yours, e.g. `plt.style.context("dark_background")`).
+
 matplotlib and pandas are imported inside the functions, so importing this module is cheap.
 """
 
@@ -33,6 +38,39 @@ __all__ = [
     "metric_over_time",
     "tokens_and_cost_by_model",
 ]
+
+def _themed_plot(fn):
+    """Draw `fn`'s plot in the theme's colours (the `theme=` keyword, else the store's setting, else
+    auto), and keep them for tick labels matplotlib adds when the figure is drawn later."""
+    import functools
+
+    @functools.wraps(fn)
+    def plot(df_or_store: Any, *args: Any, theme: str | None = None, **kwargs: Any) -> "Axes":
+        from .theme import check_theme, of_store, themed
+
+        if theme is not None:
+            theme = check_theme(theme)
+        elif _is_store(df_or_store):
+            theme = of_store(df_or_store)
+        elif kwargs.get("ax") is not None:  # your figure, your style
+            return fn(df_or_store, *args, **kwargs)
+        with themed(theme) as look:
+            ax = fn(df_or_store, *args, **kwargs)
+            import matplotlib as mpl
+
+            for a in ax.figure.axes if look == "dark" else ():
+                a.tick_params(which="both", colors=mpl.rcParams["xtick.color"], labelcolor=mpl.rcParams["xtick.color"])
+        return ax
+
+    return plot
+
+
+def _background() -> str:
+    """The axes' background colour of the theme drawn in (for note boxes on the plot)."""
+    import matplotlib as mpl
+
+    return mpl.rcParams["axes.facecolor"]
+
 
 _AGGS = ("mean", "sum", "count", "min", "max", "median", "p50", "p90", "p95", "p99")
 
@@ -230,6 +268,7 @@ def _label(value: Any) -> str:
     return str(value)
 
 
+@_themed_plot
 def metric_over_time(
     df_or_store: Any,
     name: str,
@@ -278,6 +317,7 @@ def _legend(ax: "Axes", **kwargs: Any) -> None:
     ax.legend(fontsize=size, title_fontsize=size, framealpha=0.85, **where, **kwargs)
 
 
+@_themed_plot
 def metric_by(
     df_or_store: Any, name: str, dimension: str, agg: str = "mean", ax: "Axes | None" = None, *, since: Any = None
 ) -> "Axes":
@@ -308,6 +348,7 @@ def metric_by(
     return ax
 
 
+@_themed_plot
 def latency_distribution(
     df_or_store: Any, name: str = "latency_ms", bins: int = 30, ax: "Axes | None" = None, *, since: Any = None
 ) -> "Axes":
@@ -350,12 +391,13 @@ def latency_distribution(
             texts[q], xy=(value, 1), xycoords=("data", "axes fraction"),
             xytext=(4 * side[q], -4 - row * 1.6 * size), textcoords="offset points",
             ha="left" if side[q] > 0 else "right", va="top", color=color, fontsize=size, fontweight="bold",
-            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+            bbox={"boxstyle": "round,pad=0.15", "fc": _background(), "ec": "none", "alpha": 0.8},
         )
     _style(ax)
     return ax
 
 
+@_themed_plot
 def tokens_and_cost_by_model(df_or_store: Any, ax: "Axes | None" = None, *, since: Any = None) -> "Axes":
     """Prompt and completion tokens per model as bars, cost (USD) as diamonds on a twin axis in
     dollars. With no cost at all (no model priced) there is no cost axis, and the title says why.
@@ -405,7 +447,7 @@ def tokens_and_cost_by_model(df_or_store: Any, ax: "Axes | None" = None, *, sinc
         cost_ax.set_ylim(0, top * 1.25 if top > 0 else 1.0)
         cost_ax.yaxis.set_major_formatter(_usd_formatter())
     note = {"ha": "center", "va": "center", "color": "C3", "fontsize": size,
-            "bbox": {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "C3", "lw": 0.8}}
+            "bbox": {"boxstyle": "round,pad=0.2", "fc": _background(), "ec": "C3", "lw": 0.8}}
     tops = np.fmax(prompt, completion)
     for xi in x[failed_only]:
         ax.annotate("failed only", (xi, 0), xytext=(0, 14), textcoords="offset points",
@@ -428,6 +470,7 @@ def tokens_and_cost_by_model(df_or_store: Any, ax: "Axes | None" = None, *, sinc
     return ax
 
 
+@_themed_plot
 def error_rate_over_time(
     df_or_store: Any, freq: str = "1h", ax: "Axes | None" = None, *, since: Any = None
 ) -> "Axes":

@@ -63,12 +63,14 @@ def __getattr__(name: str) -> object:
 def offline_environment(home: str | None = None) -> str:
     """Point aihub_nb in this process (and the processes it starts, such as notebook kernels)
     at a throw-away hub and away from real providers: AIHUB_HOME = `home` (default: a new
-    temporary folder), no OPENAI_API_KEY, an OLLAMA_HOST where nothing listens, and a non-GUI
-    matplotlib. `%aihub connect auto` then picks the built-in local server. Returns the home."""
+    temporary folder, which the caller removes), no OPENAI_API_KEY, an OLLAMA_HOST where nothing
+    listens, no local ports looked at for OpenAI-compatible servers (AIHUB_LOCAL_PORTS empty), and a
+    non-GUI matplotlib. `%aihub connect auto` then picks the built-in demo model. Returns the home."""
     home = home or tempfile.mkdtemp(prefix="aihub-offline-")
     os.environ["AIHUB_HOME"] = home
     os.environ.pop("OPENAI_API_KEY", None)
     os.environ["OLLAMA_HOST"] = "http://127.0.0.1:9"
+    os.environ["AIHUB_LOCAL_PORTS"] = ""
     os.environ.setdefault("MPLBACKEND", "Agg")
     return home
 

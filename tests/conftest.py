@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 
 from aihub_nb.store import Store
-from aihub_nb.testing import offline_environment
 
-
-def pytest_configure(config):
-    """Tests run offline and away from the user's own hub (see notebooks/conftest.py too)."""
-    offline_environment()
-
+# Offline and away from the user's own hub: see the conftest.py at the top of the repository.
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):

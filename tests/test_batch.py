@@ -18,6 +18,7 @@ import pandas as pd
 import pydantic
 import pytest
 
+from aihub_nb.demo.model import demo_text
 from aihub_nb.batch import ItemError
 from aihub_nb.errors import NotFoundError, UsageError
 from aihub_nb.testing import ScriptedReply
@@ -41,7 +42,7 @@ def test_map_returns_answers_in_row_order_and_records_each_like_a_turn(hub, serv
     df = _reviews(12)
     out = hub.map("Classify: {review}", df, model=conn, concurrency=4, name="reviews", progress=False)
     assert list(out.index) == list(df.index)
-    assert out["r3"] == 'Hello from the aihub_nb local model (turn 1). You said: "Classify: review number 3"'
+    assert out["r3"] == demo_text(1, "Classify: review number 3")
     assert len(_chat_requests(server)) == 12
     job = hub.store.first("Jobs", type="batch")
     assert job["status"] == "completed" and job["name"] == "batch: reviews"

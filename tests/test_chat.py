@@ -531,7 +531,7 @@ def test_a_job_left_running_by_a_dead_process_is_marked_failed_on_open(tmp_path,
     again.close()
 
 
-def test_connect_checks_its_arguments_and_replaces_by_name(hub, server):
+def test_connect_checks_its_arguments_and_replaces_by_name_only_when_told(hub, server):
     with pytest.raises(UsageError, match="--host is for OLLAMA"):
         hub.connect("OPENAI", "m", host="http://x")
     with pytest.raises(UsageError, match="--base-url is for OPENAI"):
@@ -541,7 +541,10 @@ def test_connect_checks_its_arguments_and_replaces_by_name(hub, server):
     with pytest.raises(UsageError, match="model id"):
         hub.connect("OPENAI", " ")
     first = _connect(hub, server, "OPENAI", name="same")
-    second = _connect(hub, server, "OLLAMA", name="same")
+    with pytest.raises(UsageError, match=r"connection named 'same' exists already \(OPENAI local-chat\); add --replace"):
+        hub.connect("OLLAMA", "local-chat", name="same", host=server.ollama_host)
+    assert hub.connection("same")["provider"] == "OPENAI"  # untouched
+    second = hub.connect("OLLAMA", "local-chat", name="same", host=server.ollama_host, replace=True)
     assert first["id"] == second["id"] and second["provider"] == "OLLAMA"
     assert len(hub.connections()) == 1
     with pytest.raises(UsageError, match="Cannot change colour"):
@@ -563,7 +566,7 @@ def test_autoconnect_prefers_openai_then_a_running_ollama(hub, server, monkeypat
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-" + "a" * 20)
     openai_view = hub.autoconnect()
     assert (openai_view["name"], openai_view["provider"], openai_view["modelId"]) == ("openai", "OPENAI", "gpt-4o-mini")
-    assert [c["name"] for c in hub.connections() if c["default"]] == ["openai"]
+    assert [c["name"] for c in hub.connections() if c["default"]] == ["ollama"]  # an existing default is kept
     assert hub.autoconnect()["id"] == openai_view["id"]
 
 

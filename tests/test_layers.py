@@ -21,7 +21,7 @@ RANKS: dict[int, tuple[str, ...]] = {
     0: ("errors", "prisma", "clock"),
     1: ("store", "migrations", "payloads"),
     2: ("redact", "timespan", "media"),
-    3: ("connections", "jobs", "recovery", "recording", "monitoring", "providers", "toolschema", "demo", "display", "views", "mcp", "telemetry"),
+    3: ("connections", "jobs", "recovery", "recording", "monitoring", "providers", "toolschema", "demo", "display", "views", "mcp", "telemetry", "discovery", "theme"),
     4: ("runtime",),
     5: ("tools", "embeddings", "images"),
     6: ("agents",),

@@ -25,7 +25,7 @@ def test_hubs_racing_to_create_the_same_names_make_one_row_each(tmp_path, server
         try:
             barrier.wait()
             for name in NAMES:
-                hub.connect("OPENAI", "local-chat", name=name, base_url=server.openai_base_url)
+                hub.connect("OPENAI", "local-chat", name=name, base_url=server.openai_base_url, replace=True)
                 hub.chat(name, model=name)
                 hub.http_tool(name, "GET", server.openai_base_url + "/models")
                 hub.agent(name, model=name, tools=[name])

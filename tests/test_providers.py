@@ -166,7 +166,7 @@ def test_recording_transport_sees_each_call(srv):
     sinks = {kind: MemorySink() for kind in KINDS}
     for kind, lib in (("OPENAI", "httpx2"), ("OLLAMA", "httpx")):
         made = _make(kind, srv, transport=recording_transport(sinks[kind], lib=lib))
-        assert _text(list(made.chat("local-chat", USER))).startswith("Hello from the aihub_nb local model")
+        assert _text(list(made.chat("local-chat", USER))).startswith("Hello from the aihub_nb demo model")
         made.close()
     for kind in KINDS:
         [call] = sinks[kind].calls

@@ -67,7 +67,7 @@ def test_records_request_response_and_body_as_fetched_directly(srv, lib):
     assert response.content == direct
     post, get = sink.calls
     assert post.method == "POST" and post.body == posted.request.content.decode() and "héllo" in post.body
-    assert post.data == posted.content and b"Hello from the aihub_nb local model" in post.data
+    assert post.data == posted.content and b"Hello from the aihub_nb demo model" in post.data
     assert (get.method, get.url, get.status_code) == ("GET", srv.openai_base_url + "/models", 200)
     assert get.body == ""
     assert get.data == direct

@@ -371,7 +371,18 @@ def test_demo_model_echoes_and_counts_turns(oa):
         {"role": "user", "content": "second"},
     ]
     text = oa.chat.completions.create(model="local-chat", messages=messages).choices[0].message.content
-    assert text == 'Hello from the aihub_nb local model (turn 2). You said: "second"'
+    assert text.startswith('Hello from the aihub_nb demo model (turn 2). You said: "second"\n')
+    assert "| the hub | try |" in text and "```python\n" in text  # a table and a code block to render
+    assert "%aihub setup" in text and "no real model" in text  # and how to connect a real one
+
+
+def test_demo_model_reply_renders_as_a_table_and_code(hub):
+    from aihub_nb.views import reply_view
+
+    hub.connect_local()
+    shown = reply_view(hub.chat("demo").send("Hi <b>there</b>").text)
+    assert "<table>" in shown.data and "<pre><code>from aihub_nb import Hub" in shown.data
+    assert "<b>there</b>" not in shown.data  # what the user typed is quoted back, escaped
 
 
 def test_demo_model_calls_tools_in_parallel(oa):
@@ -388,7 +399,7 @@ def test_demo_model_calls_tools_in_parallel(oa):
 def test_demo_model_without_tools_does_not_call(ol):
     done = ol.chat(model="local-tools", messages=[{"role": "user", "content": "add(a=1)"}])
     assert done.message.tool_calls is None
-    assert done.message.content.endswith('You said: "add(a=1)"')
+    assert done.message.content.startswith('Hello from the aihub_nb demo model (turn 1). You said: "add(a=1)"')
 
 
 def test_demo_model_reads_tool_results(ol):

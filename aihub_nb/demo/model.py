@@ -9,9 +9,13 @@ Given a chat request body (OpenAI's or Ollama's, they share ``messages`` and ``t
   ``json_schema``, Ollama's ``format`` object): JSON that meets it, made from the last user
   message (`json_for_schema`): an enum value named in the message (else one picked by a hash of
   it), the message's first words for a string, its word count for a number;
-* otherwise: ``Hello from the aihub_nb local model (turn N). You said: "<last user message>"``,
-  followed, when the last user message carries images (OpenAI ``image_url`` parts with data URLs,
-  or Ollama ``images``), by `` I see 2 images: 640x480 PNG, 32x32 JPEG.``
+* the last user message carries images (OpenAI ``image_url`` parts with data URLs, or Ollama
+  ``images``): ``Hello from the aihub_nb demo model (turn N). You said: "<text>" I see 2 images:
+  640x480 PNG, 32x32 JPEG.``
+* otherwise: a short Markdown answer that shows what the hub renders and records: it says it is
+  the demo model (turn N), quotes the last user message, lists in a table what the hub does, shows
+  a code block, and says how to connect a real model. (Its first line is
+  ``Hello from the aihub_nb demo model (turn N).``)
 
 `draw(prompt, width, height)` makes the PNG the demo image model answers with: bands of colour
 chosen from the prompt's words, the same picture for the same prompt. `embedding(text)` is the demo
@@ -34,7 +38,7 @@ import struct
 import zlib
 
 __all__ = [
-    "EMBEDDING_DIMENSIONS", "answer", "describe_images", "draw", "embedding", "json_for_schema", "message_images",
+    "EMBEDDING_DIMENSIONS", "answer", "demo_text", "describe_images", "draw", "embedding", "json_for_schema", "message_images",
     "message_text",
 ]
 
@@ -64,11 +68,36 @@ def answer(body: dict) -> dict:
         if calls:
             return {"tool_calls": calls}
     said = users[-1] if users else ""
-    text = f'Hello from the aihub_nb local model (turn {len(users)}). You said: "{said}"'
     images = message_images(messages[-1]) if messages and messages[-1].get("role") == "user" else []
-    if images:
-        text += " " + describe_images(images)
-    return {"text": text}
+    if images:  # what a vision model does: say what it sees
+        return {"text": f'Hello from the aihub_nb demo model (turn {len(users)}). You said: "{said}" ' + describe_images(images)}
+    return {"text": demo_text(len(users), said, tools=sorted(_tool_names(body.get("tools"))))}
+
+
+def demo_text(turn: int, said: str, *, tools: list[str] | None = None) -> str:
+    """The demo model's Markdown reply to `said` on turn `turn` (the tools offered, if any)."""
+    quoted = " ".join(said.split())
+    if len(quoted) > 200:
+        quoted = quoted[:199] + "…"
+    if tools:
+        example = f"write a call such as `{tools[0]}(...)` with keyword arguments and I call the tool"
+    else:
+        example = "give an agent a tool, write `add(a=2, b=3)`, and I call it"
+    return (
+        f"Hello from the aihub_nb demo model (turn {turn}). You said: \"{quoted}\"\n\n"
+        "I am no real model: I answer the same way every time, to show what the hub does.\n\n"
+        "| the hub | try |\n"
+        "|---|---|\n"
+        "| chats kept across restarts | `%aihub chats` |\n"
+        f"| tool calls | {example} |\n"
+        "| monitoring | `%aihub dashboard` |\n\n"
+        "```python\n"
+        "from aihub_nb import Hub\n"
+        "reply = Hub().chat(\"ideas\").send(\"Three names for a cat?\")\n"
+        "```\n\n"
+        "To talk to a real model: `%aihub setup` finds the ones this machine can reach (Ollama, LM Studio, "
+        "llama.cpp, vLLM); with `OPENAI_API_KEY` set, `%aihub connect OPENAI gpt-4o-mini`."
+    )
 
 
 def message_images(message: dict) -> list[bytes]:

@@ -156,7 +156,7 @@ class Panel(widgets.VBox):
     def show_error(self, message: str, details: str | None = None) -> None:
         """One line in the error line (newlines folded), `details` in a collapsed block under it."""
         line = " ".join(str(message).split()) or "failed"
-        text = f'<span style="color:#b00020">⚠ {html.escape(line, quote=False)}</span>'
+        text = f'<span style="color:var(--jp-error-color1, #b00020)">⚠ {html.escape(line, quote=False)}</span>'
         if details:
             text += f"<details><summary><small>traceback</small></summary><pre>{html.escape(details)}</pre></details>"
         with self._error_lock:

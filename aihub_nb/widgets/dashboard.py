@@ -143,7 +143,9 @@ class Dashboard(Panel):
             self.hint.layout.display = None
             self.table.value = ""
             return
-        with matplotlib.rc_context({"font.size": FONT_SIZE}):
+        from ..theme import of_store, plot_style
+
+        with matplotlib.rc_context({"font.size": FONT_SIZE, **plot_style(of_store(self.store))}):
             fig = Figure(figsize=FIGSIZE, layout="constrained")
             FigureCanvasAgg(fig)
             axes = fig.subplot_mosaic([["time", "time"], ["by", "tokens"]])

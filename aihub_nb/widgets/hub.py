@@ -10,6 +10,12 @@
 * Agents & tools: every agent, and every tool with the ones not defined in this session marked.
 * Jobs: the most recent jobs (chat turns, background runs) with status and error; Refresh.
 * Dashboard: the metrics dashboard, built the first time the tab is shown.
+* Settings: theme (auto, light, dark), the side area, setup done, the tab to open on, the default
+  connection, and the magics' configuration (`%config AihubMagics.x`); each change is kept at once.
+  A Setup button shows the setup panel again.
+
+With `side=` (a function taking True or False, given by `%aihub hub`), a button moves the panel to
+JupyterLab's side area and back.
 
 A tab's tables are read from the store again when the tab is shown. A failure goes in the
 panel's error line, never out of a callback.
@@ -33,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HubPanel"]
 
-TABS = ("Connections", "Chats", "Agents & tools", "Jobs", "Dashboard")
+TABS = ("Connections", "Chats", "Agents & tools", "Jobs", "Dashboard", "Settings")
 PROVIDERS = (*CONNECTION_PROVIDERS, "local")
 RECENT_JOBS = 50
 _NEW_CHAT = ("(new chat)", "")
@@ -42,9 +48,11 @@ _NEW_CHAT = ("(new chat)", "")
 class HubPanel(Panel):
     """Connections, chats, agents and tools, jobs and the dashboard of one hub, as tabs."""
 
-    def __init__(self, hub: Hub, *, sync: bool = False, **kwargs: Any) -> None:
+    def __init__(self, hub: Hub, *, sync: bool = False, magics: Any = None, side: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.hub = hub
+        self.magics = magics  # whose configurable traits the Settings tab edits (the AihubMagics)
+        self.side = side
         self.sync = sync  # passed to the ChatPanel the Chats tab opens
         self.chat_panel: ChatPanel | None = None
         self.dashboard: widgets.Widget | None = None
@@ -91,11 +99,16 @@ class HubPanel(Panel):
         jobs_tab = widgets.VBox([self.jobs_refresh_button, self.jobs_table])
 
         # Dashboard, built on first view
-        self.dashboard_area = widgets.VBox([widgets.HTML('<small style="color:#666">Loading…</small>')])
+        self.dashboard_area = widgets.VBox([widgets.HTML('<small style="color:var(--jp-ui-font-color2, #666)">Loading…</small>')])
 
-        self.tabs = widgets.Tab(children=[connections_tab, chats_tab, agents_tab, jobs_tab, self.dashboard_area],
+        settings_tab = self._settings_tab()
+
+        self.tabs = widgets.Tab(children=[connections_tab, chats_tab, agents_tab, jobs_tab, self.dashboard_area, settings_tab],
                                 titles=list(TABS))
-        self.set_children(self.tabs, self.status, self.error)
+        self.side_button = widgets.Button(description="Side area", icon="columns", tooltip="Move the hub to JupyterLab's side area")
+        self.side_button.layout.display = None if side is not None else "none"
+        self.side_button.on_click(self.guarded(self.toggle_side))
+        self.set_children(self.tabs, [self.side_button, self.status], self.error)
 
         self.new_provider.observe(self._on_provider, names="value")
         self.add_button.on_click(self.guarded(self.add_connection))
@@ -140,6 +153,7 @@ class HubPanel(Panel):
             "Agents & tools": self.refresh_agents,
             "Jobs": self.refresh_jobs,
             "Dashboard": self._show_dashboard,
+            "Settings": self.refresh_settings,
         }.get(title)
         if action is not None:
             self.guard(action)
@@ -281,10 +295,105 @@ class HubPanel(Panel):
             return
         self.dashboard_area.children = [self.dashboard]
 
+    # ------------------------------------------------------------ settings
+
+    def _settings_tab(self) -> widgets.VBox:
+        wide = widgets.Layout(width="320px")
+        self.theme_pick = widgets.Dropdown(description="theme", options=["auto", "light", "dark"], layout=wide)
+        self.sidebar_box = widgets.Checkbox(description="open in JupyterLab's side area", indent=False)
+        self.bootstrapped_box = widgets.Checkbox(description="setup done", indent=False)
+        self.last_page_pick = widgets.Dropdown(description="open on", options=list(TABS), layout=wide)
+        self.default_pick = widgets.Dropdown(description="default", layout=wide)
+        self.setup_button = widgets.Button(description="Setup…", icon="magic", tooltip="Look for models to connect")
+        self.setup_area = widgets.VBox()
+        self.config_fields: dict[str, widgets.Widget] = {}
+        config_rows: list[widgets.Widget] = []
+        for name, trait in sorted((self.magics.traits(config=True) if self.magics is not None else {}).items()):
+            kind = type(trait).__name__
+            field = (widgets.Checkbox(indent=False) if kind == "Bool" else
+                     widgets.FloatText(layout=wide) if kind == "Float" else widgets.Text(layout=wide))
+            field.description = name
+            field.tooltip = trait.help
+            self.config_fields[name] = field
+            config_rows.append(widgets.HBox([field, widgets.HTML(
+                f'<small style="color:var(--jp-ui-font-color2, #666)">{html.escape(trait.help or "")}</small>')]))
+        self.refresh_settings()
+        for field, key in ((self.theme_pick, "theme"), (self.sidebar_box, "sidebarOpen"),
+                           (self.bootstrapped_box, "bootstrapped"), (self.last_page_pick, "lastPage"),
+                           (self.default_pick, "defaultConnection")):
+            field.observe(self._setting_changed(key), names="value")
+        for name, field in self.config_fields.items():
+            field.observe(self._config_changed(name), names="value")
+        self.setup_button.on_click(self.guarded(self.show_setup))
+        return widgets.VBox([
+            widgets.HTML("<b>Settings</b>"), self.theme_pick, self.sidebar_box, self.last_page_pick, self.default_pick,
+            widgets.HBox([self.bootstrapped_box, self.setup_button]), self.setup_area,
+            *([widgets.HTML("<b>Magics</b> (<code>%config AihubMagics.NAME = VALUE</code>)")] + config_rows if config_rows else []),
+        ])
+
+    def refresh_settings(self) -> None:
+        """Show the stored settings (and the magics' configuration) again."""
+        self._settings_loading = True
+        try:
+            settings = self.hub.settings()
+            self.theme_pick.value = settings["theme"] if settings["theme"] in self.theme_pick.options else "auto"
+            self.sidebar_box.value = settings["sidebarOpen"]
+            self.bootstrapped_box.value = settings["bootstrapped"]
+            self.last_page_pick.value = settings["lastPage"] if settings["lastPage"] in TABS else TABS[0]
+            names = [row["name"] for row in self.hub.connections()]
+            self.default_pick.options = names
+            self.default_pick.value = settings["defaultConnection"] if settings["defaultConnection"] in names else None
+            for name, field in self.config_fields.items():
+                value = getattr(self.magics, name)
+                field.value = value if value is not None or isinstance(field, widgets.Checkbox) else ""
+        finally:
+            self._settings_loading = False
+
+    def _setting_changed(self, key: str):
+        def changed(change: dict[str, Any]) -> None:
+            if self._settings_loading or change["new"] is None:
+                return
+            if key == "sidebarOpen" and self.side is not None:
+                ok = self.guard(self.side, bool(change["new"]))
+            else:
+                ok = self.guard(self.hub.set_setting, key, change["new"])
+            if ok:
+                self._done(f"{key} is now {change['new']}.")
+            if key == "defaultConnection":
+                self.guard(self.refresh_connections)
+            self.guard(self.refresh_settings)
+
+        return changed
+
+    def _config_changed(self, name: str):
+        def changed(change: dict[str, Any]) -> None:
+            if self._settings_loading:
+                return
+            value = change["new"]
+            if name == "home" and value == "":
+                value = None
+            if self.guard(setattr, self.magics, name, value):
+                self._done(f"AihubMagics.{name} is now {value!r}.")
+
+        return changed
+
+    def show_setup(self) -> None:
+        """Show the setup panel in the Settings tab."""
+        from .setup import SetupPanel
+
+        self.setup_area.children = [SetupPanel(self.hub)]
+
+    def toggle_side(self) -> None:
+        """Move the hub panel to JupyterLab's side area, or back out of it."""
+        if self.side is None:
+            raise UsageError("The side area is not available here: it needs JupyterLab.")
+        self.side(not self.hub.settings()["sidebarOpen"])
+        self.guard(self.refresh_settings)
+
     # ------------------------------------------------------------ messages
 
     def _done(self, message: str) -> None:
-        self.status.value = f'<small style="color:#2e7d32">✔ {html.escape(message, quote=False)}</small>'
+        self.status.value = f'<small style="color:var(--jp-success-color1, #2e7d32)">✔ {html.escape(message, quote=False)}</small>'
 
     def show_error(self, message: str, details: str | None = None) -> None:
         super().show_error(message, details)

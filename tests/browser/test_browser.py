@@ -158,7 +158,7 @@ def test_hub_panel_tabs(page, lab):
     panel = _panel(page, cells)
 
     tabs = {t.text.strip(): t for t in page.css(".lm-TabBar-tab", panel)}
-    assert list(tabs) == ["Connections", "Chats", "Agents & tools", "Jobs", "Dashboard"]
+    assert list(tabs) == ["Connections", "Chats", "Agents & tools", "Jobs", "Dashboard", "Settings"]
     assert "local-chat" in panel.text and {"Add", "Remove", "Make default"} <= _widget_labels(page, panel)
 
     tabs["Jobs"].click()
@@ -344,3 +344,63 @@ def test_hostile_reply_does_not_run(page, lab):
     active = page.driver.execute_script(_JS_ACTIVE)
     assert not active, f"the outputs hold elements that can run script: {sorted(set(active))}"
     page.scroll_to(outputs[2], block="start")
+
+
+def test_setup_panel_on_a_new_home(page, lab):
+    lab.create_notebook("setup.ipynb", [
+        'import os, tempfile\nos.environ["AIHUB_HOME"] = tempfile.mkdtemp(prefix="aihub-browser-")\n%load_ext aihub_nb',
+    ])
+    page.open("setup.ipynb")
+    cells = page.run_all()
+    _assert_ran_cleanly(cells)
+    panel = _panel(page, cells)
+    page.wait(lambda: "Set up aihub_nb" in panel.text and "Found no model" in panel.text,
+              message="a new home shows no setup panel")
+    assert {"Connect", "Look again", "Not now"} <= _widget_labels(page, panel)
+    assert "demo model" in panel.text
+    [b for b in page.css(".widget-button", panel) if b.text.strip() == "Connect"][0].click()
+    page.wait(lambda: "Connected local; the default is local" in panel.text, message="Connect did not connect the demo model")
+
+
+def test_hub_sidebar_opens_and_its_tabs_work(page, lab):
+    lab.create_notebook("sidebar.ipynb", [SETUP, "%aihub hub --side"])
+    page.open("sidebar.ipynb")
+    cells = page.run_all()
+    _assert_ran_cleanly(cells)
+    assert "side area" in _panel(page, cells).text
+
+    def side():
+        found = [el for el in page.css("#jp-right-stack .lm-TabBar-tab") if el.is_displayed()]
+        return found or None
+
+    page.wait(side, message="the hub did not open in the side area")
+    area = page.css("#jp-right-stack")[0]
+    tabs = {t.text.strip(): t for t in page.css(".lm-TabBar-tab", area) if t.text.strip()}
+    assert {"Connections", "Jobs", "Settings"} <= set(tabs)
+    tabs["Settings"].click()
+    page.wait(lambda: "theme" in area.text and "default" in area.text, message="the Settings tab shows no settings")
+    tabs["Connections"].click()
+    page.wait(lambda: "local-chat" in area.text, message="the Connections tab shows no connection")
+
+
+def test_dark_theme_gives_dark_plots(page, lab):
+    lab.create_notebook("dark.ipynb", [
+        SETUP,
+        "%aihub settings theme dark",
+        'from aihub_nb.magics import default_hub\ndefault_hub().chat("c").send("hi").status',
+        "from aihub_nb import plots\nplots.latency_distribution(default_hub().store);",
+    ])
+    page.open("dark.ipynb")
+    cells = page.run_all()
+    _assert_ran_cleanly(cells)
+    images = page.css("img", _panel(page, cells))
+    assert images, "the plot shows no image"
+    import base64
+    import io
+
+    import matplotlib.image as mpimg
+
+    src = images[0].get_attribute("src")
+    pixels = mpimg.imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+    corner, middle = pixels[3, 3][:3], pixels[pixels.shape[0] // 2, pixels.shape[1] // 2][:3]
+    assert corner.mean() < 0.15 and middle.mean() < 0.5, "a dark theme drew a light plot"
