@@ -36,6 +36,22 @@ def copy_notebooks(target: Path | None = None, source: Path | None = None) -> li
     return copied
 
 
+_LAB_SETTINGS = Path("share") / "jupyter" / "lab" / "settings" / "overrides.d" / "aihub_nb.json"
+
+
+def install_lab_settings(prefix: Path | None = None, source: Path | None = None) -> Path | None:
+    """Put aihub_nb's JupyterLab settings default (widget state saved with the notebook, so a saved
+    panel shows after a restart) where JupyterLab reads it: a regular install ships it there, an
+    editable one (`pip install -e`) does not. Returns the file written, or None if it was there."""
+    target = (prefix or Path(sys.prefix)) / _LAB_SETTINGS
+    source = source or Path(__file__).resolve().parent.parent / "jupyter-config" / "lab" / "settings" / "overrides.d" / "aihub_nb.json"
+    if target.exists() or not source.is_file():
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
 def lab_command(argv: list[str], folder: Path) -> list[str]:
     """The `jupyter lab` command line: rooted in `folder`, opening its quickstart."""
     command = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={folder}"]
@@ -51,6 +67,10 @@ def lab(argv: list[str] | None = None) -> None:
     folder = workspace()
     for path in copy_notebooks(folder):
         print(f"aihub_nb: copied {path.name} to {folder}", flush=True)
+    try:
+        install_lab_settings()
+    except OSError as exc:  # a read-only prefix: panels in saved notebooks then need the setting by hand
+        print(f"aihub_nb: could not install the JupyterLab settings default ({exc}); see README, Panels", flush=True)
     command = lab_command(argv, folder)
     os.execv(command[0], command)
 

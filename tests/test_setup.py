@@ -315,3 +315,16 @@ def test_only_the_shipped_notebooks_are_collected(tmp_path):
         mine.unlink()
     collected = {line.split("::")[0] for line in out.splitlines() if ".ipynb" in line}
     assert collected == {f"notebooks/{n}" for n in ("agents.ipynb", "batch.ipynb", "monitoring.ipynb", "multimodal.ipynb", "quickstart.ipynb")}
+
+
+def test_lab_installs_the_saved_widget_state_default_where_jupyterlab_reads_it(tmp_path):
+    """An editable install does not ship data files: aihub-lab puts the settings default in place."""
+    import json
+
+    from aihub_nb import __main__ as entry
+
+    written = entry.install_lab_settings(prefix=tmp_path)
+    assert written == tmp_path / "share/jupyter/lab/settings/overrides.d/aihub_nb.json"
+    assert json.loads(written.read_text())["@jupyter-widgets/jupyterlab-manager:plugin"]["saveState"] is True
+    written.write_text("{}")  # already there (the user's own edit): left alone
+    assert entry.install_lab_settings(prefix=tmp_path) is None and written.read_text() == "{}"
