@@ -720,31 +720,6 @@ class Hub:
 
         return monitoring.prices(self.store)
 
-    def dashboard(self):
-        """An ipywidgets dashboard: metric, grouping and window choices, plots, a summary per model."""
-        from .widgets.dashboard import Dashboard
-
-        return Dashboard(self.store)
-
-    def chat_panel(self, name: str | None = None, *, sync: bool = False):
-        """An ipywidgets panel to talk to chat `name` (or pick / start one): Send, Stop, streaming."""
-        from .widgets.chat import ChatPanel
-
-        return ChatPanel(self, name, sync=sync)
-
-    def panel(self, **kwargs: Any):
-        """An ipywidgets panel of the whole hub: connections, chats, agents and tools, jobs, dashboard,
-        settings."""
-        from .widgets.hub import HubPanel
-
-        return HubPanel(self, **kwargs)
-
-    def setup_panel(self, discovery: Any = None):
-        """The setup panel: the models this machine can reach (`discover()`), to connect."""
-        from .widgets.setup import SetupPanel
-
-        return SetupPanel(self, discovery)
-
     # ------------------------------------------------------------ images and embeddings
 
     def _typed_connection(self, model: str | None, kind: str) -> dict[str, Any]:

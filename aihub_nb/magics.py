@@ -892,13 +892,17 @@ class AihubMagics(Magics):
     @_subcommand("aihub dashboard")
     def _dashboard(self, ns) -> Any:
         """The monitoring panel."""
-        return self.hub.dashboard()
+        from .widgets import Dashboard
+
+        return Dashboard(self.hub.store)
 
     @_subcommand("aihub panel")
     @argument("name", nargs="?")
     def _chat_panel(self, ns) -> Any:
         """A panel to talk to a chat (pick or type one when NAME is left out)."""
-        return self.hub.chat_panel(ns.name)
+        from .widgets import ChatPanel
+
+        return ChatPanel(self.hub, ns.name)
 
     @_subcommand("aihub hub")
     @argument("--side", action="store_true", help="in JupyterLab's side area (remembered for the next %%load_ext)")
@@ -915,7 +919,9 @@ class AihubMagics(Magics):
         return self._panel()
 
     def _panel(self) -> Any:
-        return self.hub.panel(magics=self, side=self._move_side if _side_area_available(self.shell) else None)
+        from .widgets import HubPanel
+
+        return HubPanel(self.hub, magics=self, side=self._move_side if _side_area_available(self.shell) else None)
 
     def _open_side(self) -> bool:
         """Show the hub panel in JupyterLab's side area (jupyterlab-sidecar); False where there is none."""
@@ -948,7 +954,9 @@ class AihubMagics(Magics):
     def _setup_view(self) -> Any:
         """The setup panel in a notebook; in a terminal, what was found and the commands to connect it."""
         if _in_notebook(self.shell):
-            return self.hub.setup_panel()
+            from .widgets import SetupPanel
+
+            return SetupPanel(self.hub)
         discovery = self.hub.discover()
         self.hub.set_setting("bootstrapped", True)  # shown once; %aihub setup shows it again
         text = "aihub_nb setup: the models this machine can reach.\n" + discovery.text()

@@ -22,6 +22,7 @@ from aihub_nb.demo.model import demo_text
 from aihub_nb.batch import ItemError
 from aihub_nb.errors import NotFoundError, UsageError
 from aihub_nb.testing import ScriptedReply
+from aihub_nb.widgets import HubPanel
 
 
 @pytest.fixture
@@ -293,7 +294,7 @@ def test_the_map_cell_magic(hub, server, conn):
 
 def test_the_hub_panels_jobs_page_shows_a_batchs_progress(hub, server, conn):
     hub.map("Classify: {review}", _reviews(3), model=conn, name="paneled", progress=False)
-    panel = hub.panel()
+    panel = HubPanel(hub)
     panel.refresh_jobs()
     assert "batch: paneled" in panel.jobs_table.value
     assert "3/3 · 0 failed · $0.0000" in panel.jobs_table.value

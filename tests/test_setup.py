@@ -14,6 +14,7 @@ from IPython.utils.capture import capture_output
 from aihub_nb import magics
 from aihub_nb.discovery import discover
 from aihub_nb.errors import UsageError
+from aihub_nb.widgets import Dashboard
 
 
 def _free_port() -> int:
@@ -275,7 +276,7 @@ def test_dark_theme_gives_dark_plots(hub, server):
     assert _corner_and_text(ax3)[0] > 0.9
     with pytest.raises(UsageError, match="theme must be one of"):
         plots.metric_over_time(hub.store, "latency_ms", theme="blue")
-    dashboard = hub.dashboard()
+    dashboard = Dashboard(hub.store)
     dashboard.refresh()
     assert tuple(dashboard.figure.get_facecolor()[:3]) < (0.15, 0.15, 0.15)
     dashboard.close()

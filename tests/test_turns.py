@@ -17,6 +17,7 @@ from IPython.utils.capture import capture_output
 from aihub_nb import Hub, magics
 from aihub_nb.errors import ProviderTimeoutError, StreamError, UsageError
 from aihub_nb.testing import ScriptedReply
+from aihub_nb.widgets import ChatPanel
 
 PROVIDERS = ["OPENAI", "OLLAMA"]
 
@@ -145,7 +146,7 @@ def test_a_reply_cut_at_the_token_limit_says_so(hub, server, provider, stream, i
 
 def test_chat_panel_says_the_reply_was_cut(hub, server):
     _connect(hub, server, "OPENAI", name="lim")
-    panel = hub.chat_panel("story", sync=True)
+    panel = ChatPanel(hub, "story", sync=True)
     server.script(ScriptedReply("Once upon", finish_reason="length"))
     panel.message.value = "Tell a story"
     panel.send_button.click()

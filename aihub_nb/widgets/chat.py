@@ -1,6 +1,6 @@
 """ChatPanel: talk to a chat from a panel instead of a cell.
 
-    >>> panel = ChatPanel(hub, "ideas")      # or hub.chat_panel("ideas"), %aihub panel ideas
+    >>> panel = ChatPanel(hub, "ideas")      # or %aihub panel ideas
     >>> panel.message.value = "Three names for a cat?"
     >>> panel.send_button.click()            # the reply streams into panel.conversation
     >>> panel.wait(30)                       # join the background turn (scripts, tests)

@@ -1,6 +1,6 @@
 """Dashboard: a panel of the hub's metrics, with a summary per model.
 
-    >>> Dashboard(hub.store)                 # or hub.dashboard()
+    >>> Dashboard(hub.store)                 # or %aihub dashboard
     >>> dash.metric.value = "ttft_ms"; dash.group.value = "model"     # plots follow
     >>> dash.auto_refresh(5)                 # redraw every 5 s while turns run; dash.stop()
 

@@ -1,6 +1,6 @@
 """HubPanel: the whole hub in one panel of tabs.
 
-    >>> panel = HubPanel(hub)                # or hub.panel(), %aihub hub
+    >>> panel = HubPanel(hub)                # or %aihub hub
 
 * Connections: every connection (keys masked, the default marked), a form to add one (provider,
   model id, name, base URL or host, the environment variable holding the key), and Remove /
@@ -287,7 +287,9 @@ class HubPanel(Panel):
         if self.dashboard is not None:
             return
         try:
-            self.dashboard = self.hub.dashboard()
+            from .dashboard import Dashboard  # loads the plotting side only when the tab is shown
+
+            self.dashboard = Dashboard(self.hub.store)
         except ImportError as exc:
             self.dashboard_area.children = [widgets.HTML(
                 f'<p style="color:#666">The dashboard is not available in this installation ({html.escape(str(exc))}).</p>'
