@@ -154,14 +154,19 @@ def _lookup(store: Store, keys: list[str]) -> dict[str, bytes]:
 
 def _remember(store: Store, model_key: str, keys: list[str], vectors: Any) -> list[bytes]:
     """Keep new vectors in one transaction, each row's id its key (unique per model and text);
-    a text another kernel cached meanwhile keeps its first vector. Returns the vectors' bytes."""
+    rows already there (the recording keeps the vectors it stores; another kernel may have
+    cached a text meanwhile) keep their first vector. Returns the vectors' bytes."""
     import numpy as np
 
-    now = now_iso()
     matrix = np.ascontiguousarray(np.asarray(vectors, dtype="<f4"))
     dimensions = int(matrix.shape[1]) if matrix.ndim == 2 else 0
     blobs = [row.tobytes() for row in matrix]
-    rows = [(key, "{}", now, now, key, model_key, dimensions, blob) for key, blob in zip(keys, blobs)]
+    sql = 'SELECT key FROM "EmbeddingCache" WHERE key IN (SELECT value FROM json_each(?))'
+    have = {row[0] for row in store.conn.execute(sql, (json.dumps(keys),))}
+    if len(have) == len(set(keys)):
+        return blobs
+    now = now_iso()
+    rows = [(key, "{}", now, now, key, model_key, dimensions, blob) for key, blob in zip(keys, blobs) if key not in have]
     with store.transaction() as conn:
         conn.executemany(
             'INSERT OR IGNORE INTO "EmbeddingCache" (id, "references", createdAt, updatedAt, key, model, dimensions, vector) '

@@ -194,10 +194,10 @@ def store_vectors(conn: sqlite3.Connection, text: str, model: str, keys: list[st
         if type(index) is not int or not 0 <= index < len(keys) or encoded != match.group(1):
             return None
         try:
-            vector = base64.b64decode(encoded, validate=True)
+            vector = binascii.a2b_base64(encoded, strict_mode=True)
         except (binascii.Error, ValueError):
             return None
-        if not vector or len(vector) % 4 or base64.b64encode(vector).decode() != encoded:
+        if not vector or len(vector) % 4 or binascii.b2a_base64(vector, newline=False).decode() != encoded:
             return None  # not the one encoding of float32 bytes: kept as it came
         chosen.append((match, keys[index], vector))
     wanted = json.dumps([key for _, key, _ in chosen])

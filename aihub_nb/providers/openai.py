@@ -130,19 +130,31 @@ class OpenAIProvider(Provider):
     def _embed(self, model: str, texts: list[str]) -> Embeddings:
         import numpy as np
 
-        answer = self._client.embeddings.create(model=model, input=texts, encoding_format="base64")
-        rows = sorted(answer.data, key=lambda item: item.index)
-        vectors = [
-            np.frombuffer(base64.b64decode(row.embedding), dtype="<f4")
-            if isinstance(row.embedding, str)  # some compatible servers answer floats whatever was asked
-            else np.asarray(row.embedding, dtype=np.float32)
-            for row in rows
-        ]
-        usage = answer.usage
-        return Embeddings(
-            vectors=np.vstack(vectors).astype(np.float32, copy=False) if vectors else np.zeros((0, 0), np.float32),
-            prompt_tokens=usage.prompt_tokens if usage else None,
-        )
+        # The answer's JSON read once here: the client's typed objects (one per vector) would
+        # cost more than the request.
+        raw = self._client.embeddings.with_raw_response.create(model=model, input=texts, encoding_format="base64")
+        try:
+            answer = json.loads(raw.http_response.content)
+            embeddings = [row["embedding"] for row in sorted(answer["data"], key=lambda item: item["index"])]
+            if not embeddings:
+                vectors = np.zeros((0, 0), np.float32)
+            elif all(isinstance(e, str) for e in embeddings):
+                data = b"".join([base64.b64decode(e) for e in embeddings])
+                vectors = np.frombuffer(data, dtype="<f4").reshape(len(embeddings), -1)
+            else:  # some compatible servers answer floats whatever was asked
+                vectors = np.vstack([
+                    np.frombuffer(base64.b64decode(e), dtype="<f4") if isinstance(e, str) else np.asarray(e, dtype=np.float32)
+                    for e in embeddings
+                ]).astype(np.float32, copy=False)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ProviderError(
+                f"Connection '{self.connection}' answered the embedding request with no readable vectors ({exc}); "
+                "check that the model is an embedding model.",
+                connection=self.connection,
+            ) from None
+        usage = answer.get("usage") if isinstance(answer, dict) else None
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        return Embeddings(vectors=vectors, prompt_tokens=tokens if isinstance(tokens, int) else None)
 
     def _map_error(self, exc: Exception, model: str | None) -> ProviderError | None:
         if isinstance(exc, openai.APIStatusError):
