@@ -214,7 +214,7 @@ def test_saved_panel_after_restart(page, lab):
     _assert_no_placeholders(page)
     panel = page.css(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-OutputArea")[-1]
     page.wait(lambda: [t.text.strip() for t in page.css(".lm-TabBar-tab", panel)]
-              == ["Connections", "Chats", "Agents & tools", "Jobs", "Dashboard"],
+              == ["Connections", "Chats", "Agents & tools", "Jobs", "Dashboard", "Settings"],
               message="the reopened notebook does not show the hub panel's tabs")
     assert "local-chat" in panel.text
     assert "model not found" not in page.text()
