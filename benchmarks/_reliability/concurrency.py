@@ -101,7 +101,7 @@ def _busy(section: Section, server: LocalServer, tmp: Path, tries: int) -> None:
             time.sleep(0.3)
             hub = Hub(home)
             try:
-                hub.connect("OPENAI", "local-chat", name="model", base_url=server.openai_base_url, api_key="x")
+                hub.connect("OPENAI", "local-chat", name="model", base_url=server.openai_base_url, api_key="x", replace=True)
                 hub.chat(name).send("a second turn while the first one streams")
                 outcomes["ran (not refused)"] += 1
             except ThreadBusyError as exc:

@@ -27,9 +27,9 @@ def _hub(args: dict):
 
     hub = Hub(args["home"])
     if args["provider"] == "openai":
-        hub.connect("OPENAI", "local-chat", name="model", base_url=args["url"] + "/v1", api_key=args.get("key", "x"), default=True)
+        hub.connect("OPENAI", "local-chat", name="model", base_url=args["url"] + "/v1", api_key=args.get("key", "x"), default=True, replace=True)
     else:
-        hub.connect("OLLAMA", "local-chat", name="model", host=args["url"], api_key=args.get("key"), default=True)
+        hub.connect("OLLAMA", "local-chat", name="model", host=args["url"], api_key=args.get("key"), default=True, replace=True)
     return hub
 
 
