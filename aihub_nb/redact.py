@@ -145,12 +145,30 @@ def redact(text: Any) -> Any:
 
 def redact_data(value: Any) -> Any:
     """JSON data (dicts, lists, strings) with every known secret in its strings (keys too) redacted."""
+    _, pattern, _, (forms, _) = _compiled()  # once for the whole value, not once per string
+    if pattern is None:
+        return _copy_data(value)
+    return _redact_data(value, pattern, forms)
+
+
+def _redact_data(value: Any, pattern: re.Pattern[str], forms: tuple[str, ...]) -> Any:
     if isinstance(value, str):
-        return redact(value)
+        if not value or (len(value) > _QUICK_CHECK_FROM and not any(form in value for form in forms)):
+            return value
+        return pattern.sub(REDACTED, value)
     if isinstance(value, Mapping):
-        return {redact(k): redact_data(v) for k, v in value.items()}
+        return {_redact_data(k, pattern, forms): _redact_data(v, pattern, forms) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [redact_data(v) for v in value]
+        return [_redact_data(v, pattern, forms) for v in value]
+    return value
+
+
+def _copy_data(value: Any) -> Any:
+    """`value` as redact_data returns it when no secret is known: dicts and lists copied (tuples as lists)."""
+    if isinstance(value, Mapping):
+        return {k: _copy_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_copy_data(v) for v in value]
     return value
 
 

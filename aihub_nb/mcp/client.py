@@ -511,13 +511,10 @@ class McpSessions:
         done = threading.Event()
 
         async def call() -> Any:
-            import anyio
-
             start_count = conn.count
             started = time.perf_counter()
             try:
-                with anyio.fail_after(timeout):
-                    return await conn.session.call_tool(tool, dict(arguments or {}))
+                return await conn.session.call_tool(tool, dict(arguments or {}))
             finally:
                 state["duration_ms"] = (time.perf_counter() - started) * 1000
                 state["stderr"] = conn.lines_since(start_count)
@@ -525,7 +522,13 @@ class McpSessions:
 
         future = asyncio.run_coroutine_threadsafe(call(), conn.loop)
         try:
-            result = future.result()
+            try:
+                result = future.result(timeout)  # the timeout is kept here: no timer on the loop per call
+            except TimeoutError:
+                if future.cancel():  # cancels the call's task on the loop
+                    done.wait(5)
+                    raise
+                result = future.result()  # it finished just now
         except KeyboardInterrupt:
             future.cancel()
             done.wait(5)
