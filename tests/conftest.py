@@ -48,3 +48,14 @@ def hub(tmp_path, home):
     h = Hub(tmp_path / "hub")
     yield h
     h.close()
+
+
+@pytest.fixture(scope="module")
+def ip():
+    """A real IPython shell with the extension loaded (one per test module)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "aihub_nb")
+    yield shell
+    shell.run_line_magic("unload_ext", "aihub_nb")

@@ -16,14 +16,6 @@ from aihub_nb.testing import ScriptedReply
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "aihub_nb")
-    yield shell
-    shell.run_line_magic("unload_ext", "aihub_nb")
-
-
 @pytest.fixture
 def nb(ip, hub, server):
     """The shell, with the magics pointed at a fresh hub connected to the local server."""

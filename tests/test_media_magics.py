@@ -8,20 +8,11 @@ import re
 import numpy as np
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from aihub_nb import errors, magics, media
 from aihub_nb.demo.model import draw
 from aihub_nb.testing import ScriptedReply
-
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "aihub_nb")
-    yield shell
-    shell.run_line_magic("unload_ext", "aihub_nb")
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import time
 
 import pytest
 from IPython.core.error import UsageError as IPythonUsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from aihub_nb import Hub, magics
@@ -99,14 +98,6 @@ def test_streamed_tool_call_times_its_first_piece(hub, server):
 
 
 # ---------------------------------------------------------------- finish reasons
-
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "aihub_nb")
-    yield shell
-    shell.run_line_magic("unload_ext", "aihub_nb")
 
 
 def _shown(captured) -> str:

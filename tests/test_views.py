@@ -8,7 +8,6 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from aihub_nb import magics
@@ -127,14 +126,6 @@ def test_the_audit_catches_live_html():  # the checker itself can fail
 
 
 # ---------------------------------------------------------------- magics in a real shell
-
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "aihub_nb")
-    yield shell
-    shell.run_line_magic("unload_ext", "aihub_nb")
 
 
 @pytest.fixture
