@@ -41,6 +41,7 @@ import openai
 
 from aihub_nb.hub import Hub
 from aihub_nb.testing import LocalServer, ScriptedReply
+from benchmarks._table import text_table
 
 TARGET = 1.10
 MODEL = "local-chat"
@@ -155,14 +156,7 @@ def _profile(case: _Case, top: int = 15) -> str:
 
 def _table(rows: list[tuple[str, ...]]) -> str:
     header = ("provider", "raw median", "hub median", "raw p90", "hub p90", "ratio of medians", "median ratio", "target", "result")
-    table = [header, *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = []
-    for n, row in enumerate(table):
-        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> int:

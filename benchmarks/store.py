@@ -30,6 +30,7 @@ from pathlib import Path
 
 from aihub_nb.hub import Hub
 from aihub_nb.store import Store, now_iso, uuid7
+from benchmarks._table import text_table
 
 _BLOCK = 100  # calls per block before switching between store and baseline
 
@@ -242,9 +243,5 @@ def main(argv: list[str] | None = None) -> int:
         (m, s, r, "" if q is None else f"{q:.2f}", t, "" if ok is None else ("PASS" if ok else "MISS"))
         for m, s, r, q, t, ok in results
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for n, row in enumerate(table):
-        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+    print(text_table(header, table[1:]))
     return 0 if all(ok is not False for *_, ok in results) else 1
