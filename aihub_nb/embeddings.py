@@ -1,7 +1,9 @@
 """Embeddings: texts to vectors through an EMBEDDING connection, with a cache in the store.
 
-`embed_texts` looks each text up in `EmbeddingCache` (keyed by the model and the text), sends only
-the texts not found, in batches of at most the provider's limit (OpenAI: 2,048 inputs), retries
+`embed_texts` looks each text up first in the kernel's `VectorMemo` (the vectors this process has
+already embedded or read, bounded in bytes), then in `EmbeddingCache` (keyed by the model and the
+text: the cache that outlives the kernel and is shared between kernels), sends only the texts not
+found, in batches of at most the provider's limit (OpenAI: 2,048 inputs), retries
 429 and 5xx answers like chat turns, keeps the new vectors (float32 bytes), and records one job and
 per request the metrics `latency_ms`, `prompt_tokens`, `inputs`, `cache_hits` and `cost_usd`
 (when the model has a price). `nearest` ranks texts by cosine similarity in numpy.
@@ -13,24 +15,98 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from .clock import now_iso, uuid7_many
 from .errors import ProviderError, UsageError
 from .jobs import JobRun
-from .store import now_iso
+from .payloads import cached_vectors, vector_slot
 
 if TYPE_CHECKING:
     from .providers.base import Provider
     from .recording import Recorder
     from .store import Store
 
-__all__ = ["MAX_RETRIES", "cache_model", "embed_texts", "nearest"]
+__all__ = ["MAX_RETRIES", "MEMORY_ENV", "VectorMemo", "cache_model", "embed_texts", "nearest"]
 
 MAX_RETRIES = 3
 MAX_BACKOFF = 30.0
 MIN_BACKOFF = 0.25
+# The memory a kernel keeps for vectors it has already seen, in MiB (0 turns it off).
+MEMORY_ENV = "AIHUB_EMBEDDING_MEMORY_MB"
+DEFAULT_MEMORY_MB = 256
+# What one kept vector costs beyond its bytes and its text: the key tuple, the entry, the objects.
+_ENTRY_OVERHEAD = 160
+
+
+class VectorMemo:
+    """The vectors this kernel has embedded or read from the store, by (cache model, text), so
+    embedding a text again in the same session is a dictionary lookup instead of a store query.
+
+    It holds only vectors that are also in `EmbeddingCache` (whose rows are never replaced: a
+    recorded response refers to them), so it can never disagree with the store; the store stays the
+    cache that outlives the kernel. Bounded by `max_bytes` (vector, text and bookkeeping), the
+    least recently used out first; `max_bytes=None` reads AIHUB_EMBEDDING_MEMORY_MB (256 by default).
+    Thread-safe: one lock per call, not per text."""
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        if max_bytes is None:
+            raw = os.environ.get(MEMORY_ENV, "").strip()
+            try:
+                megabytes = float(raw) if raw else DEFAULT_MEMORY_MB
+            except ValueError:
+                raise UsageError(f"{MEMORY_ENV} is {raw!r}: set it to a number of MiB (0 keeps no vectors in memory).") from None
+            max_bytes = int(max(megabytes, 0) * 2**20)
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, model_key: str, texts: list[str]) -> list[bytes | None]:
+        """Each text's vector, or None where this kernel has not seen it; the ones found become
+        the most recently used."""
+        if not self._items:
+            return [None] * len(texts)
+        with self._lock:
+            get, touch = self._items.get, self._items.move_to_end
+            found = [get((model_key, text)) for text in texts]
+            for text, vector in zip(texts, found):
+                if vector is not None:
+                    touch((model_key, text))
+        return found
+
+    def put(self, model_key: str, pairs: Iterable[tuple[str, bytes]]) -> None:
+        """Keep (text, vector) pairs, dropping the least recently used past the budget."""
+        if self.max_bytes <= 0:
+            return
+        with self._lock:
+            items = self._items
+            for text, vector in pairs:
+                cost = len(vector) + len(text) + _ENTRY_OVERHEAD
+                if cost > self.max_bytes:
+                    continue
+                key = (model_key, text)
+                if key in items:
+                    items.move_to_end(key)
+                    continue
+                items[key] = vector
+                self.size += cost
+            while self.size > self.max_bytes:
+                (_, text), vector = items.popitem(last=False)
+                self.size -= len(vector) + len(text) + _ENTRY_OVERHEAD
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.size = 0
 
 
 def cache_model(connection: dict[str, Any], endpoint: str) -> str:
@@ -54,24 +130,31 @@ def embed_texts(
     price: Callable[[int], float | None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     batch_size: int | None = None,
+    memo: VectorMemo | None = None,
 ):
-    """The vectors of `texts` as a float32 array (len(texts) x d), from the cache where it has
-    them; `progress(done, total)` is called after each request."""
+    """The vectors of `texts` as a float32 array (len(texts) x d), from `memo` and the store's cache
+    where they have them; `progress(done, total)` is called after each request."""
     import numpy as np
 
     for index, text in enumerate(texts):
         if not isinstance(text, str) or not text:
             raise UsageError(f"Text {index} is {text!r}: every text to embed must be a non-empty string.")
-    keys = [_key(model_key, t) for t in texts]
-    found = _lookup(store, keys)
-    missing: dict[str, str] = {}  # key -> text, each distinct text once, in order
-    for key, text in zip(keys, texts):
-        if key not in found and key not in missing:
-            missing[key] = text
+    # Memory first; then the store, for the texts memory does not hold (hashed only those).
+    vectors_at: list[bytes | None] = memo.get(model_key, texts) if memo is not None else [None] * len(texts)
+    unseen = [i for i, vector in enumerate(vectors_at) if vector is None]
+    keys: dict[str, str] = {}  # text -> cache key, each distinct unseen text once, in order
+    for i in unseen:
+        if texts[i] not in keys:
+            keys[texts[i]] = _key(model_key, texts[i])
+    found = _lookup(store, list(keys.values()))
+    if memo is not None and found:
+        memo.put(model_key, [(text, found[key]) for text, key in keys.items() if key in found])
+    missing: dict[str, str] = {key: text for text, key in keys.items() if key not in found}  # key -> text, in order
+    sent = set(missing.values())
+    hits = len(texts) - sum(1 for i in unseen if texts[i] in sent)
     limit = max(1, min(batch_size or provider.max_embedding_inputs, provider.max_embedding_inputs))
     run = JobRun(store, f"embed: {len(texts)} texts", "embed", references={"connection": connection["id"]})
     dims = {"provider": connection["provider"], "model": connection["modelId"], "connection": connection["name"]}
-    hits = len(texts) - sum(1 for key in keys if key in missing)
     try:
         run.start()
         run.log(f"{len(texts)} texts, {hits} from the cache, {len(missing)} to send in batches of {limit}")
@@ -95,8 +178,11 @@ def embed_texts(
                     "check that the model is an embedding model.",
                     connection=connection["name"],
                 )
-            for (key, _), vector in zip(batch, _remember(store, model_key, [key for key, _ in batch], vectors)):
+            blobs = _remember(store, model_key, [key for key, _ in batch], vectors)
+            for (key, _), vector in zip(batch, blobs):
                 found[key] = vector
+            if memo is not None:
+                memo.put(model_key, [(text, vector) for (_, text), vector in zip(batch, blobs)])
             values: dict[str, float] = {"latency_ms": round(latency, 3), "inputs": len(batch), "cache_hits": hits if start == 0 else 0}
             if result.prompt_tokens is not None:
                 values["prompt_tokens"] = result.prompt_tokens
@@ -110,11 +196,13 @@ def embed_texts(
         run.finish(exc)
         raise
     run.finish()
-    if not keys:
+    if not texts:
         return np.zeros((0, 0), dtype=np.float32)
+    for i in unseen:
+        vectors_at[i] = found[keys[texts[i]]]
     # One copy of all the bytes, read as an n x d array: no per-row arrays.
-    data = b"".join([found[key] for key in keys])
-    return np.frombuffer(data, dtype="<f4").reshape(len(keys), -1).copy()
+    data = b"".join(vectors_at)  # type: ignore[arg-type]  (every position is filled by now)
+    return np.frombuffer(data, dtype="<f4").reshape(len(texts), -1).copy()
 
 
 def _with_retries(
@@ -144,33 +232,33 @@ def _backoff(attempt: int, retry_after: float | None) -> float:
 
 
 def _lookup(store: Store, keys: list[str]) -> dict[str, bytes]:
-    """The cached vectors of `keys`, in one query (the keys go in as one JSON array)."""
-    if not keys:
-        return {}
-    distinct = json.dumps(list(dict.fromkeys(keys)))
-    sql = 'SELECT key, vector FROM "EmbeddingCache" WHERE key IN (SELECT value FROM json_each(?))'
-    return dict(store.conn.execute(sql, (distinct,)).fetchall())
+    """The cached vectors of `keys`, in one query (by slot: the cache's integer index)."""
+    return cached_vectors(store.conn, keys) if keys else {}
 
 
 def _remember(store: Store, model_key: str, keys: list[str], vectors: Any) -> list[bytes]:
-    """Keep new vectors in one transaction, each row's id its key (unique per model and text);
-    rows already there (the recording keeps the vectors it stores; another kernel may have
-    cached a text meanwhile) keep their first vector. Returns the vectors' bytes."""
+    """Keep new vectors in one transaction; rows already there (the recording keeps the vectors it
+    stores; another kernel may have cached a text meanwhile) keep their first vector, and a key
+    whose slot another key holds is not kept. Returns the vectors' bytes."""
     import numpy as np
 
     matrix = np.ascontiguousarray(np.asarray(vectors, dtype="<f4"))
     dimensions = int(matrix.shape[1]) if matrix.ndim == 2 else 0
     blobs = [row.tobytes() for row in matrix]
-    sql = 'SELECT key FROM "EmbeddingCache" WHERE key IN (SELECT value FROM json_each(?))'
-    have = {row[0] for row in store.conn.execute(sql, (json.dumps(keys),))}
-    if len(have) == len(set(keys)):
-        return blobs
+    slots = [vector_slot(key) for key in keys]
+    wanted = json.dumps(sorted(set(slots)))
+    sql = 'SELECT count(*) FROM "EmbeddingCache" WHERE slot IN (SELECT value FROM json_each(?))'
+    if store.conn.execute(sql, (wanted,)).fetchone()[0] == len(set(slots)):
+        return blobs  # the usual case: the recording has kept them all
     now = now_iso()
-    rows = [(key, "{}", now, now, key, model_key, dimensions, blob) for key, blob in zip(keys, blobs) if key not in have]
+    rows = [
+        (row_id, now, now, key, slot, model_key, dimensions, blob)
+        for row_id, key, slot, blob in zip(uuid7_many(len(keys)), keys, slots, blobs)
+    ]
     with store.transaction() as conn:
         conn.executemany(
-            'INSERT OR IGNORE INTO "EmbeddingCache" (id, "references", createdAt, updatedAt, key, model, dimensions, vector) '
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            'INSERT OR IGNORE INTO "EmbeddingCache" (id, "references", createdAt, updatedAt, key, slot, model, dimensions, vector) '
+            "VALUES (?, '{}', ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
     return blobs

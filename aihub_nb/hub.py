@@ -76,6 +76,13 @@ class Hub:
 
     def __init__(self, home: str | os.PathLike | None = None) -> None:
         self.home = Path(home).expanduser() if home is not None else default_home()
+        if self.home.is_file():  # the database file itself: its folder is the hub's home
+            if self.home.name != DB_FILENAME:
+                raise UsageError(
+                    f"Hub() takes the hub's folder (the one holding {DB_FILENAME}), and {str(self.home)!r} is a file: "
+                    f"pass its folder, or a new folder for a new hub."
+                )
+            self.home = self.home.parent
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         _private_home(self.home)
         self.store = Store(self.home / DB_FILENAME)
@@ -84,6 +91,7 @@ class Hub:
         recover_interrupted(self.store)
         self._watch_secrets()
         self.runtime = Runtime.open(self.store)
+        self._vectors: Any = None  # aihub_nb.embeddings.VectorMemo, made by the first embed()
         self._telemetry: Any = None  # aihub_nb.telemetry.Telemetry while OpenTelemetry export is on
         self._telemetry_checked = False
         _ = self.telemetry  # export on (settings or OTEL_EXPORTER_OTLP_*): the runtime gets the exporter now
@@ -130,6 +138,8 @@ class Hub:
             self.runtime.telemetry = None
         refs = _OPEN_HUBS.get(self.path.resolve(), [])
         refs[:] = [ref for ref in refs if ref() not in (None, self)]
+        if self._vectors is not None:
+            self._vectors.clear()
         self.runtime.close()
         self.store.close()
 
@@ -761,11 +771,14 @@ class Hub:
     def embed(self, texts, *, model: str | None = None, progress: bool | None = None, batch_size: int | None = None):
         """Vectors of `texts` with EMBEDDING connection `model`: a str or a list gives a float32
         numpy array (n x d); a pandas Series gives a Series of vectors with the same index. Texts
-        already embedded with the same model come from the store's cache and are not sent again."""
+        already embedded with the same model are not sent again: they come from the vectors this
+        hub keeps in memory (AIHUB_EMBEDDING_MEMORY_MB, 256 by default), else from the store's cache."""
         from . import monitoring
-        from .embeddings import cache_model, embed_texts
+        from .embeddings import VectorMemo, cache_model, embed_texts
 
         row = self._typed_connection(model, "EMBEDDING")
+        if self._vectors is None:
+            self._vectors = VectorMemo()
         series = None
         if isinstance(texts, str):
             items = [texts]
@@ -799,7 +812,7 @@ class Hub:
                 self.store, provider, row, items, model_key=cache_model(row, endpoint),
                 record_metrics=record, recorder=self.runtime.recorder,
                 price=lambda tokens: monitoring.turn_cost(self.store, row["provider"], row["modelId"], tokens, 0),
-                progress=bar.update if bar else None, batch_size=batch_size,
+                progress=bar.update if bar else None, batch_size=batch_size, memo=self._vectors,
             )
         finally:
             if bar:

@@ -86,3 +86,29 @@ def m002_unique_names(store: "Store") -> None:
                 n += 1
             taken.add(new)
             store.conn.execute(f'UPDATE "{table}" SET name = ?, updatedAt = ? WHERE id = ?', (new, now_iso(), row_id))
+
+
+@migration
+def m003_embedding_slots(store: "Store") -> None:
+    """EmbeddingCache rows are found by `slot` (the key's first 60 bits, uniquely indexed) instead
+    of by a unique index on the 64-character key: fill the slot of the rows cached before, and
+    drop the old index. Two old keys sharing a slot (a 1 in 2**60 chance) leave the later row a
+    negative slot no key has: kept (recorded calls may refer to it), just no longer found."""
+    if "slot" not in getattr(store.models.get("EmbeddingCache"), "fields", {}):
+        return  # a store opened with another schema
+    from .payloads import vector_slot
+
+    rows = store.conn.execute('SELECT rowid, key FROM "EmbeddingCache" ORDER BY rowid').fetchall()
+    seen: set[int] = set()
+    updates = []
+    for rowid, key in rows:
+        try:
+            slot = vector_slot(key)
+        except (TypeError, ValueError):
+            slot = -rowid  # not a sha256: nothing will look it up
+        if slot in seen:
+            slot = -rowid
+        seen.add(slot)
+        updates.append((slot, rowid))
+    store.conn.executemany('UPDATE "EmbeddingCache" SET slot = ? WHERE rowid = ?', updates)
+    store.conn.execute('DROP INDEX IF EXISTS "uq_EmbeddingCache_key"')

@@ -15,6 +15,7 @@ square of its length. So the store keeps them this way, and puts them back toget
 
 * An embedding response's base64 vectors are already in the EmbeddingCache, as float32 bytes:
   the response keeps, for each `"embedding"`, the reference `"EmbeddingCache:<key>"` to its row
+  (found by the key's `slot`, `vector_slot(key)`, the column the cache is indexed on)
   (`store_vectors`, when the recording knows each input's cache key), and the call's references
   say so (`"vectors": "EmbeddingCache"`), so only such calls are expanded. A vector is stored by
   reference only when its base64 is exactly the encoding of those bytes; any other is kept as is.
@@ -36,6 +37,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .clock import uuid7_many
+
 
 class Store(Protocol):
     """The store whose payloads these are, as this module sees it (aihub_nb.store calls it)."""
@@ -43,7 +46,10 @@ class Store(Protocol):
     conn: sqlite3.Connection
     _lock: Any
 
-__all__ = ["EXPANDED", "VECTORS", "PruneReport", "common_ends", "expand", "expand_columns", "prune", "store_vectors"]
+__all__ = [
+    "EXPANDED", "VECTORS", "PruneReport", "cached_vectors", "common_ends", "expand", "expand_columns", "prune",
+    "store_vectors", "vector_slot",
+]
 
 # The models whose rows are put back together on read.
 EXPANDED = frozenset({"NetworkCall", "ResponseStream"})
@@ -53,6 +59,24 @@ VECTORS = "EmbeddingCache"
 _VECTOR_REF = VECTORS + ":"
 _EMBEDDING_RE = re.compile(r'"embedding"\s*:\s*"([A-Za-z0-9+/=]*)"')
 _VECTOR_REF_RE = re.compile(r'"EmbeddingCache:([0-9a-f]{64})"')
+
+
+def vector_slot(key: str) -> int:
+    """The EmbeddingCache `slot` of `key` (a sha256 in hex): its first 60 bits as a number. The
+    cache is indexed on it (unique): an integer index is a fraction of the size of one on the
+    64-character key, so finding and adding vectors touch far fewer pages."""
+    return int(key[:15], 16)
+
+
+def cached_vectors(conn: sqlite3.Connection, keys: Iterable[str]) -> dict[str, bytes]:
+    """The EmbeddingCache vectors of `keys` (sha256 hex), in one query by slot; a row whose slot
+    matches but whose key does not (another text's) is not one of them."""
+    slots = sorted({vector_slot(key) for key in keys})
+    if not slots:
+        return {}
+    return dict(conn.execute(
+        'SELECT key, vector FROM "EmbeddingCache" WHERE slot IN (SELECT value FROM json_each(?))', (json.dumps(slots),)
+    ).fetchall())
 
 
 def common_ends(base: str, text: str) -> tuple[int, int]:
@@ -186,7 +210,7 @@ def store_vectors(conn: sqlite3.Connection, text: str, model: str, keys: list[st
     matches = list(_EMBEDDING_RE.finditer(text))
     if not isinstance(data, list) or not data or len(matches) != len(data):
         return None
-    chosen: list[tuple[re.Match, str, bytes]] = []
+    chosen: list[tuple[re.Match, str, int, bytes]] = []
     for match, item in zip(matches, data):
         if not isinstance(item, dict):
             return None
@@ -199,26 +223,31 @@ def store_vectors(conn: sqlite3.Connection, text: str, model: str, keys: list[st
             return None
         if not vector or len(vector) % 4 or binascii.b2a_base64(vector, newline=False).decode() != encoded:
             return None  # not the one encoding of float32 bytes: kept as it came
-        chosen.append((match, keys[index], vector))
-    wanted = json.dumps([key for _, key, _ in chosen])
-    existing = dict(conn.execute(
-        'SELECT key, vector FROM "EmbeddingCache" WHERE key IN (SELECT value FROM json_each(?))', (wanted,)
-    ).fetchall())
+        chosen.append((match, keys[index], vector_slot(keys[index]), vector))
+    slots = sorted({slot for _, _, slot, _ in chosen})
+    found = conn.execute(
+        'SELECT slot, key, vector FROM "EmbeddingCache" WHERE slot IN (SELECT value FROM json_each(?))', (json.dumps(slots),)
+    ).fetchall()
+    taken = {slot: key for slot, key, _ in found}
+    existing = {key: vector for _, key, vector in found}
     rows, pieces, at = [], [], 0
-    for match, key, vector in chosen:
+    for match, key, slot, vector in chosen:
         have = existing.get(key)
         if have is None:
+            if slot in taken:
+                continue  # another text's key begins the same (a 1 in 2**60 chance): kept in the response
+            taken[slot] = key
             existing[key] = vector
-            rows.append((key, "{}", now, now, key, model, len(vector) // 4, vector))
+            rows.append((key, slot, model, len(vector) // 4, vector))
         elif have != vector:
             continue  # the cache holds another vector for this text: this one stays in the response
         pieces.append(text[at : match.start(1)])
         pieces.append(_VECTOR_REF + key)
         at = match.end(1)
     conn.executemany(
-        'INSERT INTO "EmbeddingCache" (id, "references", createdAt, updatedAt, key, model, dimensions, vector) '
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
+        'INSERT INTO "EmbeddingCache" (id, "references", createdAt, updatedAt, key, slot, model, dimensions, vector) '
+        "VALUES (?, '{}', ?, ?, ?, ?, ?, ?, ?)",
+        [(row_id, now, now, *row) for row_id, row in zip(uuid7_many(len(rows)), rows)],
     )
     pieces.append(text[at:])
     return "".join(pieces)
@@ -227,12 +256,10 @@ def store_vectors(conn: sqlite3.Connection, text: str, model: str, keys: list[st
 def _expand_vectors(store: Store, texts: dict[str, str]) -> dict[str, str]:
     """`texts` (responses stored by `store_vectors`) with each cache reference put back as the
     base64 of its vector, all read in one query; a reference whose row is gone stays."""
-    keys = sorted({k for text in texts.values() for k in _VECTOR_REF_RE.findall(text)})
+    keys = {k for text in texts.values() for k in _VECTOR_REF_RE.findall(text)}
     if not keys:
         return texts
-    vectors = dict(store.conn.execute(
-        'SELECT key, vector FROM "EmbeddingCache" WHERE key IN (SELECT value FROM json_each(?))', (json.dumps(keys),)
-    ).fetchall())
+    vectors = cached_vectors(store.conn, keys)
 
     def put_back(match: re.Match) -> str:
         vector = vectors.get(match.group(1))

@@ -28,7 +28,6 @@ import functools
 import json
 import numbers
 import os
-import random
 import sqlite3
 import threading
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from . import payloads
-from .clock import now_iso
+from .clock import now_iso, uuid7, uuid7_many
 from .errors import NotFoundError, RecordNotFoundError, StoreError, StoreWarning, UnknownFieldError, UnknownTableError
 from .prisma import Field, Model, Schema, load_schema
 
@@ -64,33 +63,6 @@ _MIGRATIONS_TABLE = "_aihub_migrations"
 _NEW_ID, _NOW, _CONSTANT, _SKIP = "new id", "now", "constant", "skip"
 
 # ---------------------------------------------------------------- ids and times
-
-_uuid_lock = threading.Lock()
-_uuid_last_ms = 0
-_uuid_counter = 0
-
-
-def uuid7() -> str:
-    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then a 12-bit counter, then random bits.
-
-    Ids made by one process are strictly increasing, so inserts append to the primary key.
-    """
-    global _uuid_last_ms, _uuid_counter
-    ms = time.time_ns() // 1_000_000
-    with _uuid_lock:
-        if ms > _uuid_last_ms:
-            _uuid_last_ms, _uuid_counter = ms, random.getrandbits(11)
-        else:
-            _uuid_counter += 1
-            if _uuid_counter > 0xFFF:
-                _uuid_last_ms += 1
-                _uuid_counter = random.getrandbits(11)
-        ms, counter = _uuid_last_ms, _uuid_counter
-    tail = int.from_bytes(os.urandom(8)) & 0x3FFF_FFFF_FFFF_FFFF | 0x8000_0000_0000_0000
-    value = (ms << 80) | (0x7 << 76) | (counter << 64) | tail
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
 
 # ---------------------------------------------------------------- value conversion
 

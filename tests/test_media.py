@@ -315,6 +315,84 @@ def test_embed_series_and_similar(mhub):
     assert list(top.columns) == ["text", "score"] and top.index[0] == "c" and top["score"].iloc[0] > top["score"].iloc[1]
 
 
+def test_a_second_pass_is_served_from_memory_and_a_new_kernel_from_the_store(mhub, server):
+    from aihub_nb import Hub
+
+    texts = [f"note {i} about cats" for i in range(50)]
+    first = mhub.embed(texts, model="vec")
+    sent = len([r for r in server.requests if r.path == "/v1/embeddings"])
+    assert len(mhub._vectors) == 50  # the kernel keeps what it embedded
+    # Memory answers without the store: rows removed behind its back do not matter to this kernel.
+    mhub.store.conn.execute('DELETE FROM "EmbeddingCache" WHERE key IN (SELECT key FROM "EmbeddingCache" LIMIT 10)')
+    assert np.array_equal(mhub.embed(texts, model="vec"), first)
+    assert len([r for r in server.requests if r.path == "/v1/embeddings"]) == sent
+    hits = [m["value"] for m in mhub.store.find("Metric") if m["name"] == "cache_hits"]
+    assert hits[-1] == 50.0
+    with Hub(mhub.home) as other:  # a new kernel: nothing in memory, 40 from the store, 10 sent again
+        again = other.embed(texts, model="vec")
+        assert np.array_equal(again, first) and len(other._vectors) == 50
+    requests = [r for r in server.requests if r.path == "/v1/embeddings"]
+    assert len(requests) == sent + 1 and len(requests[-1].json["input"]) == 10
+
+
+def test_vector_memory_is_bounded_least_recently_used_out(monkeypatch):
+    from aihub_nb.embeddings import MEMORY_ENV, VectorMemo
+
+    vector = bytes(256)
+    memo = VectorMemo(max_bytes=3 * (256 + 2 + 160))
+    memo.put("m", [("t1", vector), ("t2", vector), ("t3", vector)])
+    assert memo.get("m", ["t1", "t2", "t3", "x"]) == [vector, vector, vector, None]
+    memo.get("m", ["t1"])  # t1 used last: t2 is now the oldest
+    memo.put("m", [("t4", vector)])
+    assert [v is not None for v in memo.get("m", ["t1", "t2", "t3", "t4"])] == [True, False, True, True]
+    assert memo.size <= memo.max_bytes and len(memo) == 3
+    assert memo.get("other model", ["t1"]) == [None]
+    monkeypatch.setenv(MEMORY_ENV, "0")
+    off = VectorMemo()
+    off.put("m", [("t1", vector)])
+    assert len(off) == 0 and off.get("m", ["t1"]) == [None]
+    monkeypatch.setenv(MEMORY_ENV, "lots")
+    with pytest.raises(UsageError, match=r"^AIHUB_EMBEDDING_MEMORY_MB is 'lots': set it to a number of MiB"):
+        VectorMemo()
+
+
+def test_embedding_with_no_vector_memory_reads_the_store(mhub, server, monkeypatch):
+    from aihub_nb import Hub
+
+    monkeypatch.setenv("AIHUB_EMBEDDING_MEMORY_MB", "0")
+    with Hub(mhub.home) as hub:
+        first = hub.embed(["a", "b"], model="vec")
+        sent = len([r for r in server.requests if r.path == "/v1/embeddings"])
+        assert np.array_equal(hub.embed(["b", "a"], model="vec"), first[::-1]) and len(hub._vectors) == 0
+        assert len([r for r in server.requests if r.path == "/v1/embeddings"]) == sent
+
+
+def test_a_text_whose_slot_another_key_holds_is_embedded_right_and_not_cached(mhub, server):
+    from aihub_nb.embeddings import _key, cache_model
+    from aihub_nb.payloads import vector_slot
+
+    conn_row = mhub.connection("vec")
+    key = _key(cache_model(conn_row, mhub.runtime.providers.get(conn_row).url), "a clash")
+    # Another key with the same first 60 bits holds the slot, with a vector of its own.
+    other = key[:15] + ("0" if key[15] != "0" else "1") + key[16:]
+    assert vector_slot(other) == vector_slot(key) and other != key
+    mhub.store.conn.execute(
+        'INSERT INTO "EmbeddingCache" (id, key, slot, model, dimensions, vector, createdAt, updatedAt) '
+        "VALUES ('clash', ?, ?, 'm', 64, ?, 't', 't')", (other, vector_slot(key), np.full(64, 9, "<f4").tobytes()),
+    )
+    expected = mhub.embed(["not a clash"], model="vec")  # the demo vector of a text, for comparison
+    mhub._vectors.clear()
+    rows = mhub.store.count("EmbeddingCache")
+    got = mhub.embed(["a clash"], model="vec")
+    assert not np.any(got == 9) and got.shape == expected.shape
+    assert mhub.store.count("EmbeddingCache") == rows  # its slot is taken: not cached
+    mhub._vectors.clear()
+    before = len([r for r in server.requests if r.path == "/v1/embeddings"])
+    assert np.array_equal(mhub.embed(["a clash"], model="vec"), got)  # sent again: the slot is taken
+    assert len([r for r in server.requests if r.path == "/v1/embeddings"]) == before + 1
+    assert mhub.store.count("EmbeddingCache", key=key) == 0 and mhub.store.get("EmbeddingCache", "clash")["key"] == other
+
+
 # -- images in chats, through the hub --------------------------------------------------------------
 def test_chat_send_with_images_stores_once_and_resends_history(mhub, server, tmp_path):
     import matplotlib.pyplot as plt
@@ -371,18 +449,57 @@ def test_an_embedding_response_is_recorded_whole_with_its_vectors_in_the_cache(m
 
 
 def test_an_embedding_response_that_cannot_be_referenced_is_kept_as_it_came(tmp_path):
-    from aihub_nb.payloads import store_vectors
+    from aihub_nb.payloads import store_vectors, vector_slot
     from aihub_nb.store import Store
 
     store = Store(tmp_path / "x.db")
     vector = np.arange(4, dtype="<f4").tobytes()
     canonical = base64.b64encode(vector).decode()
+    k0, k1 = "0a" * 32, "1b" * 32
+    keys = [k0, k1]
     text = '{"data":[{"index":0,"embedding":"%s"},{"index":1,"embedding":"%s"}]}'
     with store.transaction() as conn:
-        assert store_vectors(conn, text % (canonical, "EmbeddingCache:" + "0" * 64), "m", ["k0", "k1"], "t") is None
-        assert store_vectors(conn, text % (canonical, canonical[:-2] + "B="), "m", ["k0", "k1"], "t") is None  # not canonical
-        conn.execute('INSERT INTO "EmbeddingCache" (id, key, model, dimensions, vector, createdAt, updatedAt) '
-                     "VALUES ('k1', 'k1', 'm', 4, ?, 't', 't')", (bytes(16),))
-        stored = store_vectors(conn, text % (canonical, canonical), "m", ["k0", "k1"], "t")
+        assert store_vectors(conn, text % (canonical, "EmbeddingCache:" + "0" * 64), "m", keys, "t") is None
+        assert store_vectors(conn, text % (canonical, canonical[:-2] + "B="), "m", keys, "t") is None  # not canonical
+        conn.execute('INSERT INTO "EmbeddingCache" (id, key, slot, model, dimensions, vector, createdAt, updatedAt) '
+                     "VALUES ('k1', ?, ?, 'm', 4, ?, 't', 't')", (k1, vector_slot(k1), bytes(16)))
+        stored = store_vectors(conn, text % (canonical, canonical), "m", keys, "t")
     # k0 is kept in the cache and referenced; k1's cached vector differs, so its base64 stays
-    assert stored == text % ("EmbeddingCache:k0", canonical)
+    assert stored == text % ("EmbeddingCache:" + k0, canonical)
+
+
+def test_a_hub_opened_on_its_database_file_or_on_another_file(tmp_path):
+    from aihub_nb import Hub
+
+    with Hub(tmp_path / "h") as hub:
+        hub.store.create("Chat", name="kept")
+    with Hub(tmp_path / "h" / "aihub.db") as same:  # the database file: its folder is the hub
+        assert same.home == tmp_path / "h" and same.store.first("Chat", name="kept") is not None
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UsageError, match=r"^Hub\(\) takes the hub's folder .* is a file: pass its folder"):
+        Hub(tmp_path / "notes.txt")
+
+
+def test_a_cache_made_before_slots_upgrades_and_keeps_serving(mhub, server):
+    from aihub_nb import Hub
+    from aihub_nb.payloads import vector_slot
+
+    first = mhub.embed(["a cat", "a dog"], model="vec")
+    wire = mhub.network_calls()["response"].iloc[-1]
+    conn = mhub.store.conn
+    # The cache as it was: ids that are the keys, a unique index on the key, no slot column.
+    for sql in (
+        'DROP INDEX "uq_EmbeddingCache_slot"', 'ALTER TABLE "EmbeddingCache" DROP COLUMN slot',
+        'UPDATE "EmbeddingCache" SET id = key', 'CREATE UNIQUE INDEX "uq_EmbeddingCache_key" ON "EmbeddingCache" (key)',
+        "DELETE FROM _aihub_migrations WHERE name = 'm003_embedding_slots'",
+    ):
+        conn.execute(sql)
+    sent = len([r for r in server.requests if r.path == "/v1/embeddings"])
+    with Hub(mhub.home) as hub:
+        indexes = {r[0] for r in hub.store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "uq_EmbeddingCache_slot" in indexes and "uq_EmbeddingCache_key" not in indexes
+        rows = hub.store.find("EmbeddingCache")
+        assert len(rows) == 2 and all(r["slot"] == vector_slot(r["key"]) and r["id"] == r["key"] for r in rows)
+        assert np.array_equal(hub.embed(["a dog", "a cat"], model="vec"), first[::-1])
+        assert hub.network_calls()["response"].iloc[-1] == wire  # recorded vectors still read back
+        assert len([r for r in server.requests if r.path == "/v1/embeddings"]) == sent

@@ -150,6 +150,20 @@ def test_ids_are_time_ordered_uuid7():
         assert before <= int(u.hex[:12], 16) <= after
 
 
+def test_bulk_ids_are_uuid7_in_order_between_single_ones():
+    from aihub_nb.clock import uuid7_many
+
+    first = uuid7()
+    batch = uuid7_many(3000)
+    last = uuid7()
+    ids = [first, *batch, last]
+    assert sorted(ids) == ids and len(set(ids)) == len(ids) and uuid7_many(0) == []
+    for text in (batch[0], batch[-1]):
+        u = uuid.UUID(text)
+        assert str(u) == text and u.version == 7 and u.variant == uuid.RFC_4122
+    assert uuid7_many(2)[0] > last  # a second batch follows the first
+
+
 def test_store_ids_sort_in_creation_order(store):
     created = [store.create("Message", threadId="t", type="user", content=str(i))["id"] for i in range(300)]
     assert sorted(created) == created
