@@ -74,8 +74,12 @@ def cached_vectors(conn: sqlite3.Connection, keys: Iterable[str]) -> dict[str, b
     slots = sorted({vector_slot(key) for key in keys})
     if not slots:
         return {}
+    # The slots give row ids (from the index alone); the rows are then read in row id order, so
+    # vectors cached together are read from neighbouring pages.
     return dict(conn.execute(
-        'SELECT key, vector FROM "EmbeddingCache" WHERE slot IN (SELECT value FROM json_each(?))', (json.dumps(slots),)
+        'SELECT key, vector FROM "EmbeddingCache" WHERE rowid IN '
+        '(SELECT rowid FROM "EmbeddingCache" WHERE slot IN (SELECT value FROM json_each(?)))',
+        (json.dumps(slots),),
     ).fetchall())
 
 
