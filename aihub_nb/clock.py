@@ -16,11 +16,8 @@ _uuid_last_ms = 0
 _uuid_counter = 0
 
 
-def uuid7() -> str:
-    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then a 12-bit counter, then random bits.
-
-    Ids made by one process are strictly increasing, so inserts append to the primary key.
-    """
+def _tick() -> tuple[int, int]:
+    """The next (milliseconds, 12-bit counter) for an id: later than every one given before."""
     global _uuid_last_ms, _uuid_counter
     ms = time.time_ns() // 1_000_000
     with _uuid_lock:
@@ -31,7 +28,15 @@ def uuid7() -> str:
             if _uuid_counter > 0xFFF:
                 _uuid_last_ms += 1
                 _uuid_counter = random.getrandbits(11)
-        ms, counter = _uuid_last_ms, _uuid_counter
+        return _uuid_last_ms, _uuid_counter
+
+
+def uuid7() -> str:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then a 12-bit counter, then random bits.
+
+    Ids made by one process are strictly increasing, so inserts append to the primary key.
+    """
+    ms, counter = _tick()
     tail = int.from_bytes(os.urandom(8)) & 0x3FFF_FFFF_FFFF_FFFF | 0x8000_0000_0000_0000
     value = (ms << 80) | (0x7 << 76) | (counter << 64) | tail
     h = f"{value:032x}"
@@ -45,17 +50,7 @@ def uuid7_many(n: int) -> list[str]:
     instead of a clock read, a lock and random bytes."""
     if n <= 0:
         return []
-    global _uuid_last_ms, _uuid_counter
-    ms = time.time_ns() // 1_000_000
-    with _uuid_lock:
-        if ms > _uuid_last_ms:
-            _uuid_last_ms, _uuid_counter = ms, random.getrandbits(11)
-        else:
-            _uuid_counter += 1
-            if _uuid_counter > 0xFFF:
-                _uuid_last_ms += 1
-                _uuid_counter = random.getrandbits(11)
-        ms, counter = _uuid_last_ms, _uuid_counter
+    ms, counter = _tick()
     high = (ms << 32) | (0x7 << 28) | (counter << 16) | 0x8000 | random.getrandbits(14)
     h = f"{high:020x}"
     prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-"
