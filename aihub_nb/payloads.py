@@ -215,10 +215,10 @@ def store_vectors(conn: sqlite3.Connection, text: str, model: str, keys: list[st
     if not isinstance(data, list) or not data or len(matches) != len(data):
         return None
     chosen: list[tuple[re.Match, str, int, bytes]] = []
-    for match, item in zip(matches, data):
+    for position, (match, item) in enumerate(zip(matches, data)):
         if not isinstance(item, dict):
             return None
-        index, encoded = item.get("index"), item.get("embedding")
+        index, encoded = item.get("index", position), item.get("embedding")  # no index: input order
         if type(index) is not int or not 0 <= index < len(keys) or encoded != match.group(1):
             return None
         try:

@@ -503,3 +503,30 @@ def test_a_cache_made_before_slots_upgrades_and_keeps_serving(mhub, server):
         assert np.array_equal(hub.embed(["a dog", "a cat"], model="vec"), first[::-1])
         assert hub.network_calls()["response"].iloc[-1] == wire  # recorded vectors still read back
         assert len([r for r in server.requests if r.path == "/v1/embeddings"]) == sent
+
+
+@pytest.mark.parametrize("quirk", ["floats", "reversed", "no-index"])
+def test_embeddings_from_servers_that_answer_otherwise(mhub, server, quirk):
+    expected = mhub.embed(["one text", "another text", "a third"], model="vec")
+    mhub._vectors.clear()
+    mhub.store.conn.execute('DELETE FROM "EmbeddingCache"')
+    server.embedding_quirks = {quirk}
+    try:
+        got = mhub.embed(["one text", "another text", "a third"], model="vec")
+    finally:
+        server.embedding_quirks = set()
+    assert np.array_equal(got, expected)  # each vector with its own text
+    import json
+
+    recorded = json.loads(mhub.network_calls()["response"].iloc[-1])["data"]  # read back whole
+    for position, item in enumerate(recorded):
+        value = item["embedding"]
+        vector = np.frombuffer(base64.b64decode(value), "<f4") if isinstance(value, str) else np.asarray(value, "<f4")
+        assert np.array_equal(vector, expected[item.get("index", position)])
+    assert [type(i["embedding"]) for i in recorded] == [list if quirk == "floats" else str] * 3
+    stored = mhub.store.conn.execute('SELECT response FROM "NetworkCall" ORDER BY rowid DESC LIMIT 1').fetchone()[0]
+    assert stored.count('"EmbeddingCache:') == (0 if quirk == "floats" else 3)  # base64 vectors by reference
+    mhub._vectors.clear()
+    before = len([r for r in server.requests if r.path == "/v1/embeddings"])
+    assert np.array_equal(mhub.embed(["a third", "one text"], model="vec"), expected[[2, 0]])  # from the cache
+    assert len([r for r in server.requests if r.path == "/v1/embeddings"]) == before

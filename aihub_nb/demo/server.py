@@ -32,7 +32,9 @@ Images and embeddings: ``local-image`` draws PNGs from the prompt (`aihub_nb.dem
 ``b64_json`` with a ``usage`` object as gpt-image-1 answers, or with ``"response_format": "url"`` a
 URL on this server, as dall-e-3 may; ``size`` "WxH" up to 2048 each, default 256x256);
 ``local-embed`` embeds (``encoding_format`` "float" or "base64", at most 2,048 inputs, as OpenAI;
-Ollama's ``/api/embed`` the same vectors). The chat models refuse both, and ``local-image`` and
+Ollama's ``/api/embed`` the same vectors). `LocalServer.embedding_quirks` makes ``/v1/embeddings``
+answer as some compatible servers do: ``"floats"`` (floats whatever was asked), ``"reversed"``
+(the data in reverse order, each with its index), ``"no-index"`` (items without an index). The chat models refuse both, and ``local-image`` and
 ``local-embed`` refuse chat, in the API's error shape. Chat messages may carry images (OpenAI
 ``image_url`` parts with data URLs, Ollama ``images``): the demo model says how many and their sizes;
 models in `LocalServer.text_only_models` refuse them as text-only models do. An image or embedding
@@ -288,6 +290,8 @@ class LocalServer:
         self.strict_tool_arguments = False
         # Models that refuse image input, as text-only models do.
         self.text_only_models: set[str] = set()
+        # How /v1/embeddings departs from OpenAI's answer, as some compatible servers do (see above).
+        self.embedding_quirks: set[str] = set()
         self._images: dict[str, bytes] = {}  # served at /v1/images/files/<name> (response_format "url")
         self._port = port
         self._lock = threading.Lock()
@@ -746,12 +750,15 @@ class _Handler(BaseHTTPRequestHandler):
         fault = owner._next_fault()
         if fault in _OPENAI_FAULTS:
             return self._openai_fault(fault)
-        as_base64 = body.get("encoding_format") == "base64"
+        quirks = owner.embedding_quirks
+        as_base64 = body.get("encoding_format") == "base64" and "floats" not in quirks
         data = []
         for i, text in enumerate(texts):
             vector = embedding(text, _dimensions(body))
             value = base64.b64encode(array.array("f", vector).tobytes()).decode() if as_base64 else vector
-            data.append({"object": "embedding", "index": i, "embedding": value})
+            data.append({"object": "embedding", "embedding": value} if "no-index" in quirks else {"object": "embedding", "index": i, "embedding": value})
+        if "reversed" in quirks:
+            data.reverse()
         tokens = sum(len(_split(t)) for t in texts)
         self._send_json(
             200,

@@ -135,7 +135,9 @@ class OpenAIProvider(Provider):
         raw = self._client.embeddings.with_raw_response.create(model=model, input=texts, encoding_format="base64")
         try:
             answer = json.loads(raw.http_response.content)
-            embeddings = [row["embedding"] for row in sorted(answer["data"], key=lambda item: item["index"])]
+            # In index order; a server that gives no index gives them in input order.
+            items = list(enumerate(answer["data"]))
+            embeddings = [row["embedding"] for _, row in sorted(items, key=lambda item: item[1].get("index", item[0]))]
             if not embeddings:
                 vectors = np.zeros((0, 0), np.float32)
             elif all(isinstance(e, str) for e in embeddings):
