@@ -414,12 +414,16 @@ def test_chat_send_with_images_stores_once_and_resends_history(mhub, server, tmp
     assert all("base64," not in c["body"] and refs[1] in c["body"] for c in calls)
 
 
-def test_a_model_refusing_images_gets_one_line(mhub, server):
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_model_refusing_images_gets_one_line(mhub, server, kind):
     server.text_only_models = {"local-tools"}
     try:
-        mhub.connect("OPENAI", "local-tools", name="texty", base_url=server.openai_base_url)
+        where = {"base_url": server.openai_base_url} if kind == "OPENAI" else {"host": server.ollama_host}
+        mhub.connect(kind, "local-tools", name="texty", **where)
+        sent = len(server.requests)
         with pytest.raises(ProviderError, match=r"^Connection 'texty': model 'local-tools' does not take images .*vision model"):
             mhub.chat("t", model="texty").send("see", images=[draw("x", 4, 4)])
+        assert len(server.requests) == sent + 1  # not retried: the request is the cause (Ollama answers 500)
         assert mhub.store.find("Jobs")[-1]["status"] == "failed"
     finally:
         server.text_only_models = set()
