@@ -714,11 +714,18 @@ class Hub:
 
         return monitoring.summary(self.store, since=since, until=until)
 
-    def set_price(self, model: str, input_per_million: float, output_per_million: float, *, provider: str = "", currency: str = "USD") -> None:
-        """Set what a model costs per million input and output tokens."""
+    def set_price(
+        self, model: str, input_per_million: float | None = None, output_per_million: float | None = None, *,
+        per_image: float | dict[str, float] | None = None, provider: str = "", currency: str = "USD",
+    ) -> None:
+        """Set what a model costs in USD: per million input and output tokens, and/or per generated
+        image (`per_image`: a number, or by size and quality, e.g. {"1024x1024": 0.04,
+        "hd 1024x1024": 0.08, "*": 0.04}). What is not given keeps its earlier value."""
         from . import monitoring
 
-        monitoring.set_price(self.store, model, input_per_million, output_per_million, provider=provider, currency=currency)
+        monitoring.set_price(
+            self.store, model, input_per_million, output_per_million, provider=provider, currency=currency, per_image=per_image,
+        )
 
     def remove_price(self, model: str, *, provider: str = "") -> None:
         from . import monitoring
@@ -765,7 +772,25 @@ class Hub:
         return generate_images(
             self.store, self.runtime.providers.get(row), row, prompt, size=size, n=n, quality=quality, chat=chat_row,
             record_metrics=self.record_metrics, recorder=self.runtime.recorder,
-            price=lambda prompt_tokens, output_tokens: monitoring.turn_cost(self.store, row["provider"], row["modelId"], prompt_tokens, output_tokens),
+            price=functools.partial(self._image_price, row),
+        )
+
+    def _image_price(
+        self, row: dict[str, Any], tokens_in: int | None, tokens_out: int | None, count: int, size: str | None, quality: str | None,
+    ) -> tuple[float, str] | None:
+        """(cost, price source) of `count` generated images: a model with a per-image price is
+        priced by it (no entry for this size and quality: unpriced); else by the tokens the answer
+        reported; None when unpriced."""
+        from . import monitoring
+
+        if monitoring.per_image_for(self.store, row["provider"], row["modelId"]) is not None:
+            return monitoring.image_price(self.store, row["provider"], row["modelId"], count, size=size, quality=quality)
+        if tokens_in is None and tokens_out is None:
+            return None
+        data = row.get("data") or {}
+        return monitoring.turn_price(
+            self.store, row["provider"], row["modelId"], tokens_in or 0, tokens_out or 0,
+            base_url=data.get("base_url"), package=not data.get("builtin"),
         )
 
     def embed(self, texts, *, model: str | None = None, progress: bool | None = None, batch_size: int | None = None):
@@ -811,7 +836,9 @@ class Hub:
             vectors = embed_texts(
                 self.store, provider, row, items, model_key=cache_model(row, endpoint),
                 record_metrics=record, recorder=self.runtime.recorder,
-                price=lambda tokens: monitoring.turn_cost(self.store, row["provider"], row["modelId"], tokens, 0),
+                price=lambda tokens: monitoring.turn_cost(
+                    self.store, row["provider"], row["modelId"], tokens, 0, base_url=data.get("base_url"), package=not data.get("builtin"),
+                ),
                 progress=bar.update if bar else None, batch_size=batch_size, memo=self._vectors,
             )
         finally:

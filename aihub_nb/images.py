@@ -4,8 +4,9 @@ prompt and the images kept as two Messages of a chat's thread.
 `generate_images` runs one job: it locks the thread, writes the prompt Message (user), calls the
 provider (429 and 5xx retried like chat turns), keeps each image once (aihub_nb.media), writes the
 image Message (`data.images`: the `media:` references; `content`: the revised prompt, if any) and
-records `latency_ms`, `images` and `cost_usd` (when the model has a price). A failure leaves the
-prompt, the failed job and the network call recorded. The result is an `ImageResult`.
+records `latency_ms`, `images` and `cost_usd` (when the model has a price: per image, else by
+tokens). A failure leaves the prompt, the failed job and the network call recorded. The result is
+an `ImageResult`.
 """
 
 from __future__ import annotations
@@ -94,9 +95,10 @@ def generate_images(
     chat: dict[str, Any] | None = None,
     record_metrics: Callable[..., None],
     recorder: Recorder,
-    price: Callable[[int, int], float | None] | None = None,
+    price: Callable[[int | None, int | None, int, str | None, str | None], tuple[float, str] | None] | None = None,
 ) -> ImageResult:
-    """Generate images for `prompt`; with `chat` (a Chat row), the prompt and images join its thread."""
+    """Generate images for `prompt`; with `chat` (a Chat row), the prompt and images join its thread.
+    `price(prompt_tokens, completion_tokens, images, size, quality)` gives (cost, price source) or None."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise UsageError("Nothing to draw: the prompt is empty; write it in the cell below the magic.")
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10:
@@ -130,14 +132,16 @@ def generate_images(
             )
             result.ids["message"] = message["id"]
         values: dict[str, float] = {"latency_ms": round((time.perf_counter() - started) * 1000, 3), "images": len(result.images)}
+        tokens_in = tokens_out = None
         if answer.usage is not None:
-            values["prompt_tokens"] = answer.usage.prompt_tokens or 0
-            values["completion_tokens"] = answer.usage.completion_tokens or 0
-            cost = price(int(values["prompt_tokens"]), int(values["completion_tokens"])) if price else None
-            if cost is not None:
-                values["cost_usd"] = cost
+            values["prompt_tokens"] = tokens_in = int(answer.usage.prompt_tokens or 0)
+            values["completion_tokens"] = tokens_out = int(answer.usage.completion_tokens or 0)
+        priced = price(tokens_in, tokens_out, len(result.images), size, quality) if price else None
+        done = {**dims, "status": "completed"}
+        if priced is not None:
+            values["cost_usd"], done["price_source"] = priced  # "user" or "genai-prices <version>"
         result.metrics = values
-        record_metrics(values, {**dims, "status": "completed"}, references={"job": run.id})
+        record_metrics(values, done, references={"job": run.id})
         run.log(f"{len(result.images)} image(s) kept: {', '.join(result.refs)}")
     except BaseException as exc:
         failed = {"latency_ms": round((time.perf_counter() - started) * 1000, 3), "images": 0, "error": 1.0}

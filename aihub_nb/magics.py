@@ -55,6 +55,27 @@ def _configured_home() -> str | None:
 home_from(_configured_home)
 
 
+def _per_image_option(text: str) -> float | dict[str, float]:
+    """--per-image: one number, or SIZE=PRICE pairs (keys: a size, a quality, "quality size", *)."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    table: dict[str, float] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            table[key.strip()] = float(value)
+        except ValueError:
+            raise UsageError(
+                f"--per-image takes a price (0.04) or SIZE=PRICE pairs (1024x1024=0.04,hd 1024x1024=0.08), not {text!r}."
+            ) from None
+    return table
+
+
 def _one_line(text: str) -> str:
     """Text with control characters (a newline in an argument, a NUL) shown as escapes."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
@@ -842,12 +863,21 @@ class AihubMagics(Magics):
     @argument("input_per_million", type=float, nargs="?", metavar="IN")
     @argument("output_per_million", type=float, nargs="?", metavar="OUT")
     @argument("--provider", default="")
+    @argument(
+        "--per-image", metavar="PRICE", default=None,
+        help="USD per generated image: 0.04, or by size and quality: 1024x1024=0.04,hd 1024x1024=0.08,*=0.04",
+    )
     def _price(self, ns) -> Any:
-        """Set or remove the price of a model, in USD per million input and output tokens."""
+        """Set or remove the price of a model, in USD per million input and output tokens, or per image."""
         if ns.action == "set":
-            if ns.input_per_million is None or ns.output_per_million is None:
-                raise _usage_error(self._price.parser, "give both prices: %aihub price set MODEL INPUT_PER_MILLION OUTPUT_PER_MILLION")
-            self.hub.set_price(ns.model, ns.input_per_million, ns.output_per_million, provider=ns.provider)
+            tokens = (ns.input_per_million, ns.output_per_million)
+            if (None in tokens and tokens != (None, None)) or (tokens == (None, None) and ns.per_image is None):
+                raise _usage_error(
+                    self._price.parser,
+                    "give both prices: %aihub price set MODEL INPUT_PER_MILLION OUTPUT_PER_MILLION (or --per-image PRICE)",
+                )
+            per_image = _per_image_option(ns.per_image) if ns.per_image is not None else None
+            self.hub.set_price(ns.model, ns.input_per_million, ns.output_per_million, provider=ns.provider, per_image=per_image)
         else:
             prices = self.hub.prices()
             known = sorted({(m, (p or "").upper()) for m, p in zip(prices["model"], prices["provider"], strict=True)})
@@ -862,10 +892,10 @@ class AihubMagics(Magics):
 
     @_subcommand("aihub prices")
     def _prices(self, ns=None) -> Any:
-        """The price table (USD per million tokens)."""
+        """The price table (USD per million tokens, and per image)."""
         rows = self.hub.prices().to_dict("records")
         return _table(
-            rows, ["model", "provider", "inputPerMillion", "outputPerMillion", "currency", "updatedAt"],
+            rows, ["model", "provider", "inputPerMillion", "outputPerMillion", "perImage", "currency", "updatedAt"],
             empty="No prices yet: %aihub price set MODEL INPUT_PER_MILLION OUTPUT_PER_MILLION (USD per million tokens).",
         )
 

@@ -211,7 +211,8 @@ def test_parse_errors_end_with_the_generated_usage(nb):
     with pytest.raises(UsageError) as caught:
         nb.run_line_magic("aihub", "price set m 1 x")
     assert str(caught.value) == (
-        "argument OUT: invalid float value: 'x'. Usage: %aihub price set|remove MODEL [IN] [OUT] [--provider PROVIDER]"
+        "argument OUT: invalid float value: 'x'. Usage: %aihub price set|remove MODEL [IN] [OUT] [--provider PROVIDER] "
+        "[--per-image PRICE]"
     )
     with pytest.raises(UsageError, match="unrecognized arguments: --conn"):  # no abbreviations of --connect-timeout
         nb.run_line_magic("aihub", "connection edit oa --conn 3")
@@ -314,6 +315,24 @@ def test_price_magic_gives_cost(nb, hub, server):
     assert list(hub.prices()["model"]) == ["local-chat"]
     shown = nb.run_line_magic("aihub", "price remove local-chat").data
     assert len(hub.prices()) == 0 and "No prices yet" in shown
+
+
+def test_price_magic_per_image(nb, hub):
+    nb.run_line_magic("aihub", "price set dall-e-3 --per-image 0.04")
+    assert hub.prices()[["model", "perImage"]].values.tolist() == [["dall-e-3", "0.04"]]
+    shown = nb.run_line_magic("aihub", 'price set dall-e-3 --per-image "1024x1024=0.04,hd 1024x1024=0.08"').data
+    assert "hd 1024x1024" in shown and hub.prices()["inputPerMillion"].tolist() == [0.0]
+    from aihub_nb import monitoring
+
+    assert monitoring.image_price(hub.store, "OPENAI", "dall-e-3", 2, size="1024x1024", quality="hd") == (0.16, "user")
+    for line, said in [
+        ("price set dall-e-3 --per-image cheap", r"--per-image takes a price \(0.04\) or SIZE=PRICE pairs"),
+        ("price set dall-e-3 --per-image 1024x1024=-1", "a number of USD from 0 up"),
+        ("price set dall-e-3 0.5", "give both prices"),
+        ("price set dall-e-3", "give both prices"),
+    ]:
+        with pytest.raises(Exception, match=said):
+            nb.run_line_magic("aihub", line)
 
 
 def test_agent_magics_and_a_tool_call_in_the_cell(nb, hub, server):

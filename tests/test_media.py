@@ -393,6 +393,40 @@ def test_a_text_whose_slot_another_key_holds_is_embedded_right_and_not_cached(mh
     assert mhub.store.count("EmbeddingCache", key=key) == 0 and mhub.store.get("EmbeddingCache", "clash")["key"] == other
 
 
+def test_generated_images_are_priced_per_image_else_by_tokens(mhub, server):
+    costs = lambda: [m for m in mhub.store.find("Metric") if m["name"] == "cost_usd"]  # noqa: E731
+    mhub.image("a boat", model="pics", size="64x48", n=2)
+    assert costs() == []  # no price: unpriced
+    mhub.set_price("local-image", per_image={"64x48": 0.01, "hd 64x48": 0.05})
+    result = mhub.image("a boat", model="pics", size="64x48", n=2)
+    assert result.metrics["cost_usd"] == pytest.approx(0.02)
+    assert costs()[-1]["dimensions"]["price_source"] == "user"
+    mhub.image("a boat", model="pics", size="64x48", quality="hd")
+    assert costs()[-1]["value"] == pytest.approx(0.05)
+    other = mhub.image("a boat", model="pics", size="32x32")  # no entry for this size: unpriced, not $0
+    assert "cost_usd" not in other.metrics and len(costs()) == 2
+    mhub.remove_price("local-image")
+    mhub.set_price("local-image", 1_000_000, 1_000_000)  # by tokens when there is no per-image price
+    priced = mhub.image("a boat", model="pics", size="32x32")
+    tokens = priced.metrics["prompt_tokens"] + priced.metrics["completion_tokens"]
+    assert tokens > 0 and priced.metrics["cost_usd"] == pytest.approx(tokens)
+
+
+def test_a_model_served_locally_under_an_openai_name_is_not_priced_as_openai(mhub, server):
+    server.aliases = {"text-embedding-3-small": "local-embed"}
+    try:
+        mhub.connect("OPENAI", "text-embedding-3-small", name="lookalike", base_url=server.openai_base_url, type="EMBEDDING")
+        mhub.embed(["some text"], model="lookalike")
+    finally:
+        server.aliases = {}
+    assert [m for m in mhub.store.find("Metric") if m["name"] == "prompt_tokens"] and not [
+        m for m in mhub.store.find("Metric") if m["name"] == "cost_usd"
+    ]  # genai-prices knows text-embedding-3-small, but this is not OpenAI's API
+    from aihub_nb import monitoring
+
+    assert monitoring.turn_cost(mhub.store, "OPENAI", "text-embedding-3-small", 1000, 0) > 0  # at OpenAI it is priced
+
+
 # -- images in chats, through the hub --------------------------------------------------------------
 def test_chat_send_with_images_stores_once_and_resends_history(mhub, server, tmp_path):
     import matplotlib.pyplot as plt

@@ -272,7 +272,7 @@ def test_prices_upsert_lookup_and_remove(store):
     assert mon.turn_cost(store, "OLLAMA", "llama3.2", 100, 100) == 0.0
 
     table = mon.prices(store)
-    assert list(table.columns) == ["provider", "model", "inputPerMillion", "outputPerMillion", "currency", "updatedAt"]
+    assert list(table.columns) == ["provider", "model", "inputPerMillion", "outputPerMillion", "perImage", "currency", "updatedAt"]
     assert [tuple(r) for r in table[["provider", "model", "inputPerMillion"]].itertuples(index=False)] == [
         ("", "gpt-4o-mini", 0.15), ("OPENAI", "gpt-4o-mini", 0.25), ("OLLAMA", "llama3.2", 0.0),
     ]
@@ -281,6 +281,28 @@ def test_prices_upsert_lookup_and_remove(store):
     assert mon.price_for(store, "OPENAI", "gpt-4o-mini") == (0.15, 0.60)
     with pytest.raises(UsageError):
         mon.set_price(store, "m", -1, 1)
+
+
+def test_per_image_prices_by_size_and_quality(store):
+    assert mon.image_price(store, "OPENAI", "dall-e-3", 2, size="1024x1024") is None  # unpriced, not 0
+    mon.set_price(store, "dall-e-3", per_image=0.04)
+    assert mon.image_price(store, "OPENAI", "dall-e-3", 3, size="1024x1024") == (pytest.approx(0.12), "user")
+    assert mon.price_for(store, "OPENAI", "dall-e-3") == (0.0, 0.0)  # token prices start at 0
+    mon.set_price(store, "dall-e-3", per_image={"1024x1024": 0.04, "1792x1024": 0.08, "HD  1024x1024": 0.08, "hd": 0.12})
+    price = lambda size, quality=None: mon.image_price(store, "OPENAI", "dall-e-3", 1, size=size, quality=quality)  # noqa: E731
+    assert price("1024x1024") == (0.04, "user") and price("1792x1024") == (0.08, "user")
+    assert price("1024x1024", "hd") == (0.08, "user")  # "quality size" first, then quality, then size
+    assert price("1792x1024", "HD") == (0.12, "user") and price("1792x1024", "standard") == (0.08, "user")
+    assert price("512x512") is None  # no entry and no "*": unpriced, never a guess
+    mon.set_price(store, "dall-e-3", 0.5, 0.5)  # token prices change; the per-image table stays
+    assert price("1024x1024") == (0.04, "user") and mon.price_for(store, "OPENAI", "dall-e-3") == (0.5, 0.5)
+    assert mon.prices(store)["perImage"].iloc[0].startswith('{"1024x1024": 0.04')
+    for bad, said in [(-1, "a number of USD from 0 up"), ({"big": "x"}, "a number of USD"), ({"1024 by 1024": 1}, "keyed by size"),
+                      ({}, "table is empty"), (True, "a number of USD")]:
+        with pytest.raises(UsageError, match=said):
+            mon.set_price(store, "dall-e-3", per_image=bad)
+    with pytest.raises(UsageError, match="Give 'x' a price"):
+        mon.set_price(store, "x")
 
 
 # ---------------------------------------------------------------- summary

@@ -292,6 +292,8 @@ class LocalServer:
         self.text_only_models: set[str] = set()
         # How /v1/embeddings departs from OpenAI's answer, as some compatible servers do (see above).
         self.embedding_quirks: set[str] = set()
+        # Other names the models answer to, as a local server may serve a model under a hosted one's name.
+        self.aliases: dict[str, str] = {}
         self._images: dict[str, bytes] = {}  # served at /v1/images/files/<name> (response_format "url")
         self._port = port
         self._lock = threading.Lock()
@@ -423,6 +425,7 @@ class LocalServer:
         if not isinstance(name, str):
             return None
         bare = name.removesuffix(":latest")
+        bare = self.aliases.get(bare, bare)
         for model in self.models:
             if bare == model.removesuffix(":latest"):
                 return model

@@ -15,7 +15,7 @@ Where each job lives:
                tool_invocations, streams, metric_names
     writer     MetricWriter, the one metric write path: chat turns and tool calls `record` (written
                before the turn returns), `log_metric` `log`s (batched)
-    pricing    set_price, prices, price_for, turn_cost (None when unpriced, never $0)
+    pricing    set_price, prices, price_for, turn_cost, image_price (None when unpriced, never $0)
     summary    the per-model table of chat turns
 
 Every frame is built at the edge from one SQL query, column by column (never row by row), with
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from ..redact import mask_secrets
 from .frames import jobs, messages, metric_names, metrics, network_calls, streams, tool_invocations
-from .pricing import package_price, price_for, prices, remove_price, set_price, turn_cost, turn_price
+from .pricing import image_price, package_price, per_image_for, price_for, prices, remove_price, set_price, turn_cost, turn_price
 from .summary import SUMMARY_COLUMNS, TURN_METRICS, summary, summary_of_frame
 from .timespan import parse_time
 from .writer import MetricWriter, close_writer, flush_metrics, log_metric, metric_writer, record_metrics
@@ -46,6 +46,7 @@ __all__ = [
     "TURN_METRICS",
     "close",
     "flush_metrics",
+    "image_price",
     "jobs",
     "log_metric",
     "mask_secrets",
@@ -56,6 +57,7 @@ __all__ = [
     "network_calls",
     "package_price",
     "parse_time",
+    "per_image_for",
     "price_for",
     "prices",
     "record_metrics",
