@@ -783,8 +783,9 @@ class Hub:
         reported; None when unpriced."""
         from . import monitoring
 
-        if monitoring.per_image_for(self.store, row["provider"], row["modelId"]) is not None:
-            return monitoring.image_price(self.store, row["provider"], row["modelId"], count, size=size, quality=quality)
+        per_image = monitoring.per_image_for(self.store, row["provider"], row["modelId"])
+        if per_image is not None:
+            return monitoring.images_cost(per_image, count, size=size, quality=quality)
         if tokens_in is None and tokens_out is None:
             return None
         data = row.get("data") or {}

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from ..redact import mask_secrets
 from .frames import jobs, messages, metric_names, metrics, network_calls, streams, tool_invocations
-from .pricing import image_price, package_price, per_image_for, price_for, prices, remove_price, set_price, turn_cost, turn_price
+from .pricing import image_price, images_cost, package_price, per_image_for, price_for, prices, remove_price, set_price, turn_cost, turn_price
 from .summary import SUMMARY_COLUMNS, TURN_METRICS, summary, summary_of_frame
 from .timespan import parse_time
 from .writer import MetricWriter, close_writer, flush_metrics, log_metric, metric_writer, record_metrics
@@ -47,6 +47,7 @@ __all__ = [
     "close",
     "flush_metrics",
     "image_price",
+    "images_cost",
     "jobs",
     "log_metric",
     "mask_secrets",

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ..store import Store
 
 __all__ = [
-    "image_price", "package_price", "per_image_for", "price_for", "prices", "remove_price", "set_price", "turn_cost", "turn_price",
+    "image_price", "images_cost", "package_price", "per_image_for", "price_for", "prices", "remove_price", "set_price", "turn_cost", "turn_price",
 ]
 
 USER_SOURCE = "user"
@@ -143,7 +143,15 @@ def image_price(
     """(cost in USD, "user") of `images` generated images at the user's per-image price, or None
     when the model has none, or its table has no entry for this size and quality (unpriced: the
     table's model is priced per image only, so tokens do not stand in for it)."""
-    price = per_image_for(store, provider, model)
+    return images_cost(per_image_for(store, provider, model), images, size=size, quality=quality)
+
+
+def images_cost(
+    per_image: float | dict[str, float] | None, images: int, /, *, size: str | None = None, quality: str | None = None,
+) -> tuple[float, str] | None:
+    """(cost, "user") of `images` at a per-image price (see `per_image_for`), or None when there is
+    no price, or the table has no entry for this size and quality."""
+    price: Any = per_image
     if isinstance(price, dict):
         q = (quality or "").strip().lower()
         keys = [f"{q} {size}" if q and size else None, q or None, size, "*"]
