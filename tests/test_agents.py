@@ -17,9 +17,7 @@ from aihub_nb import Hub
 from aihub_nb.agents import input_approver, load_agent
 from aihub_nb.errors import NotFoundError, RoundLimitError, UsageError
 from aihub_nb.testing import ScriptedReply
-
-PROVIDERS = ["OPENAI", "OLLAMA"]
-
+from helpers import PROVIDERS, chat_requests as _chat_requests
 
 def add(a: int, b: int) -> int:
     """Add two numbers."""
@@ -48,10 +46,6 @@ def _connect(hub: Hub, server, provider: str) -> str:
 
 def _call(name: str, **arguments) -> dict:
     return {"name": name, "arguments": arguments}
-
-
-def _chat_requests(server) -> list:
-    return [r for r in server.requests if r.path in ("/v1/chat/completions", "/api/chat")]
 
 
 def _tool_messages(server, provider: str) -> list[tuple[str, str]]:

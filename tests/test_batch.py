@@ -4,7 +4,6 @@ retries, structured output, Ctrl-C, a killed process and resume, the store cache
 from __future__ import annotations
 
 import _thread
-import json
 import os
 import signal
 import subprocess
@@ -23,16 +22,13 @@ from aihub_nb.batch import ItemError
 from aihub_nb.errors import NotFoundError, UsageError
 from aihub_nb.testing import ScriptedReply
 from aihub_nb.widgets import HubPanel
+from helpers import chat_requests as _chat_requests
 
 
 @pytest.fixture
 def conn(hub, server):
     hub.connect("OPENAI", "local-chat", name="t", base_url=server.openai_base_url)
     return "t"
-
-
-def _chat_requests(server) -> list:
-    return [r for r in server.requests if r.path.endswith("/chat/completions") or r.path == "/api/chat"]
 
 
 def _reviews(n: int) -> pd.DataFrame:

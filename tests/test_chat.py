@@ -27,19 +27,7 @@ from aihub_nb.errors import (
     UsageError,
 )
 from aihub_nb.testing import ScriptedReply
-
-PROVIDERS = ["OPENAI", "OLLAMA"]
-
-
-def _connect(hub: Hub, server, provider: str, *, name: str = "m", model: str = "local-chat", **kw):
-    if provider == "OPENAI":
-        return hub.connect("OPENAI", model, name=name, base_url=server.openai_base_url, **kw)
-    return hub.connect("OLLAMA", model, name=name, host=server.ollama_host, **kw)
-
-
-def _chat_requests(server):
-    return [r for r in server.requests if r.path in ("/v1/chat/completions", "/api/chat")]
-
+from helpers import PROVIDERS, chat_requests as _chat_requests, connect as _connect
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
 from IPython.core.error import UsageError as IPythonUsageError
@@ -18,16 +13,7 @@ from aihub_nb import Hub
 from aihub_nb.errors import ThreadBusyError, UsageError
 
 from aihub_nb.testing import ScriptedReply
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _python(script: str, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script), *args], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+from helpers import run_python as _python
 
 
 def _lock(hub: Hub, chat: str) -> str | None:

@@ -5,24 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
 from aihub_nb import Hub
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _python(script: str, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script), *args], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+from helpers import run_python as _python
 
 
 _LOGS_THEN_WAITS = """
